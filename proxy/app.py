@@ -1,0 +1,194 @@
+"""``create_app(settings, registry) -> Starlette``: routes, lifespan, and the one error renderer.
+
+Handlers only parse and wire: wire -> router -> dispatch -> (streaming) -> response. Shared objects
+(the upstream client, providers, dispatcher) are built in the lifespan and reach handlers through
+``request.state``; nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy import headers as header_rules
+from proxy import registry as registry_mod
+from proxy import rewrite, router, streaming, wire
+from proxy.dispatch import Dispatcher
+from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
+from proxy.providers import provider_class
+from proxy.providers.base import Provider
+from proxy.registry import Registry
+from proxy.settings import Settings
+from proxy.upstream import UpstreamClient
+
+log = logging.getLogger("tiergate")
+_STARTED = int(time.time())
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Everything a request needs, built once per process in the lifespan."""
+
+    settings: Settings
+    registry: Registry
+    http: UpstreamClient
+    providers: Mapping[str, Provider]
+    dispatcher: Dispatcher
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
+    """Build the ASGI app. ``registry`` defaults to loading ``settings.config``."""
+    loaded = registry if registry is not None else registry_mod.load(settings.config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        http = UpstreamClient(settings.transport, connect_timeout=settings.connect_timeout)
+        providers = {
+            name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
+        }
+        gateway = Gateway(settings, loaded, http, providers, Dispatcher(providers))
+        log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
+        try:
+            yield {"gateway": gateway}
+        finally:
+            await http.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={
+            TiergateError: render_error,
+            HTTPException: render_http_exception,
+            Exception: render_crash,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def chat_completions(request: Request) -> Response:
+    started = time.perf_counter()
+    gateway: Gateway = request.state.gateway
+    _authorize(request, gateway.settings)
+    body = wire.parse_chat_request(await request.body())
+    route = router.resolve(request.headers.get("x-task-type"), body["model"], gateway.registry)
+    forwarded = header_rules.forwardable(request.headers.items())
+
+    if body.get("stream"):
+        served, chunks = await gateway.dispatcher.stream(route, body, forwarded)
+        stats = streaming.StreamStats(started=started)
+        relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body))
+        headers = {**chunks.headers, **_route_headers(route, served.target.provider, served.target.model, chunks.request_id)}
+        return streaming.SSEResponse(relay, stats, headers)  # type: ignore[return-value]
+
+    served, completion = await gateway.dispatcher.complete(route, body, forwarded)
+    content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
+    headers = {
+        **completion.headers,
+        **_route_headers(route, served.target.provider, served.target.model, completion.request_id),
+    }
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _route_headers(route: router.Route, provider: str, model: str, request_id: str | None) -> dict[str, str]:
+    return {
+        "x-tiergate-task": route.task.name,
+        "x-tiergate-tier": route.tier.name,
+        "x-tiergate-model": model,
+        "x-tiergate-provider": provider,
+        "x-request-id": request_id or "req_" + os.urandom(12).hex(),
+    }
+
+
+async def list_models(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    _authorize(request, gateway.settings)
+    return _json({"object": "list", "data": _model_objects(gateway.registry)})
+
+
+async def get_model(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    _authorize(request, gateway.settings)
+    model_id = request.path_params["model_id"]
+    for item in _model_objects(gateway.registry):
+        if item["id"] == model_id:
+            return _json(item)
+    raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+
+
+def _model_objects(registry: Registry) -> list[dict[str, Any]]:
+    # What a client may put in `model`: auto (the task decides), a tier selector, or a task name
+    # listed for discoverability (the task itself comes from X-Task-Type).
+    ids = ["auto", *(router.TIER_PREFIX + t for t in registry.tiers), *registry.tasks]
+    return [wire.model_object(i, "tiergate", _STARTED) for i in ids]
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    return _json({"status": "ready", "tasks": len(gateway.registry.tasks), "tiers": len(gateway.registry.tiers)})
+
+
+def _authorize(request: Request, settings: Settings) -> None:
+    if not settings.api_keys:
+        return
+    auth = request.headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key", "")
+    if key not in settings.api_keys:
+        raise Unauthorized("Invalid or missing API key for tiergate. Send it as 'Authorization: Bearer <key>'.")
+
+
+def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+
+
+# --- the one error renderer ---------------------------------------------------------------------
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TiergateError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
+    headers = dict(exc.headers)
+    headers.setdefault("x-request-id", "req_" + os.urandom(12).hex())
+    return _json(exc.body(), status=exc.status, headers=headers)
+
+
+async def render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: TiergateError = NotFound(f"Unknown route: {request.method} {request.url.path}.", code="unknown_url")
+    elif exc.status_code == 405:
+        err = InvalidRequest(
+            f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed", status=405
+        )
+    else:
+        err = InvalidRequest(str(exc.detail), status=exc.status_code)
+    return await render_error(request, err)
+
+
+async def render_crash(request: Request, exc: Exception) -> Response:
+    # A bug: the details go to the log, the client gets a generic OpenAI-shaped 500.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    err = TiergateError("tiergate hit an internal error; it has been logged.", code="internal_error")
+    return _json(err.body(), status=500)

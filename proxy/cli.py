@@ -1,0 +1,108 @@
+"""``tiergate`` subcommands. Each one parses its options and calls one function.
+
+Every ``serve`` flag is also an environment variable ``TIERGATE_<FLAG>``; a flag wins over the
+variable. A user mistake (bad rules.yaml, bad flag value) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from proxy import registry as registry_mod
+from proxy.errors import ConfigError
+from proxy.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.run(args)
+        return result
+    except ConfigError as exc:
+        print(f"tiergate: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"tiergate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiergate", description="Route each LLM call to the tier its task needs.")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
+    serve.add_argument("--host", help="bind address (TIERGATE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (TIERGATE_PORT, default 4000)")
+    serve.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
+    serve.add_argument("--no-ledger", dest="ledger", action="store_const", const=False, help="do not write the ledger")
+    serve.add_argument("--transport", help="upstream HTTP transport: aiohttp or httpcore (TIERGATE_TRANSPORT)")
+    serve.add_argument("--log-level", help="debug, info, warning, error (TIERGATE_LOG_LEVEL)")
+    serve.set_defaults(run=_serve)
+
+    check = sub.add_parser("check", help="validate a registry file with the server's own validator")
+    check.add_argument("config", nargs="?", default="rules.yaml")
+    check.set_defaults(run=_check)
+
+    demo = sub.add_parser("demo", help="run a sample workload against an embedded fake upstream (no keys needed)")
+    demo.add_argument("--config", default="rules.yaml", help="registry file to demo (default rules.yaml)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+
+    settings = Settings.from_env(
+        config=args.config,
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        ledger=args.ledger,
+        transport=args.transport,
+        log_level=args.log_level,
+    )
+    registry = registry_mod.load(settings.config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings, registry),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        # Let in-flight streams finish on SIGTERM before the lifespan closes the upstream client.
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    registry = registry_mod.load(args.config)
+    targets = sum(len(t.targets) for t in registry.tiers.values())
+    print(
+        f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
+        f"{len(registry.providers)} providers; default task {registry.default_task!r}"
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from proxy.demo import run_demo
+
+    return asyncio.run(run_demo(args.config, out=sys.stdout))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""``tiergate demo``: the whole product on loopback, with no API keys and no network.
+
+It starts an embedded fake OpenAI-compatible upstream and tiergate itself on 127.0.0.1, drives a small
+workload through the official ``openai`` SDK exactly as an app would (tagged calls for several task
+types, one untagged call, one stream), and prints what ran where.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from proxy import registry as registry_mod
+from proxy.app import create_app
+from proxy.fake_upstream import FakeOpenAI
+from proxy.loopback import serve
+from proxy.settings import Settings
+
+# (task header or None, prompt, stream)
+WORKLOAD: tuple[tuple[str | None, str, bool], ...] = (
+    ("title_generation", "Suggest a title for: we moved our billing cron to a queue and it fixed retries", False),
+    ("classification", "Label this ticket as bug, billing or feature: the invoice PDF is blank", False),
+    ("extraction", "Extract name and city as JSON: Ada Lovelace lives in London", False),
+    ("relevance", "Is 'tiered LLM routing' relevant to the query 'reduce OpenAI bill'? Answer yes or no", False),
+    ("summary", "Summarise the incident: the cache expired, traffic hit the database, p99 rose to 4 s", False),
+    ("ad_copy", "Write a one-line ad for a proxy that cuts LLM costs without code changes", False),
+    ("narrative", "Write the opening paragraph of a story about a lighthouse keeper who collects radio signals", True),
+    ("agent", "Plan the steps to migrate a service from cron jobs to a durable queue, with rollback", False),
+    (None, "An untagged call: which task does it run as?", False),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    task: str
+    source: str
+    tier: str
+    model: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+
+
+async def run_demo(config: str, out: TextIO) -> int:
+    """Run the sample workload and print one line per call; 0 when every call succeeded."""
+    from openai import AsyncOpenAI  # the demo's client is the official SDK, as in a real app
+
+    fake = FakeOpenAI()
+    async with serve(fake) as upstream_url:
+        environ = {
+            **os.environ,
+            "OPENAI_BASE_URL": upstream_url + "/v1",
+            "OPENAI_API_KEY": "sk-demo-upstream",
+        }
+        registry = registry_mod.load(config, environ=environ)
+        with tempfile.TemporaryDirectory(prefix="tiergate-demo-") as tmp:
+            settings = Settings(config=config, db=str(Path(tmp) / "demo.db"))
+            async with serve(create_app(settings, registry)) as proxy_url:
+                print(f"tiergate on {proxy_url}  ->  fake OpenAI upstream on {upstream_url}\n", file=out)
+                client = AsyncOpenAI(base_url=proxy_url + "/v1", api_key="sk-demo-client", max_retries=0)
+                rows = [await _call(client, task, prompt, stream) for task, prompt, stream in WORKLOAD]
+                await client.close()
+    _print(rows, out)
+    return 0
+
+
+async def _call(client: object, task: str | None, prompt: str, stream: bool) -> Row:
+    from openai import AsyncOpenAI
+
+    assert isinstance(client, AsyncOpenAI)
+    headers = {"X-Task-Type": task} if task else {}
+    messages = [{"role": "user", "content": prompt}]
+    started = time.perf_counter()
+    if stream:
+        async with client.chat.completions.with_streaming_response.create(
+            model="auto",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=headers,
+        ) as response:
+            usage = None
+            async for chunk in await response.parse():
+                if chunk.usage is not None:
+                    usage = chunk.usage
+            raw_headers = response.headers
+    else:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=messages, extra_headers=headers  # type: ignore[arg-type]
+        )
+        usage = raw.parse().usage
+        raw_headers = raw.headers
+    latency = (time.perf_counter() - started) * 1000.0
+    return Row(
+        task=raw_headers["x-tiergate-task"],
+        source="header" if task else "default",
+        tier=raw_headers["x-tiergate-tier"],
+        model=f"{raw_headers['x-tiergate-provider']}::{raw_headers['x-tiergate-model']}",
+        stream=stream,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        latency_ms=latency,
+    )
+
+
+def _print(rows: list[Row], out: TextIO) -> None:
+    header = f"{'task':<17} {'via':<7} {'tier':<9} {'model':<26} {'stream':<6} {'in':>5} {'out':>5} {'ms':>7}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in rows:
+        print(
+            f"{r.task:<17} {r.source:<7} {r.tier:<9} {r.model:<26} {'yes' if r.stream else 'no':<6} "
+            f"{r.prompt_tokens:>5} {r.completion_tokens:>5} {r.latency_ms:>7.1f}",
+            file=out,
+        )
+    print(f"\n{len(rows)} calls, {sum(r.prompt_tokens + r.completion_tokens for r in rows)} tokens", file=out)

@@ -1,0 +1,147 @@
+"""The exception tree, and the only place that knows what each error looks like on the wire.
+
+    TiergateError                 an error a client sees; carries status, type, code, param
+    ├── InvalidRequest            400 invalid_request_error (bad JSON, bad fields)
+    │   └── UnknownTaskType       400 code=unknown_task_type
+    ├── Unauthorized              401 (client key missing or wrong)
+    ├── NotFound                  404 (unknown route or model id)
+    ├── NotImplementedByProvider  501 (a target whose provider has no adapter yet)
+    └── UpstreamError             talking to a target went wrong
+        ├── UpstreamStatus        the upstream answered 4xx/5xx; its status and error are passed on
+        ├── UpstreamUnreachable   502 connect/reset before a response
+        ├── UpstreamTimeout       504 connect/read timeout
+        └── UpstreamProtocolError 502 a response that is not what the wire format promises
+
+    ConfigError                   a rules.yaml problem: one line that starts with the dotted path
+
+Lower layers raise these (translating httpx/aiohttp errors at the upstream boundary with
+``raise ... from exc``); ``app.py`` renders them once. Messages are written for the client: they never
+carry upstream URLs, keys or stack traces (those go to the log).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TiergateError(Exception):
+    """An error rendered to the client as ``{"error": {message, type, param, code}}``."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        # Extra response headers, e.g. retry-after on a passed-on 429.
+        self.headers: dict[str, str] = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error body for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(TiergateError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnknownTaskType(InvalidRequest):
+    code = "unknown_task_type"
+
+
+class Unauthorized(TiergateError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(TiergateError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class NotImplementedByProvider(TiergateError):
+    status = 501
+    type = "not_implemented_error"
+    code = "provider_not_implemented"
+
+
+class UpstreamError(TiergateError):
+    """Base of every failure while talking to a target; ``retryable`` drives fallback."""
+
+    status = 502
+    type = "upstream_error"
+    retryable = True
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status; its OpenAI-shaped error is passed on as-is."""
+
+    def __init__(
+        self,
+        status: int,
+        error: dict[str, Any],
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        message = str(error.get("message") or f"upstream returned HTTP {status}")
+        super().__init__(
+            message,
+            param=error.get("param") if isinstance(error.get("param"), str) else None,
+            code=error.get("code") if isinstance(error.get("code"), str) else None,
+            status=status,
+            headers=headers,
+        )
+        self.type = str(error.get("type") or ("invalid_request_error" if status < 500 else "upstream_error"))
+        self.retryable = status in RETRYABLE_STATUSES
+
+
+class UpstreamUnreachable(UpstreamError):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    code = "upstream_bad_response"
+
+
+class ConfigError(Exception):
+    """A registry problem. ``str(err)`` is one line: ``dotted.path: what is wrong``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+# Statuses after which another try (same target later, or the next target) can help.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})

@@ -1,0 +1,84 @@
+"""The provider interface: what every adapter takes and returns.
+
+An adapter receives a ``Call`` whose body is already an OpenAI chat request rewritten for its target
+(model, params), speaks its provider's wire format, and hands back OpenAI shapes: a ``Completion`` or a
+``ChunkStream`` of OpenAI chunks. Failures are raised as ``UpstreamError``s before the first chunk
+when possible, so the dispatcher can fall back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proxy.wire import Usage
+
+if TYPE_CHECKING:
+    from proxy.registry import Provider as ProviderConfig
+    from proxy.registry import Target
+    from proxy.upstream import UpstreamClient
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One upstream attempt: the body rewritten for ``target`` and the client headers safe to forward."""
+
+    target: Target
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    read_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole ``chat.completion`` in OpenAI shape."""
+
+    body: dict[str, Any]
+    usage: Usage | None
+    request_id: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # The upstream's own bytes when ``body`` is exactly them: relayed without re-encoding.
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One OpenAI ``chat.completion.chunk``: ``payload`` is relayed byte for byte, ``data`` is inspected."""
+
+    payload: bytes
+    data: dict[str, Any]
+
+
+class ChunkStream(ABC):
+    """An open upstream stream of OpenAI chunks; iterate once, then ``aclose`` (idempotent)."""
+
+    request_id: str | None = None
+    headers: Mapping[str, str] = {}
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class Provider(ABC):
+    """An adapter for one provider type; one instance per configured provider, shared by all requests."""
+
+    def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
+        self.config = config
+        self.http = http
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @abstractmethod
+    async def complete(self, call: Call) -> Completion:
+        """Run a non-streaming call."""
+
+    @abstractmethod
+    async def stream(self, call: Call) -> ChunkStream:
+        """Open a streaming call; return once the upstream has accepted it (status 200)."""

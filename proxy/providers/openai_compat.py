@@ -1,0 +1,117 @@
+"""OpenAI-compatible upstreams (OpenAI itself, vLLM, Together, Groq, ...): the body is already theirs.
+
+Only three things change on the way out: the provider's key replaces the client's, the max-tokens field
+gets the spelling the provider wants (OpenAI's reasoning models reject ``max_tokens``), and responses are
+checked to be what the wire format promises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from proxy.errors import UpstreamProtocolError, UpstreamStatus
+from proxy.headers import passed_on
+from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
+from proxy.sse import iter_events
+from proxy.upstream import UpstreamResponse
+from proxy.wire import Usage
+
+log = logging.getLogger("tiergate.providers.openai")
+
+
+class OpenAICompatible(Provider):
+    """``type: openai``. Options: ``max_tokens_field`` (default ``max_completion_tokens``)."""
+
+    async def complete(self, call: Call) -> Completion:
+        response = await self._send(call)
+        raw = await response.read()
+        if response.status != 200:
+            raise error_from(response.status, raw, response.headers, self.name)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("provider %s returned a body that is not JSON (%d bytes)", self.name, len(raw))
+            raise UpstreamProtocolError("The upstream provider returned a response that is not valid JSON.") from None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise UpstreamProtocolError("The upstream provider returned a response that is not a chat completion.")
+        return Completion(
+            body=body,
+            usage=Usage.from_openai(body.get("usage")),
+            request_id=response.headers.get("x-request-id"),
+            headers=passed_on(response.headers),
+            raw=raw,
+        )
+
+    async def stream(self, call: Call) -> ChunkStream:
+        response = await self._send(call)
+        if response.status != 200:
+            raise error_from(response.status, await response.read(), response.headers, self.name)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            raw = await response.read()
+            raise error_from(502, raw, response.headers, self.name, expected="an event stream")
+        return _OpenAIStream(response)
+
+    async def _send(self, call: Call) -> UpstreamResponse:
+        headers = dict(call.headers)
+        headers["content-type"] = "application/json"
+        headers["accept-encoding"] = "identity"  # compressed SSE would be buffered by the decoder
+        if self.config.api_key:
+            headers["authorization"] = f"Bearer {self.config.api_key}"
+        return await self.http.post(
+            self.config.base_url + "/chat/completions",
+            headers,
+            orjson.dumps(self._wire_body(call.body)),
+            read_timeout=call.read_timeout,
+        )
+
+    def _wire_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        field = str(self.config.options.get("max_tokens_field", "max_completion_tokens"))
+        if "max_tokens" in body and field != "max_tokens":
+            body = dict(body)
+            body[field] = body.pop("max_tokens")
+        return body
+
+
+class _OpenAIStream(ChunkStream):
+    def __init__(self, response: UpstreamResponse) -> None:
+        self._response = response
+        self.request_id = response.headers.get("x-request-id")
+        self.headers = passed_on(response.headers)
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        async for _event, data in iter_events(self._response.iter_bytes()):
+            if data == b"[DONE]":
+                return
+            try:
+                parsed = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError("The upstream provider sent a stream event that is not JSON.") from None
+            if not isinstance(parsed, dict):
+                raise UpstreamProtocolError("The upstream provider sent a stream event that is not an object.")
+            if "error" in parsed:
+                raise error_from(502, data, {}, "stream")
+            yield Chunk(data, parsed)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def error_from(
+    status: int, raw: bytes, headers: Mapping[str, str], provider: str, *, expected: str = ""
+) -> UpstreamStatus | UpstreamProtocolError:
+    """Turn an upstream error response into an ``UpstreamStatus`` carrying its OpenAI-shaped error."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        return UpstreamStatus(status, error, headers=passed_on(headers))
+    log.warning("provider %s answered HTTP %d with a non-OpenAI body (%d bytes)", provider, status, len(raw))
+    if expected:
+        return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
+    return UpstreamStatus(status, {"message": f"The upstream provider returned HTTP {status}."}, headers=passed_on(headers))

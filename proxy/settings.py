@@ -1,0 +1,56 @@
+"""Process settings: collected from CLI flags or ``TIERGATE_*`` environment variables, then frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "TIERGATE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: str = "rules.yaml"
+    host: str = "127.0.0.1"
+    port: int = 4000
+    db: str = "tiergate.db"
+    ledger: bool = True
+    transport: str = "aiohttp"  # upstream HTTP transport; see proxy.upstream.TRANSPORTS
+    log_level: str = "info"
+    # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``TIERGATE_<FIELD>`` variables, then explicit (non-None) overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f.name, raw, f.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(k.strip() for k in raw.split(",") if k.strip())
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: invalid value {raw!r}") from None
+    return raw

@@ -1,0 +1,119 @@
+"""Relay an upstream stream to the client as SSE, chunk by chunk, never buffered.
+
+``relay`` turns a ``ChunkStream`` into SSE bytes while noting what the ledger needs (usage, time to first
+chunk, how it ended). ``SSEResponse`` is a minimal ASGI response that sends each piece as its own body
+message and watches for the client going away: a disconnect cancels the relay, which closes the
+upstream response, so an abandoned stream stops costing tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope, Send
+
+from proxy.errors import TiergateError, UpstreamUnreachable
+from proxy.providers.base import ChunkStream
+from proxy.wire import DONE_EVENT, Usage, error_event, sse_event
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """What happened to one stream; filled in while relaying, read when it closes."""
+
+    started: float  # perf_counter() when the request arrived
+    usage: Usage | None = None
+    first_chunk_at: float | None = None
+    chunks: int = 0
+    completed: bool = False
+    client_disconnected: bool = False
+    error: TiergateError | None = None
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_chunk_at is None else (self.first_chunk_at - self.started) * 1000.0
+
+
+async def relay(stream: ChunkStream, stats: StreamStats, *, include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE bytes for the client; the upstream stream is closed however this ends."""
+    try:
+        async for chunk in stream:
+            data = chunk.data
+            usage = data.get("usage")
+            if usage:
+                stats.usage = Usage.from_openai(usage)
+                # The usage-only chunk (choices == []) was requested by tiergate, not the client:
+                # clients that index choices[0] break on it.
+                if not include_usage and not data.get("choices"):
+                    continue
+            if stats.first_chunk_at is None:
+                stats.first_chunk_at = time.perf_counter()
+            stats.chunks += 1
+            yield sse_event(chunk.payload)
+        stats.completed = True
+        yield DONE_EVENT
+    except TiergateError as exc:
+        # Headers are gone already: the error can only travel as an event (the SDK raises on it).
+        stats.error = exc
+        yield error_event(exc.body())
+    except Exception:  # noqa: BLE001 - a bug mid-stream still ends the stream cleanly for the client
+        stats.error = UpstreamUnreachable("The stream ended unexpectedly.")
+        yield error_event(stats.error.body())
+        raise
+    finally:
+        await stream.aclose()
+
+
+class SSEResponse:
+    """ASGI response for an event stream; ``on_close`` runs once, after the last byte or the disconnect."""
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        stats: StreamStats,
+        headers: Mapping[str, str],
+        on_close: Callable[[StreamStats], None] | None = None,
+    ) -> None:
+        self._body = body
+        self._stats = stats
+        self._on_close = on_close
+        raw = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        self._raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self._watch_disconnect(receive, task))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
+            async for piece in self._body:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self._stats.client_disconnected:
+                raise
+            task.uncancel()  # our own cancellation, on disconnect: a normal end, not an error
+        except OSError:
+            self._stats.client_disconnected = True
+        finally:
+            watcher.cancel()
+            await self._body.aclose()  # type: ignore[attr-defined]
+            if self._on_close is not None:
+                self._on_close(self._stats)
+
+    async def _watch_disconnect(self, receive: Receive, task: asyncio.Task[object]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not self._stats.completed:
+                    self._stats.client_disconnected = True
+                    task.cancel()
+                return

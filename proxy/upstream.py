@@ -1,0 +1,121 @@
+"""The one pooled HTTP client that talks to providers, behind a small interface.
+
+httpx is the client API; the transport under it is picked by name from ``TRANSPORTS`` (a table row per
+alternative, as uvicorn picks its loop and protocol). The default is the aiohttp transport: measured on
+our 2-core machine, httpcore's pool costs about twice the CPU per proxied request and collapses at 64
+concurrent streams (see bench/ and the README). Errors from either transport are translated here, at the
+boundary, into the ``UpstreamError`` tree; nothing above this module sees httpx or aiohttp exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import httpx
+
+from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+
+def _httpcore_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(limits=limits, retries=0)
+
+
+def _aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport(limits=limits)
+
+
+TRANSPORTS: dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]] = {
+    "aiohttp": _aiohttp_transport,
+    "httpcore": _httpcore_transport,
+}
+
+
+class UpstreamResponse:
+    """An upstream response whose body has not been read yet; reads translate transport errors."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        """The whole body (then the connection goes back to the pool)."""
+        try:
+            return await self._response.aread()
+        except Exception as exc:
+            raise translate(exc) from exc
+        finally:
+            await self._response.aclose()
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk."""
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+            raise translate(exc, broken=True) from exc
+
+    async def aclose(self) -> None:
+        """Release the connection; safe to call twice, never raises (it runs on cleanup paths)."""
+        try:
+            await self._response.aclose()
+        except Exception:  # noqa: BLE001 - a failed close must not mask the real outcome
+            pass
+
+
+class UpstreamClient:
+    """One pooled client per process, created in the lifespan and closed on shutdown."""
+
+    def __init__(
+        self,
+        transport: str = "aiohttp",
+        *,
+        connect_timeout: float = 5.0,
+        max_connections: int = 1000,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown upstream transport {transport!r} (choose from {', '.join(TRANSPORTS)})")
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.transport = transport
+        self._connect_timeout = connect_timeout
+        self._client = httpx.AsyncClient(transport=TRANSPORTS[transport](limits), trust_env=False)
+
+    async def post(
+        self, url: str, headers: Mapping[str, str], content: bytes, *, read_timeout: float | None = None
+    ) -> UpstreamResponse:
+        """Send a POST and return once the response headers are in; the body is read by the caller."""
+        timeout = httpx.Timeout(connect=self._connect_timeout, read=read_timeout, write=30.0, pool=30.0)
+        request = self._client.build_request("POST", url, headers=headers, content=content, timeout=timeout)
+        try:
+            response = await self._client.send(request, stream=True)
+        except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+            raise translate(exc) from exc
+        return UpstreamResponse(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def translate(exc: BaseException, *, broken: bool = False) -> UpstreamError:
+    """Map a transport exception to our tree; the message is safe for clients (no URL, no key)."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if _is_timeout(exc):
+        return UpstreamTimeout("The upstream provider did not answer in time.")
+    if broken:
+        return UpstreamUnreachable("The upstream provider closed the connection mid-response.")
+    return UpstreamUnreachable("The upstream provider could not be reached.")
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.TimeoutException):
+        cause = exc.__cause__
+        # httpx-aiohttp maps every aiohttp ClientConnectionError (a server disconnect too) to
+        # ConnectTimeout; only a cause that is itself a timeout is one.
+        if cause is not None and type(cause).__module__.startswith("aiohttp"):
+            return isinstance(cause, asyncio.TimeoutError)
+        return True
+    return isinstance(exc, asyncio.TimeoutError)
