@@ -58,7 +58,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         providers = {
             name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
         }
-        gateway = Gateway(settings, loaded, http, providers, Dispatcher(providers))
+        dispatcher = Dispatcher(providers, read_timeout=settings.read_timeout)
+        gateway = Gateway(settings, loaded, http, providers, dispatcher)
         log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
         try:
             yield {"gateway": gateway}

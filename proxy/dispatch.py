@@ -26,8 +26,9 @@ class Served:
 
 
 class Dispatcher:
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+    def __init__(self, providers: Mapping[str, Provider], *, read_timeout: float | None = None) -> None:
         self._providers = providers
+        self._read_timeout = read_timeout
 
     async def complete(
         self, route: Route, body: dict[str, Any], headers: Mapping[str, str]
@@ -45,4 +46,10 @@ class Dispatcher:
 
     def _prepare(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> Served:
         target = route.targets[0]
-        return Served(target, Call(target=target, body=rewrite.for_target(body, route.task, target), headers=headers))
+        call = Call(
+            target=target,
+            body=rewrite.for_target(body, route.task, target),
+            headers=headers,
+            read_timeout=self._read_timeout,
+        )
+        return Served(target, call)
