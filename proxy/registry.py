@@ -144,7 +144,7 @@ def build(raw: Any, source: str = "<memory>") -> Registry:
     tiers = {name: _tier(name, node, providers) for name, node in _named(doc["tiers"], "tiers")}
     if not tiers:
         raise ConfigError("tiers", "at least one tier is required")
-    tasks = {name: _task(name, node, tiers) for name, node in _named(doc["tasks"], "tasks")}
+    tasks = {name: _task(name, node, tiers, providers) for name, node in _named(doc["tasks"], "tasks")}
     if not tasks:
         raise ConfigError("tasks", "at least one task is required")
 
@@ -220,7 +220,7 @@ def _target(
     )
 
 
-def _task(name: str, node: Any, tiers: Mapping[str, Tier]) -> Task:
+def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[str, Provider]) -> Task:
     path = f"tasks.{name}"
     if isinstance(node, str):
         node = {"tier": node}  # shorthand: `title_generation: small`
@@ -241,7 +241,12 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier]) -> Task:
     if not isinstance(allow, list) or not all(isinstance(m, str) and m for m in allow):
         raise ConfigError(f"{path}.allow_models", "expected a list of model names")
     for i, model in enumerate(allow):
-        if "::" not in model and not any(model == t.model for tr in tiers.values() for t in tr.targets):
+        provider, sep, _ = model.partition("::")
+        if sep and provider not in providers:
+            raise ConfigError(
+                f"{path}.allow_models[{i}]", f"{provider!r} is not a defined provider ({_defined(providers)})"
+            )
+        if not sep and not any(model == t.model for tr in tiers.values() for t in tr.targets):
             raise ConfigError(
                 f"{path}.allow_models[{i}]",
                 f"{model!r} is not a model of any tier (name a tier's model, or use 'provider::model')",

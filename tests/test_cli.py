@@ -1,0 +1,80 @@
+"""The console script as a user runs it: `tiergate serve` (flags and TIERGATE_* env) and `tiergate demo`."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from proxy.demo import WORKLOAD, run_demo
+from tests.conftest import RULES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_demo_runs_the_workload_through_the_sdk() -> None:
+    out = io.StringIO()
+    assert await run_demo(str(RULES), out=out) == 0
+    text = out.getvalue()
+    lines = [line for line in text.splitlines() if line.split() and line.split()[0] in {
+        "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"}]
+    assert len(lines) == len(WORKLOAD)
+    assert any(line.startswith("agent") and " default " in line for line in lines)  # the untagged call
+    assert any(" yes " in line for line in lines)  # the streamed call
+    assert "openai::gpt-5.4-nano" in text and "openai::gpt-5.5" in text
+
+
+def test_serve_reads_tiergate_env_and_flags(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "TIERGATE_CONFIG": str(RULES), "TIERGATE_HOST": "127.0.0.1", "TIERGATE_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--port", str(port), "--db", str(tmp_path / "t.db")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "tiergate serve did not come up"
+                time.sleep(0.1)
+        assert response.json() == {"status": "ok"}
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
+        assert models["data"][0]["id"] == "auto"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises the captured SIGTERM
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert "Traceback" not in stderr
+
+
+def test_serve_with_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text(RULES.read_text().replace("default_task: agent", "default_task: agnet"))
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(bad)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "tiergate: default_task: 'agnet' is not a defined task (defined: agent, narrative, ad_copy, summary, "
+        "title_generation, classification, extraction, relevance)"
+    ]
