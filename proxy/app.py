@@ -7,6 +7,7 @@ Handlers only parse and wire: wire -> router -> dispatch -> (streaming) -> respo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -29,7 +30,10 @@ from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
 from proxy.providers import provider_class
 from proxy.providers.base import Provider
-from proxy.registry import Registry
+from proxy.ledger.records import RequestRecord, new_id, utc_now
+from proxy.ledger.writer import LedgerWriter
+from proxy.pricing import Pricer
+from proxy.registry import Registry, Target
 from proxy.settings import Settings
 from proxy.upstream import UpstreamClient
 
@@ -46,6 +50,7 @@ class Gateway:
     http: UpstreamClient
     providers: Mapping[str, Provider]
     dispatcher: Dispatcher
+    ledger: LedgerWriter | None
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
@@ -59,11 +64,19 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
         }
         dispatcher = Dispatcher(providers, read_timeout=settings.read_timeout)
-        gateway = Gateway(settings, loaded, http, providers, dispatcher)
+        ledger = None
+        if settings.ledger:
+            price_ids = {name: p.price_id for name, p in providers.items()}
+            ledger = LedgerWriter(settings.db, Pricer(loaded.prices, price_ids))
+            await ledger.start()
+        gateway = Gateway(settings, loaded, http, providers, dispatcher, ledger)
         log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
         try:
             yield {"gateway": gateway}
         finally:
+            # uvicorn has finished in-flight requests by now: drain their rows, then close upstreams.
+            if ledger is not None:
+                await ledger.close()
             await http.aclose()
 
     return Starlette(
@@ -85,35 +98,98 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
 
 
 async def chat_completions(request: Request) -> Response:
-    started = time.perf_counter()
     gateway: Gateway = request.state.gateway
     _authorize(request, gateway.settings)
+    record = RequestRecord(
+        id=new_id(),
+        ts=utc_now(),
+        task=request.headers.get("x-task-type") or "-",
+        task_source="header" if request.headers.get("x-task-type") else "default",
+        tier=None,
+        requested_model=None,
+        stream=False,
+        status=0,
+        latency_ms=0.0,
+    )
+    started = time.perf_counter()
+    try:
+        response = await _chat(request, gateway, record, started)
+    except TiergateError as exc:
+        _finish(gateway, record, started, exc.status, exc.code or exc.type)
+        raise
+    except Exception:
+        _finish(gateway, record, started, 500, "internal_error")
+        raise
+    if not isinstance(response, streaming.SSEResponse):
+        _finish(gateway, record, started, 200, None)
+    return response  # type: ignore[return-value]
+
+
+async def _chat(
+    request: Request, gateway: Gateway, record: RequestRecord, started: float
+) -> Response | streaming.SSEResponse:
     body = wire.parse_chat_request(await request.body())
+    record.requested_model = body["model"]
+    record.stream = bool(body.get("stream"))
+    record.messages = body.get("messages")
+    user = body.get("user")
+    record.client = user if isinstance(user, str) else _key_id(request, gateway.settings)
     route = router.resolve(request.headers.get("x-task-type"), body["model"], gateway.registry)
+    record.task, record.task_source, record.tier = route.task.name, route.task_source, route.tier.name
+    record.baseline_tier = route.task.baseline
+    record.baseline = gateway.registry.tiers[route.task.baseline].targets[0]
     forwarded = header_rules.forwardable(request.headers.items())
 
-    if body.get("stream"):
-        served, chunks = await gateway.dispatcher.stream(route, body, forwarded)
+    if record.stream:
+        chunks = await gateway.dispatcher.stream(route, body, forwarded, record)
+        assert record.target is not None
         stats = streaming.StreamStats(started=started)
         relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body))
-        headers = {**chunks.headers, **_route_headers(route, served.target.provider, served.target.model, chunks.request_id)}
-        return streaming.SSEResponse(relay, stats, headers)  # type: ignore[return-value]
+        headers = {**chunks.headers, **_route_headers(route, record.target, chunks.request_id)}
+        record.request_id = headers["x-request-id"]
+        opened = time.perf_counter()
 
-    served, completion = await gateway.dispatcher.complete(route, body, forwarded)
+        def on_close(stats: streaming.StreamStats) -> None:
+            record.usage = stats.usage
+            record.ttft_ms = stats.ttft_ms
+            record.produced_output = stats.chunks > 0
+            record.streamed_text = stats.text() if stats.usage is None else None
+            record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - opened) * 1000.0
+            if stats.error is not None:
+                _finish(gateway, record, started, 200, stats.error.code or stats.error.type)
+            elif stats.client_disconnected:
+                _finish(gateway, record, started, 499, "client_disconnected")
+            else:
+                _finish(gateway, record, started, 200, None)
+
+        return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
+
+    completion = await gateway.dispatcher.complete(route, body, forwarded, record)
+    assert record.target is not None
+    record.usage = completion.usage
     content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
-    headers = {
-        **completion.headers,
-        **_route_headers(route, served.target.provider, served.target.model, completion.request_id),
-    }
+    headers = {**completion.headers, **_route_headers(route, record.target, completion.request_id)}
+    record.request_id = headers["x-request-id"]
     return Response(content, media_type="application/json", headers=headers)
 
 
-def _route_headers(route: router.Route, provider: str, model: str, request_id: str | None) -> dict[str, str]:
+def _finish(gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None) -> None:
+    """Close the request's ledger record and hand it to the writer (never blocks)."""
+    record.status = status
+    record.error_type = error
+    record.latency_ms = (time.perf_counter() - started) * 1000.0
+    if record.usage is not None:
+        record.messages = None  # only kept for estimating missing usage
+    if gateway.ledger is not None:
+        gateway.ledger.submit(record)
+
+
+def _route_headers(route: router.Route, target: Target, request_id: str | None) -> dict[str, str]:
     return {
         "x-tiergate-task": route.task.name,
         "x-tiergate-tier": route.tier.name,
-        "x-tiergate-model": model,
-        "x-tiergate-provider": provider,
+        "x-tiergate-model": target.model,
+        "x-tiergate-provider": target.provider,
         "x-request-id": request_id or "req_" + os.urandom(12).hex(),
     }
 
@@ -147,7 +223,13 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
-    return _json({"status": "ready", "tasks": len(gateway.registry.tasks), "tiers": len(gateway.registry.tiers)})
+    body: dict[str, Any] = {
+        "status": "ready",
+        "tasks": len(gateway.registry.tasks),
+        "tiers": len(gateway.registry.tiers),
+        "ledger": gateway.ledger.health() if gateway.ledger is not None else None,
+    }
+    return _json(body)
 
 
 def _authorize(request: Request, settings: Settings) -> None:
@@ -157,6 +239,15 @@ def _authorize(request: Request, settings: Settings) -> None:
     key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key", "")
     if key not in settings.api_keys:
         raise Unauthorized("Invalid or missing API key for tiergate. Send it as 'Authorization: Bearer <key>'.")
+
+
+def _key_id(request: Request, settings: Settings) -> str | None:
+    """A stable, non-secret id for the client key (a hash prefix), when client keys are in use."""
+    if not settings.api_keys:
+        return None
+    auth = request.headers.get("authorization", "")
+    key = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("api-key", "")
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -1,28 +1,22 @@
 """Run a routed request against its targets.
 
 The router decided *which* targets, in order; this module decides *how*: it rewrites the body for each
-target and calls that target's provider. Retries, fallbacks and circuit breakers (the reliability issue)
-hang off this loop; for now the first target serves.
+target, calls that target's provider, and notes each attempt on the request's ledger record. Retries,
+fallbacks and circuit breakers (the reliability issue) hang off this loop; for now the first target
+serves.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from proxy import rewrite
+from proxy.errors import TiergateError
+from proxy.ledger.records import AttemptRecord, RequestRecord, utc_now
 from proxy.providers.base import Call, ChunkStream, Completion, Provider
-from proxy.registry import Target
 from proxy.router import Route
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    """Which target answered, and the call that was sent to it."""
-
-    target: Target
-    call: Call
 
 
 class Dispatcher:
@@ -31,25 +25,49 @@ class Dispatcher:
         self._read_timeout = read_timeout
 
     async def complete(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str]
-    ) -> tuple[Served, Completion]:
-        served = self._prepare(route, body, headers)
-        completion = await self._providers[served.target.provider].complete(served.call)
-        return served, completion
+        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
+    ) -> Completion:
+        call = self._prepare(route, body, headers, record)
+        started = time.perf_counter()
+        try:
+            completion = await self._providers[call.target.provider].complete(call)
+        except TiergateError as exc:
+            self._attempt(record, route, call, started, exc.status, exc.code or exc.type)
+            raise
+        self._attempt(record, route, call, started, 200, None)
+        return completion
 
     async def stream(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str]
-    ) -> tuple[Served, ChunkStream]:
-        served = self._prepare(route, body, headers)
-        chunks = await self._providers[served.target.provider].stream(served.call)
-        return served, chunks
+        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
+    ) -> ChunkStream:
+        call = self._prepare(route, body, headers, record)
+        started = time.perf_counter()
+        try:
+            chunks = await self._providers[call.target.provider].stream(call)
+        except TiergateError as exc:
+            self._attempt(record, route, call, started, exc.status, exc.code or exc.type)
+            raise
+        self._attempt(record, route, call, started, 200, None)
+        return chunks
 
-    def _prepare(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> Served:
+    def _prepare(
+        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
+    ) -> Call:
         target = route.targets[0]
-        call = Call(
+        record.target = target
+        return Call(
             target=target,
             body=rewrite.for_target(body, route.task, target),
             headers=headers,
             read_timeout=self._read_timeout,
         )
-        return Served(target, call)
+
+    @staticmethod
+    def _attempt(
+        record: RequestRecord, route: Route, call: Call, started: float, status: int | None, error: str | None
+    ) -> None:
+        elapsed = (time.perf_counter() - started) * 1000.0
+        record.upstream_ms = (record.upstream_ms or 0.0) + elapsed
+        record.attempts.append(
+            AttemptRecord(len(record.attempts) + 1, utc_now(), route.tier.name, call.target, status, error, elapsed)
+        )

@@ -74,12 +74,24 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Price:
+    """A per-model price override, USD per 1M tokens; it wins over genai-prices."""
+
+    input: float
+    output: float
+    cached_input: float | None = None  # default: the input price
+    cache_write: float | None = None  # default: the input price
+
+
+@dataclass(frozen=True)
 class Registry:
     default_task: str
     providers: Mapping[str, Provider]
     tiers: Mapping[str, Tier]
     tasks: Mapping[str, Task]
     source: str = "<memory>"
+    # Keyed by model name or provider::model.
+    prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
 
     def find_target(self, model: str) -> tuple[Tier, Target] | None:
         """The first tier and target that run ``model`` (plain name or ``provider::model``)."""
@@ -135,7 +147,9 @@ def _resolve_env(node: Any, path: str, env: Mapping[str, str]) -> Any:
 
 def build(raw: Any, source: str = "<memory>") -> Registry:
     """Validate an already-parsed document and freeze it into a ``Registry``."""
-    doc = _mapping(raw, "", required={"providers", "tiers", "tasks"}, optional={"version", "default_task"})
+    doc = _mapping(
+        raw, "", required={"providers", "tiers", "tasks"}, optional={"version", "default_task", "prices"}
+    )
     version = doc.get("version", 1)
     if version != 1:
         raise ConfigError("version", f"unsupported registry version {version!r} (this tiergate reads version 1)")
@@ -152,13 +166,26 @@ def build(raw: Any, source: str = "<memory>") -> Registry:
     if not isinstance(default_task, str) or default_task not in tasks:
         raise ConfigError("default_task", f"{default_task!r} is not a defined task ({_defined(tasks)})")
 
+    prices = {name: _price(node, f"prices.{name}") for name, node in _mapping(doc.get("prices", {}), "prices").items()}
+
     return Registry(
         default_task=default_task,
         providers=MappingProxyType(providers),
         tiers=MappingProxyType(tiers),
         tasks=MappingProxyType(tasks),
         source=source,
+        prices=MappingProxyType(prices),
     )
+
+
+def _price(node: Any, path: str) -> Price:
+    spec = _mapping(node, path, required={"input", "output"}, optional={"cached_input", "cache_write"})
+    values: dict[str, float] = {}
+    for key, value in spec.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}.{key}", f"expected a price in USD per 1M tokens (a number >= 0), got {value!r}")
+        values[key] = float(value)
+    return Price(**values)
 
 
 def _provider(name: str, node: Any) -> Provider:

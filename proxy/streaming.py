@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, field
 
 from starlette.types import Receive, Scope, Send
 
@@ -31,6 +32,11 @@ class StreamStats:
     completed: bool = False
     client_disconnected: bool = False
     error: TiergateError | None = None
+    # Streamed text, kept so a stream cut before its usage chunk can still be estimated.
+    pieces: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(self.pieces)
 
     @property
     def ttft_ms(self) -> float | None:
@@ -52,6 +58,7 @@ async def relay(stream: ChunkStream, stats: StreamStats, *, include_usage: bool)
             if stats.first_chunk_at is None:
                 stats.first_chunk_at = time.perf_counter()
             stats.chunks += 1
+            _collect_text(data, stats.pieces)
             yield sse_event(chunk.payload)
         stats.completed = True
         yield DONE_EVENT
@@ -117,3 +124,17 @@ class SSEResponse:
                     self._stats.client_disconnected = True
                     task.cancel()
                 return
+
+
+def _collect_text(data: dict[str, Any], pieces: list[str]) -> None:
+    for choice in data.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        content = delta.get("content")
+        if isinstance(content, str):
+            pieces.append(content)
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                pieces.append(str(function.get("name") or "") + str(function.get("arguments") or ""))

@@ -12,6 +12,8 @@ from proxy.providers.base import Call, ChunkStream, Completion, Provider
 
 
 class Anthropic(Provider):
+
+    default_price_id = "anthropic"
     async def complete(self, call: Call) -> Completion:
         raise self._not_yet(call)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxy.wire import Usage
 
@@ -67,6 +67,9 @@ class ChunkStream(ABC):
 class Provider(ABC):
     """An adapter for one provider type; one instance per configured provider, shared by all requests."""
 
+    # genai-prices' provider id for pricing this adapter's models; ``options.price_provider`` overrides.
+    default_price_id: ClassVar[str | None] = None
+
     def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
         self.config = config
         self.http = http
@@ -74,6 +77,11 @@ class Provider(ABC):
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def price_id(self) -> str | None:
+        override = self.config.options.get("price_provider")
+        return str(override) if override else self.default_price_id
 
     @abstractmethod
     async def complete(self, call: Call) -> Completion:

@@ -26,6 +26,8 @@ log = logging.getLogger("tiergate.providers.openai")
 class OpenAICompatible(Provider):
     """``type: openai``. Options: ``max_tokens_field`` (default ``max_completion_tokens``)."""
 
+    default_price_id = "openai"
+
     async def complete(self, call: Call) -> Completion:
         response = await self._send(call)
         raw = await response.read()

@@ -1,0 +1,125 @@
+"""The rows the ledger stores, and how a finished request becomes one.
+
+The request path fills a ``RequestRecord`` with what it already knows (no pricing, no token counting:
+those run in the writer, off the hot path). ``finalize`` then settles usage (estimating it when the
+upstream never reported any), prices it on the served and the baseline target, and returns the row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from proxy.pricing import Pricer
+from proxy.registry import Target
+from proxy.tokens import estimate_completion, estimate_prompt
+from proxy.wire import Usage
+
+REQUEST_COLUMNS = (
+    "id", "ts", "request_id", "task", "task_source", "tier", "requested_model", "model", "provider", "status",
+    "error_type", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+    "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
+    "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
+)  # fmt: skip
+ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
+
+
+def new_id() -> str:
+    """A ledger row id: unique across workers without coordination."""
+    return os.urandom(12).hex()
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    n: int
+    ts: str
+    tier: str | None
+    target: Target
+    status: int | None  # None: no HTTP status (connect error, timeout)
+    error_type: str | None
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Everything the request path knows about one client request when it ends."""
+
+    id: str
+    ts: str
+    task: str
+    task_source: str
+    tier: str | None
+    requested_model: str | None
+    stream: bool
+    status: int
+    latency_ms: float
+    request_id: str | None = None
+    target: Target | None = None  # the target that served (or last failed)
+    baseline_tier: str | None = None
+    baseline: Target | None = None
+    error_type: str | None = None
+    usage: Usage | None = None
+    ttft_ms: float | None = None
+    upstream_ms: float | None = None
+    client: str | None = None
+    fallback: bool = False
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    # Only kept when usage may need estimating (the upstream never reported it):
+    messages: Any = None
+    streamed_text: str | None = None
+    produced_output: bool = False  # at least one token reached the client
+
+
+def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The ``requests`` row and ``attempts`` rows for ``record`` (pricing and estimation happen here)."""
+    usage, source = _settle_usage(record)
+    cost = baseline_cost = None
+    price_source = None
+    if usage is not None and record.target is not None:
+        priced = pricer.cost(record.target, usage)
+        if priced is not None:
+            cost, price_source = priced.usd, priced.source
+        if record.baseline is not None:
+            base = pricer.cost(record.baseline, usage)
+            baseline_cost = base.usd if base is not None else None
+    upstream = record.upstream_ms
+    overhead = None if upstream is None else max(record.latency_ms - upstream, 0.0)
+    target = record.target
+    row = (
+        record.id, record.ts, record.request_id, record.task, record.task_source, record.tier,
+        record.requested_model, target.model if target else None, target.provider if target else None,
+        record.status, record.error_type, int(record.stream),
+        usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
+        usage.cached_tokens if usage else None, usage.cache_write_tokens if usage else None,
+        usage.reasoning_tokens if usage else None, source, cost, record.baseline_tier,
+        record.baseline.model if record.baseline else None, baseline_cost, price_source,
+        _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
+        max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
+    )  # fmt: skip
+    attempts = [
+        (record.id, a.n, a.ts, a.tier, a.target.provider, a.target.model, a.status, a.error_type, _ms(a.latency_ms))
+        for a in record.attempts
+    ]
+    return row, attempts
+
+
+def _settle_usage(record: RequestRecord) -> tuple[Usage | None, str]:
+    if record.usage is not None:
+        return record.usage, "upstream"
+    if record.target is None or not (record.produced_output or record.status == 200):
+        return None, "none"
+    # The upstream never reported usage (a cut stream, or an upstream that ignores include_usage),
+    # but tokens were produced and billed: estimate rather than record 0.
+    prompt = estimate_prompt(record.messages, record.target.model)
+    completion = estimate_completion(record.streamed_text or "", record.target.model)
+    return Usage(prompt_tokens=prompt, completion_tokens=max(completion, 1)), "estimated"
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,111 @@
+"""The ledger's tables, versioned with ``PRAGMA user_version`` and migrated forward at open.
+
+Each entry of ``MIGRATIONS`` takes the database from version i to i+1. Migrations run inside
+``BEGIN IMMEDIATE`` and re-read the version there, so several workers opening the same file at once
+migrate it exactly once. Columns are documented in the README (people write SQL against them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+MIGRATIONS: tuple[str, ...] = (
+    # v1
+    """
+    CREATE TABLE requests (
+        id                 TEXT PRIMARY KEY,
+        ts                 TEXT NOT NULL,
+        request_id         TEXT,
+        task               TEXT NOT NULL,
+        task_source        TEXT NOT NULL,
+        tier               TEXT,
+        requested_model    TEXT,
+        model              TEXT,
+        provider           TEXT,
+        status             INTEGER NOT NULL,
+        error_type         TEXT,
+        stream             INTEGER NOT NULL,
+        prompt_tokens      INTEGER,
+        completion_tokens  INTEGER,
+        cached_tokens      INTEGER,
+        cache_write_tokens INTEGER,
+        reasoning_tokens   INTEGER,
+        usage_source       TEXT NOT NULL,
+        cost_usd           REAL,
+        baseline_tier      TEXT,
+        baseline_model     TEXT,
+        baseline_cost_usd  REAL,
+        price_source       TEXT,
+        latency_ms         REAL,
+        ttft_ms            REAL,
+        upstream_ms        REAL,
+        overhead_ms        REAL,
+        attempts           INTEGER NOT NULL,
+        fallback           INTEGER NOT NULL,
+        client             TEXT
+    );
+    CREATE INDEX requests_ts ON requests (ts);
+    CREATE INDEX requests_task_ts ON requests (task, ts);
+    CREATE TABLE attempts (
+        id          INTEGER PRIMARY KEY,
+        request     TEXT NOT NULL REFERENCES requests (id),
+        n           INTEGER NOT NULL,
+        ts          TEXT NOT NULL,
+        tier        TEXT,
+        provider    TEXT NOT NULL,
+        model       TEXT NOT NULL,
+        status      INTEGER,
+        error_type  TEXT,
+        latency_ms  REAL
+    );
+    CREATE UNIQUE INDEX attempts_request ON attempts (request, n);
+    """,
+)
+
+VERSION = len(MIGRATIONS)
+
+
+async def open_ledger(path: str) -> aiosqlite.Connection:
+    """Open (creating if needed) and migrate the ledger; WAL so readers never block the writer."""
+    conn = await aiosqlite.connect(path, timeout=5.0, isolation_level=None)
+    try:
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        await migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Bring the database to ``VERSION``; return the version found. Refuses a newer database."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        found = int(row[0]) if row else 0
+        if found > VERSION:
+            raise sqlite3.DatabaseError(
+                f"ledger schema version {found} is newer than this tiergate understands ({VERSION}); upgrade tiergate"
+            )
+        for version in range(found, VERSION):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+        await conn.execute(f"PRAGMA user_version = {VERSION}")
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def open_readonly(path: str) -> sqlite3.Connection:
+    """A read-only connection for the audit; fails clearly when the file does not exist."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    return conn

@@ -1,0 +1,86 @@
+"""What a call cost, and what it would have cost on another target.
+
+Prices come from ``genai-prices`` (pydantic's bundled, offline price data; its remote update is
+opt-in and never started here) unless rules.yaml's ``prices:`` section overrides a model. Cached input
+tokens are charged at the cached rate and cache writes at the cache-write rate; reasoning tokens are
+already part of ``completion_tokens`` and so are charged as output. An unknown model has no price: the
+ledger stores NULL and one warning is logged per model, never a silent 0.
+
+Pricing runs in the ledger writer, off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
+
+from proxy.registry import Price, Target
+from proxy.wire import Usage
+
+log = logging.getLogger("tiergate.pricing")
+_PER_MILLION = 1_000_000.0
+try:
+    from importlib.metadata import version
+
+    GENAI_PRICES = f"genai-prices {version('genai-prices')}"
+except Exception:  # noqa: BLE001 - a version string is a nicety, not a requirement
+    GENAI_PRICES = "genai-prices"
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    usd: float
+    source: str  # "override" or "genai-prices <version>"
+
+
+class Pricer:
+    """Prices usage on a target. ``price_ids`` maps a registry provider name to genai-prices' provider id."""
+
+    def __init__(self, overrides: Mapping[str, Price], price_ids: Mapping[str, str | None]) -> None:
+        self._overrides = overrides
+        self._price_ids = price_ids
+        self._warned: set[str] = set()
+
+    def cost(self, target: Target, usage: Usage) -> Cost | None:
+        """The cost of ``usage`` on ``target``, or ``None`` when no price is known for its model."""
+        override = self._overrides.get(target.key) or self._overrides.get(target.model)
+        if override is not None:
+            return Cost(_override_cost(override, usage), "override")
+        price_id = self._price_ids.get(target.provider)
+        try:
+            result = calc_price(
+                PriceUsage(
+                    input_tokens=usage.prompt_tokens,
+                    cache_read_tokens=usage.cached_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
+                    output_tokens=usage.completion_tokens,
+                ),
+                model_ref=target.model,
+                provider_id=price_id,
+            )
+        except LookupError:
+            if target.key not in self._warned:
+                self._warned.add(target.key)
+                log.warning(
+                    "no price known for %s: its cost is recorded as NULL (add it under `prices:` in rules.yaml)",
+                    target.key,
+                )
+            return None
+        return Cost(float(result.total_price), GENAI_PRICES)
+
+
+def _override_cost(price: Price, usage: Usage) -> float:
+    cached = usage.cached_tokens
+    written = usage.cache_write_tokens
+    uncached = max(usage.prompt_tokens - cached - written, 0)
+    total = (
+        uncached * price.input
+        + cached * (price.input if price.cached_input is None else price.cached_input)
+        + written * (price.input if price.cache_write is None else price.cache_write)
+        + usage.completion_tokens * price.output
+    )
+    return total / _PER_MILLION

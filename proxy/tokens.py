@@ -1,0 +1,61 @@
+"""Offline token estimates, for the rare call whose upstream never reported usage.
+
+Exact usage comes from the upstream (the body, or the stream's usage chunk that tiergate always asks
+for). Only a cut stream or an upstream that ignores ``include_usage`` lands here. Counting uses
+``bpe-openai`` (OpenAI's o200k/cl100k BPE files, bundled, no download) and OpenAI's chat framing of
+3 tokens per message plus 3 to prime the reply. For non-OpenAI models it is an approximation; without
+the package it falls back to ~4 characters per token. The ledger marks such rows
+``usage_source = 'estimated'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+_PER_MESSAGE = 3
+_REPLY_PRIMING = 3
+
+
+@lru_cache(maxsize=8)
+def _encoder(model: str) -> Callable[[str], int]:
+    try:
+        import bpe_openai
+    except ImportError:  # pragma: no cover - the package is a dependency; keep estimates working anyway
+        return lambda text: (len(text) + 3) // 4
+    name = "cl100k_base" if model.startswith(("gpt-4-", "gpt-3.5")) or model == "gpt-4" else "o200k_base"
+    encoding = bpe_openai.get_encoding(name)
+    return lambda text: len(encoding.encode(text))
+
+
+def count(text: str, model: str) -> int:
+    """Tokens in ``text`` for ``model`` (o200k for current models)."""
+    return _encoder(model)(text) if text else 0
+
+
+def estimate_completion(text: str, model: str) -> int:
+    return count(text, model)
+
+
+def estimate_prompt(messages: Any, model: str) -> int:
+    """Tokens of a chat prompt, OpenAI framing included; unreadable parts are skipped."""
+    if not isinstance(messages, list):
+        return 0
+    total = _REPLY_PRIMING
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        total += _PER_MESSAGE
+        content = message.get("content")
+        if isinstance(content, str):
+            total += count(content, model)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    total += count(part["text"], model)
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                fn = call["function"]
+                total += count(str(fn.get("name", "")), model) + count(str(fn.get("arguments", "")), model)
+    return total
