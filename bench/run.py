@@ -1,0 +1,769 @@
+"""Measure gateway candidates side by side on this machine, in one run.
+
+    python bench/run.py [--quick] [--repeats N] [--only NAMES] [--skip-litellm]
+
+A fake OpenAI upstream (bench/upstream.py) and the load generator (bench/load.py)
+are pinned to core 1, each candidate proxy to core 0. For each candidate the cells
+are: non-streaming at concurrency 1, 16 and 64, and streaming at 16 and 64 against
+a paced upstream (100 ms to first token, 10 ms between 20 chunks). Each cell is a
+warm-up then a run bounded by a request count and a duration; the whole sweep is
+repeated (candidates interleaved within each repeat) and medians are reported. The
+proxy's CPU time (user+sys of its process group, from /proc) over the measured
+phase gives CPU ms per request; its RSS is read at the end of each cell.
+
+Tables go to stdout and bench/results.md; raw JSON and process logs go to
+bench/results-raw/<timestamp>/. Every process started is killed (by process group)
+on exit, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any, Self, TextIO
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"
+CHAT_PATH = "/v1/chat/completions"
+PROXY_CORE = 0
+LOAD_CORE = 1
+UPSTREAM_PACING = ("--ttft-ms", "100", "--chunk-delay-ms", "10", "--chunks", "20")
+CLIENT_KEY = "sk-bench"
+UPSTREAM_KEY = "sk-upstream-bench"
+LITELLM_VENV = BENCH_DIR / ".venv-litellm"
+LITELLM_INSTALLED_MARKER = LITELLM_VENV / ".bench-installed"
+LITELLM_INSTALL_TIMEOUT_S = 1200.0
+STOP_GRACE_S = 5.0
+
+
+class Skip(Exception):
+    """A candidate cannot be measured on this machine; the message says why."""
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One load shape."""
+
+    key: str
+    title: str
+    stream: bool
+    concurrency: int
+
+
+CELLS: tuple[Cell, ...] = (
+    Cell("ns-c1", "non-streaming, concurrency 1", False, 1),
+    Cell("ns-c16", "non-streaming, concurrency 16", False, 16),
+    Cell("ns-c64", "non-streaming, concurrency 64", False, 64),
+    Cell("st-c16", "streaming (100 ms TTFT, 20 chunks x 10 ms), concurrency 16", True, 16),
+    Cell("st-c64", "streaming (100 ms TTFT, 20 chunks x 10 ms), concurrency 64", True, 64),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user asked for."""
+
+    repeats: int
+    warmup_s: float
+    duration_s: float
+    max_requests: int
+    only: tuple[str, ...]
+    skip_litellm: bool
+    raw_dir: Path
+    output: Path
+    command: str
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a candidate proxy and how to know it is up."""
+
+    argv: list[str]
+    env: dict[str, str]
+    health_path: str
+    health_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Context:
+    """Facts every candidate launcher needs."""
+
+    settings: Settings
+    upstream_port: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A gateway to measure; ``launch`` is None for the direct baseline."""
+
+    name: str
+    description: str
+    launch: Callable[[Context, int], Launch] | None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pin(core: int) -> list[str]:
+    """A ``taskset`` prefix pinning to ``core``, or nothing when pinning is impossible."""
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) <= max(PROXY_CORE, LOAD_CORE):
+        return []
+    return ["taskset", "-c", str(core)]
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_ok(port: int, path: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``GET http://127.0.0.1:port/path`` answers 200."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class Service:
+    """A background process in its own session, logging to a file; killed by group on exit."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self._argv = list(argv)
+        self._env = env
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: TextIO | None = None
+
+    def __enter__(self) -> Self:
+        self._log = self.log_path.open("w")
+        self._proc = subprocess.Popen(
+            self._argv,
+            env={**os.environ, **self._env},
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The process id, which is also its process group id."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    def exit_code(self) -> int | None:
+        """The exit code when the process has ended, else None."""
+        return None if self._proc is None else self._proc.poll()
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last lines of the process's output."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL it after a grace period."""
+        if self._proc is not None:
+            _kill_group(self._proc, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(self._proc, signal.SIGKILL)
+                self._proc.wait(timeout=STOP_GRACE_S)
+            _kill_group(self._proc, signal.SIGKILL)  # stragglers the leader left behind
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def wait_healthy(self, port: int, path: str, timeout_s: float) -> None:
+        """Poll ``path`` until it answers 200; raise :class:`Skip` on early exit or timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = self.exit_code()
+            if code is not None:
+                raise Skip(f"{self.name} exited with code {code} before becoming healthy:\n{self.log_tail()}")
+            if http_ok(port, path):
+                return
+            time.sleep(0.2)
+        raise Skip(f"{self.name} not healthy on GET {path} within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def _passthrough(client: str) -> Callable[[Context, int], Launch]:
+    def launch(ctx: Context, port: int) -> Launch:
+        argv = [ctx.settings.python, str(BENCH_DIR / "passthrough.py"), "--client", client]
+        argv += ["--port", str(port), "--upstream", f"http://{HOST}:{ctx.upstream_port}/v1"]
+        argv += ["--api-key", UPSTREAM_KEY]
+        return Launch(argv, {}, "/healthz", 10.0)
+
+    return launch
+
+
+def _tiergate(*extra: str) -> Callable[[Context, int], Launch]:
+    def launch(ctx: Context, port: int) -> Launch:
+        binary = Path(ctx.settings.python).parent / "tiergate"
+        if not binary.exists():
+            raise Skip(f"tiergate is not installed ({binary} missing; pip install -e . in the dev venv)")
+        rules = BENCH_DIR / "rules.yaml"
+        if not rules.exists():
+            raise Skip(f"{rules} does not exist yet")
+        argv = [str(binary), "serve", "--config", str(rules), "--host", HOST, "--port", str(port)]
+        argv += ["--db", str(ctx.settings.raw_dir / f"tiergate-{port}.db"), "--log-level", "warning", *extra]
+        env = {"OPENAI_BASE_URL": f"http://{HOST}:{ctx.upstream_port}/v1", "OPENAI_API_KEY": UPSTREAM_KEY}
+        return Launch(argv, env, "/healthz", 10.0)
+
+    return launch
+
+
+def _litellm(ctx: Context, port: int) -> Launch:
+    if ctx.settings.skip_litellm:
+        raise Skip("--skip-litellm given")
+    binary = ensure_litellm(ctx.settings.raw_dir)
+    config = ctx.settings.raw_dir / "litellm-config.yaml"
+    config.write_text(litellm_config(ctx.upstream_port))
+    argv = [str(binary), "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1"]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": CLIENT_KEY}
+    return Launch(argv, env, "/health/liveliness", 120.0)
+
+
+def litellm_config(upstream_port: int) -> str:
+    """LiteLLM proxy config (JSON is YAML) with one ``openai/`` deployment on the fake upstream."""
+    config = {
+        "model_list": [
+            {
+                "model_name": "gpt-4o-mini",
+                "litellm_params": {
+                    "model": "openai/gpt-4o-mini",
+                    "api_base": f"http://{HOST}:{upstream_port}/v1",
+                    "api_key": UPSTREAM_KEY,
+                },
+            }
+        ],
+        "general_settings": {"master_key": CLIENT_KEY},
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def ensure_litellm(raw_dir: Path) -> Path:
+    """Install ``litellm[proxy]`` into bench/.venv-litellm once; return its ``litellm`` binary."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if LITELLM_INSTALLED_MARKER.exists() and binary.exists():
+        return binary
+    log = raw_dir / "litellm-install.log"
+    print(f"installing litellm[proxy] into {LITELLM_VENV} (log: {log}); this can take minutes", flush=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(LITELLM_VENV)],
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "--disable-pip-version-check", "litellm[proxy]"],
+    ]
+    with log.open("w") as out:
+        for step in steps:
+            try:
+                code = subprocess.run(
+                    step, stdout=out, stderr=subprocess.STDOUT, timeout=LITELLM_INSTALL_TIMEOUT_S, check=False
+                ).returncode
+            except subprocess.TimeoutExpired:
+                raise Skip(f"litellm install timed out after {LITELLM_INSTALL_TIMEOUT_S:.0f} s (log: {log})") from None
+            if code != 0:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-6:])
+                raise Skip(f"litellm install failed ({' '.join(step[-2:])} exited {code}):\n{tail}")
+    if not binary.exists():
+        raise Skip(f"litellm installed but {binary} is missing")
+    LITELLM_INSTALLED_MARKER.write_text(dt.datetime.now(dt.UTC).isoformat() + "\n")
+    return binary
+
+
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("direct", "load -> fake upstream, no proxy", None),
+    Candidate("pt-httpcore", "Starlette passthrough, httpx + default httpcore pool", _passthrough("httpcore")),
+    Candidate(
+        "pt-httpx-aiohttp",
+        "Starlette passthrough, httpx + httpx_aiohttp.AiohttpTransport",
+        _passthrough("httpx-aiohttp"),
+    ),
+    Candidate("pt-aiohttp", "Starlette passthrough, bare aiohttp.ClientSession", _passthrough("aiohttp")),
+    Candidate("tiergate", "tiergate serve (ledger on)", _tiergate()),
+    Candidate("tiergate-noledger", "tiergate serve --no-ledger", _tiergate("--no-ledger")),
+    Candidate("litellm", "LiteLLM proxy, 1 worker, master key, openai/ deployment", _litellm),
+)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Results:
+    """Raw reports per candidate and cell, and why candidates were skipped."""
+
+    reports: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, candidate: str, cell: Cell, report: dict[str, Any]) -> None:
+        """Record one measured cell."""
+        self.reports.setdefault(candidate, {}).setdefault(cell.key, []).append(report)
+
+
+def run_cell(settings: Settings, cell: Cell, port: int, pgids: dict[str, int]) -> dict[str, Any]:
+    """Run the load generator once against ``port``; return its JSON report."""
+    argv = [*pin(LOAD_CORE), settings.python, str(BENCH_DIR / "load.py"), "--url", f"http://{HOST}:{port}{CHAT_PATH}"]
+    argv += ["-c", str(cell.concurrency), "-n", str(settings.max_requests), "-d", str(settings.duration_s)]
+    argv += ["--warmup", str(settings.warmup_s), "--api-key", CLIENT_KEY, "--json"]
+    argv += [arg for pgid in pgids.values() for arg in ("--cpu-pgid", str(pgid))]
+    if cell.stream:
+        argv.append("--stream")
+    timeout = settings.warmup_s + settings.duration_s + 90.0
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    report["roles"] = {role: str(pgid) for role, pgid in pgids.items()}
+    return report
+
+
+def describe(report: dict[str, Any]) -> str:
+    """One progress line for a cell run."""
+    text = f"rps={report['rps']:.0f} p50={report['p50_ms']}ms errors={report['errors']}"
+    proxy = report["roles"].get("proxy")
+    if proxy is not None and report["requests"]:
+        text += f" cpu={report['cpu_s'][proxy] * 1000 / report['requests']:.3f}ms/req"
+    if report["stream"]:
+        text += f" ttfb_p50={report['ttfb_p50_ms']}ms"
+    return text
+
+
+def start_candidate(
+    ctx: Context, candidate: Candidate, stack: contextlib.ExitStack, repeat: int
+) -> tuple[int, Service]:
+    """Start a proxy candidate pinned to the proxy core and wait until it is healthy."""
+    assert candidate.launch is not None
+    port = free_port()
+    launch = candidate.launch(ctx, port)
+    log = ctx.settings.raw_dir / f"{candidate.name}-r{repeat}.log"
+    service = stack.enter_context(Service(candidate.name, [*pin(PROXY_CORE), *launch.argv], launch.env, log))
+    service.wait_healthy(port, launch.health_path, launch.health_timeout_s)
+    return port, service
+
+
+def measure_candidate(ctx: Context, candidate: Candidate, upstream: Service, results: Results, repeat: int) -> None:
+    """Start a candidate (unless direct), run every cell against it, stop it."""
+    pgids = {"upstream": upstream.pid}
+    with contextlib.ExitStack() as stack:
+        port, service = ctx.upstream_port, None
+        if candidate.launch is not None:
+            port, service = start_candidate(ctx, candidate, stack, repeat)
+            pgids["proxy"] = service.pid
+        for cell in CELLS:
+            report = run_cell(ctx.settings, cell, port, pgids)
+            results.add(candidate.name, cell, report)
+            print(f"  [{repeat + 1}] {candidate.name:<18} {cell.key:<7} {describe(report)}", flush=True)
+            if report["errors"] and not report["requests"]:
+                tail = f"\n{service.log_tail()}" if service is not None else ""
+                raise Skip(f"every request failed in {cell.key}: {report['error_kinds']}{tail}")
+
+
+def measure_all(ctx: Context, candidates: Sequence[Candidate], upstream: Service) -> Results:
+    """Every repeat runs every candidate that has not been skipped yet."""
+    results = Results()
+    for repeat in range(ctx.settings.repeats):
+        print(f"repeat {repeat + 1}/{ctx.settings.repeats}", flush=True)
+        for candidate in candidates:
+            if candidate.name in results.skipped:
+                continue
+            try:
+                measure_candidate(ctx, candidate, upstream, results, repeat)
+            except Skip as exc:
+                results.skipped[candidate.name] = str(exc)
+                print(f"  skipping {candidate.name}: {exc}", flush=True)
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                results.skipped[candidate.name] = f"stopped after a failed cell: {exc}"
+                print(f"  giving up on {candidate.name}: {exc}", flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------- summarising
+
+
+@dataclass(frozen=True)
+class Row:
+    """Medians over repeats for one candidate in one cell."""
+
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: int
+    cpu_ms_per_req: float | None
+    ttfb_p50_ms: float | None
+    rss_mb: float | None
+    runs: int
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return float(statistics.median(present)) if present else None
+
+
+def _cpu_per_request(report: dict[str, Any]) -> float | None:
+    proxy = report["roles"].get("proxy")
+    if proxy is None or not report["requests"]:
+        return None
+    return float(report["cpu_s"][proxy]) * 1000.0 / int(report["requests"])
+
+
+def _rss_mb(report: dict[str, Any]) -> float | None:
+    proxy = report["roles"].get("proxy")
+    return None if proxy is None else int(report["rss_bytes"][proxy]) / 2**20
+
+
+def summarise(reports: Sequence[dict[str, Any]]) -> Row:
+    """Median of each figure over repeats; errors are summed."""
+    return Row(
+        rps=_median([r["rps"] for r in reports]) or 0.0,
+        p50_ms=_median([r["p50_ms"] for r in reports]) or float("nan"),
+        p90_ms=_median([r["p90_ms"] for r in reports]) or float("nan"),
+        p99_ms=_median([r["p99_ms"] for r in reports]) or float("nan"),
+        errors=sum(r["errors"] for r in reports),
+        cpu_ms_per_req=_median([_cpu_per_request(r) for r in reports]),
+        ttfb_p50_ms=_median([r["ttfb_p50_ms"] for r in reports]),
+        rss_mb=_median([_rss_mb(r) for r in reports]),
+        runs=len(reports),
+    )
+
+
+def rows_by_cell(results: Results) -> dict[str, dict[str, Row]]:
+    """cell key -> candidate -> row, in candidate order."""
+    table: dict[str, dict[str, Row]] = {cell.key: {} for cell in CELLS}
+    for candidate, cells in results.reports.items():
+        for key, reports in cells.items():
+            table[key][candidate] = summarise(reports)
+    return table
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def cell_table(cell: Cell, rows: dict[str, Row]) -> list[str]:
+    """A markdown table for one cell."""
+    ttfb = ["TTFB p50 ms"] if cell.stream else []
+    header = ["candidate", "RPS", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU ms/req", *ttfb, "RSS MB"]
+    lines = [f"### {cell.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in rows.items():
+        ttfb_cell = [_fmt(row.ttfb_p50_ms)] if cell.stream else []
+        cells = [name, f"{row.rps:.0f}", _fmt(row.p50_ms), _fmt(row.p90_ms), _fmt(row.p99_ms), str(row.errors)]
+        cells += [_fmt(row.cpu_ms_per_req, 3), *ttfb_cell, _fmt(row.rss_mb, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of issue #4's targets, computed from the medians."""
+
+    label: str
+    value: str
+    goal: str
+    verdict: str
+
+
+def _ratio_target(label: str, num: float | None, den: float | None, goal: float, as_times: bool) -> Target:
+    if num is None or den is None or den == 0:
+        return Target(label, "n/a", f"≥ {goal:g}×" if as_times else f"≥ {goal:.0%}", "n/a")
+    ratio = num / den
+    value = f"{ratio:.1f}×" if as_times else f"{ratio:.0%}"
+    goal_text = f"≥ {goal:g}×" if as_times else f"≥ {goal:.0%}"
+    return Target(label, value, goal_text, "pass" if ratio >= goal else "FAIL")
+
+
+def _delta_target(label: str, a: float | None, b: float | None, goal_ms: float) -> Target:
+    if a is None or b is None:
+        return Target(label, "n/a", f"≤ {goal_ms:g} ms", "n/a")
+    delta = a - b
+    return Target(label, f"{delta:+.2f} ms", f"≤ {goal_ms:g} ms", "pass" if delta <= goal_ms else "FAIL")
+
+
+def compute_targets(table: dict[str, dict[str, Row]], subject: str) -> list[Target]:
+    """Issue #4's targets for ``subject`` (tiergate or tiergate-noledger)."""
+
+    def get(cell: str, name: str | None, attr: str) -> float | None:
+        row = table.get(cell, {}).get(name or "")
+        return None if row is None else getattr(row, attr)
+
+    passthroughs = [name for name in table["ns-c64"] if name.startswith("pt-")]
+    best = max(passthroughs, key=lambda n: table["ns-c64"][n].rps, default=None)
+    rps64 = get("ns-c64", subject, "rps")
+    return [
+        _ratio_target(f"{subject} / litellm RPS, non-stream c=64", rps64, get("ns-c64", "litellm", "rps"), 20.0, True),
+        _ratio_target(
+            f"{subject} / pt-httpx-aiohttp (same stack) RPS, non-stream c=64",
+            rps64,
+            get("ns-c64", "pt-httpx-aiohttp", "rps"),
+            0.70,
+            False,
+        ),
+        _ratio_target(
+            f"{subject} / best passthrough ({best or 'n/a'}) RPS, non-stream c=64",
+            rps64,
+            get("ns-c64", best, "rps"),
+            0.70,
+            False,
+        ),
+        _delta_target(
+            f"{subject} p50 − direct p50, non-stream c=1",
+            get("ns-c1", subject, "p50_ms"),
+            get("ns-c1", "direct", "p50_ms"),
+            1.0,
+        ),
+        _delta_target(
+            f"{subject} TTFB p50 − direct TTFB p50, stream c=64",
+            get("st-c64", subject, "ttfb_p50_ms"),
+            get("st-c64", "direct", "ttfb_p50_ms"),
+            2.0,
+        ),
+        _ratio_target(
+            f"{subject} / direct RPS, stream c=64",
+            get("st-c64", subject, "rps"),
+            get("st-c64", "direct", "rps"),
+            0.95,
+            False,
+        ),
+    ]
+
+
+def targets_section(table: dict[str, dict[str, Row]]) -> list[str]:
+    """The markdown 'targets' section."""
+    lines = ["## targets", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
+    for subject in ("tiergate", "tiergate-noledger"):
+        for target in compute_targets(table, subject):
+            lines.append(f"| {target.label} | {target.value} | {target.goal} | {target.verdict} |")
+    return lines + [""]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def package_versions(names: Sequence[str]) -> str:
+    """``name version`` pairs of installed packages of the dev venv."""
+    found = []
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return ", ".join(found)
+
+
+def git_state() -> str:
+    """The repo's HEAD commit and whether the proxy's sources differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "no commit"
+    dirty = git("status", "--porcelain", "--", "proxy", "pyproject.toml")
+    return f"{head}{' + uncommitted changes in proxy/' if dirty else ''}"
+
+
+def litellm_version() -> str | None:
+    """The litellm version in bench/.venv-litellm, if installed."""
+    python = LITELLM_VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    code = "import importlib.metadata as m; print(m.version('litellm'))"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip() or None
+
+
+def machine_section(settings: Settings, started: dt.datetime, elapsed_s: float, used_litellm: bool) -> list[str]:
+    """The markdown header: machine, command, settings, versions."""
+    pinned = "yes (taskset)" if pin(PROXY_CORE) else "no (taskset missing or < 2 CPUs)"
+    versions = package_versions(
+        ["starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore", "httpx-aiohttp", "aiohttp", "tiergate"]
+    )
+    lines = [
+        "# tiergate gateway benchmark",
+        "",
+        f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')} (run took {elapsed_s / 60:.1f} min)",
+        f"- machine: nproc {os.cpu_count()}, CPU {cpu_model()}, kernel {platform.release()}",
+        f"- Python {platform.python_version()}; {versions}",
+        f"- tiergate source: commit {git_state()}",
+        f"- pinning: {pinned}; proxy on core {PROXY_CORE}, upstream + load generator on core {LOAD_CORE}",
+        f"- command: `{settings.command}`",
+        (
+            f"- each cell: {settings.warmup_s:g} s warm-up, then min({settings.max_requests} requests, {settings.duration_s:g} s); "
+            f"{settings.repeats} repeat(s), medians shown (errors summed over repeats)"
+        ),
+        "- streaming upstream pacing: 100 ms to first token, 20 content chunks 10 ms apart, usage chunk, [DONE]",
+    ]
+    version = litellm_version() if used_litellm else None
+    if version:
+        lines.append(f"- litellm {version} (bench/.venv-litellm), 1 worker, LITELLM_LOCAL_MODEL_COST_MAP=True")
+    return lines + [""]
+
+
+def candidate_status(results: Results, name: str) -> str:
+    """'measured', or why the candidate was skipped or stopped early."""
+    if name not in results.skipped:
+        return "measured"
+    verb = "stopped early" if name in results.reports else "skipped"
+    return f"{verb}: {results.skipped[name].splitlines()[0]}"
+
+
+def render(
+    settings: Settings, results: Results, started: dt.datetime, elapsed_s: float, candidates: Sequence[Candidate]
+) -> str:
+    """The whole results.md."""
+    table = rows_by_cell(results)
+    lines = machine_section(settings, started, elapsed_s, "litellm" in results.reports)
+    lines += ["## candidates", ""]
+    for candidate in candidates:
+        status = candidate_status(results, candidate.name)
+        lines.append(f"- `{candidate.name}`: {candidate.description} — {status}")
+    lines += [
+        "",
+        "## results",
+        "",
+        (
+            "CPU ms/req and RSS are the proxy process group's (user+sys over the measured phase / requests); "
+            "`direct` has no proxy. Latencies are client-side, end of response."
+        ),
+        "",
+    ]
+    for cell in CELLS:
+        lines += cell_table(cell, table[cell.key])
+    lines += targets_section(table)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat, shorter cells")
+    parser.add_argument("--repeats", type=int, help="repeats per cell (default 3, --quick 1)")
+    parser.add_argument("--only", help="comma-separated candidate names: " + ",".join(c.name for c in CANDIDATES))
+    parser.add_argument("--skip-litellm", action="store_true", help="do not install or run LiteLLM")
+    parser.add_argument("--duration", type=float, help="max seconds of each measured cell (default 5, --quick 2.5)")
+    parser.add_argument("--requests", type=int, help="max requests of each measured cell (default 20000)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1, --quick 0.5)")
+    parser.add_argument("--output", default=str(BENCH_DIR / "results.md"), help="markdown report path")
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
+    """Resolve defaults and create the raw output directory."""
+    names = (
+        tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else tuple(c.name for c in CANDIDATES)
+    )
+    unknown = set(names) - {c.name for c in CANDIDATES}
+    if unknown:
+        raise SystemExit(f"unknown candidates: {', '.join(sorted(unknown))}")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    raw_dir = BENCH_DIR / "results-raw" / stamp
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    return Settings(
+        repeats=max(1, args.repeats or (1 if args.quick else 3)),
+        warmup_s=args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0),
+        duration_s=args.duration if args.duration is not None else (2.5 if args.quick else 5.0),
+        max_requests=args.requests or (10000 if args.quick else 20000),
+        only=names,
+        skip_litellm=args.skip_litellm,
+        raw_dir=raw_dir,
+        output=Path(args.output),
+        command=" ".join(["python bench/run.py", *argv]),
+    )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def upstream_service(settings: Settings) -> Iterator[tuple[Service, int]]:
+    """The fake upstream, pinned to the load core, healthy."""
+    port = free_port()
+    argv = [*pin(LOAD_CORE), settings.python, str(BENCH_DIR / "upstream.py"), "--port", str(port), *UPSTREAM_PACING]
+    with Service("upstream", argv, {}, settings.raw_dir / "upstream.log") as service:
+        service.wait_healthy(port, "/healthz", 10.0)
+        yield service, port
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the whole benchmark; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    settings = settings_from_args(_parse_args(argv), argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    candidates = [c for c in CANDIDATES if c.name in settings.only]
+    started = dt.datetime.now(dt.UTC)
+    clock = time.monotonic()
+    print(f"raw output: {settings.raw_dir}", flush=True)
+    try:
+        with upstream_service(settings) as (upstream, port):
+            results = measure_all(Context(settings, port), candidates, upstream)
+    except KeyboardInterrupt:
+        print("interrupted; all processes stopped", file=sys.stderr)
+        return 130
+    markdown = render(settings, results, started, time.monotonic() - clock, candidates)
+    (settings.raw_dir / "results.json").write_text(
+        json.dumps({"reports": results.reports, "skipped": results.skipped}, indent=1)
+    )
+    settings.output.write_text(markdown)
+    print("\n" + markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
