@@ -67,7 +67,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         ledger = None
         if settings.ledger:
             price_ids = {name: p.price_id for name, p in providers.items()}
-            ledger = LedgerWriter(settings.db, Pricer(loaded.prices, price_ids))
+            ledger = LedgerWriter(settings.db, Pricer(loaded.prices, price_ids), max_queue=settings.ledger_queue)
             await ledger.start()
         gateway = Gateway(settings, loaded, http, providers, dispatcher, ledger)
         log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)

@@ -24,7 +24,7 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,11 +212,19 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 class FakeOpenAI:
     """ASGI app. The instance itself is the ASGI callable."""
 
-    def __init__(self, default: Behavior = Behavior(), script: Iterable[Behavior] = ()) -> None:
+    def __init__(
+        self,
+        default: Behavior = Behavior(),
+        script: Iterable[Behavior] = (),
+        choose: Callable[[dict[str, Any]], Behavior | None] | None = None,
+    ) -> None:
         self.default = default
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # chat responses abandoned because the client went away
         self._script: deque[Behavior] = deque(script)
+        # Picks a behaviour from the request body (e.g. by its `user`), for concurrent tests where
+        # arrival order is not under control; None falls through to the script, then the default.
+        self._choose = choose
 
     def push(self, *behaviors: Behavior) -> None:
         """Queue behaviours, consumed one per well-formed chat request, first in first out."""
@@ -253,7 +261,8 @@ class FakeOpenAI:
             problem = "Request body must be a JSON object with 'model' and 'messages'"
             await _respond(send, 400, reply_headers, error_body(400, problem))
         else:
-            behavior = self._script.popleft() if self._script else self.default
+            chosen = self._choose(body) if self._choose is not None else None
+            behavior = chosen or (self._script.popleft() if self._script else self.default)
             await self._watched(self._answer(n, body, behavior, reply_headers, send), receive)
 
     async def _watched(self, answer: Coroutine[Any, Any, None], receive: Receive) -> None:

@@ -17,6 +17,7 @@ class Settings:
     port: int = 4000
     db: str = "tiergate.db"
     ledger: bool = True
+    ledger_queue: int = 10_000  # rows waiting for SQLite before new ones are dropped (and counted)
     transport: str = "aiohttp"  # upstream HTTP transport; see proxy.upstream.TRANSPORTS
     log_level: str = "info"
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from dataclasses import dataclass, field
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import TiergateError, UpstreamUnreachable
@@ -48,6 +49,7 @@ async def relay(stream: ChunkStream, stats: StreamStats, *, include_usage: bool)
     try:
         async for chunk in stream:
             data = chunk.data
+            payload = chunk.payload
             usage = data.get("usage")
             if usage:
                 stats.usage = Usage.from_openai(usage)
@@ -55,11 +57,14 @@ async def relay(stream: ChunkStream, stats: StreamStats, *, include_usage: bool)
                 # clients that index choices[0] break on it.
                 if not include_usage and not data.get("choices"):
                     continue
+            elif not include_usage and "usage" in data:
+                # OpenAI sends `usage: null` on every chunk only to clients that asked for usage.
+                payload = _without_null_usage(payload, data)
             if stats.first_chunk_at is None:
                 stats.first_chunk_at = time.perf_counter()
             stats.chunks += 1
             _collect_text(data, stats.pieces)
-            yield sse_event(chunk.payload)
+            yield sse_event(payload)
         stats.completed = True
         yield DONE_EVENT
     except TiergateError as exc:
@@ -138,3 +143,11 @@ def _collect_text(data: dict[str, Any], pieces: list[str]) -> None:
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 pieces.append(str(function.get("name") or "") + str(function.get("arguments") or ""))
+
+
+def _without_null_usage(payload: bytes, data: dict[str, Any]) -> bytes:
+    stripped = payload.replace(b',"usage":null', b"", 1)
+    if stripped is payload or len(stripped) == len(payload):
+        # not OpenAI's compact spelling: re-encode (rare)
+        return orjson.dumps({k: v for k, v in data.items() if k != "usage"})
+    return stripped

@@ -252,9 +252,12 @@ async def test_every_stream_chunk_is_a_create_chat_completion_stream_response(
     else:
         content = chunks
         assert all(c["choices"] for c in chunks), "the usage-only chunk the client did not ask for is dropped"
-    # Without include_usage the spec says `usage` is absent; tiergate sends "usage": null (it asks upstream
-    # for usage itself and relays chunks verbatim). Valid against the schema, so only null is required.
-    assert all(c.get("usage") is None for c in content)
+    # The spec: `usage` is only present when the client set include_usage (then null on every chunk
+    # but the last). tiergate asks upstream for usage itself, so it must hide the key again.
+    if include_usage:
+        assert all("usage" in c and c["usage"] is None for c in content)
+    else:
+        assert all("usage" not in c for c in content)
     assert content[-1]["choices"][0]["finish_reason"] == "stop"
 
 

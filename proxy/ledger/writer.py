@@ -47,6 +47,7 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: aiosqlite.Connection | None = None
         self._pending: Rows | None = None  # a finalized batch waiting for SQLite
+        self._taken = 0  # records taken off the queue and not yet written (being settled or retried)
         self.written = 0
         self.dropped = 0
         self.failing: str | None = None  # the current SQLite error, while a burst lasts
@@ -67,20 +68,19 @@ class LedgerWriter:
                 log.error("ledger queue full: rows are being dropped (%d dropped so far)", self.dropped)
 
     def health(self) -> dict[str, Any]:
-        queued = self._queue.qsize() + (len(self._pending[0]) if self._pending else 0)
-        return {"queued": queued, "written": self.written, "dropped": self.dropped, "error": self.failing}
+        return {"queued": self._queue.qsize() + self._taken, "written": self.written, "dropped": self.dropped, "error": self.failing}
 
     async def close(self, timeout: float = 10.0) -> None:
         """Wait (bounded) until everything queued is written, then stop and close the file."""
         deadline = time.monotonic() + timeout
-        while (self._queue.qsize() or self._pending) and time.monotonic() < deadline:
+        while (self._queue.qsize() or self._taken) and time.monotonic() < deadline:
             if self._task is None or self._task.done():
                 break
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        unwritten = self._queue.qsize() + (len(self._pending[0]) if self._pending else 0)
+        unwritten = self._queue.qsize() + self._taken
         if unwritten:
             log.error("ledger closed with %d rows unwritten (%s)", unwritten, self.failing or "shutdown timeout")
         if self._conn is not None:
@@ -94,6 +94,7 @@ class LedgerWriter:
                 batch = [await self._queue.get()]
                 while len(batch) < self._batch_size and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
+                self._taken = len(batch)
                 self._pending = await asyncio.to_thread(self._finalize, batch)
             try:
                 await self._write(self._pending)
@@ -107,6 +108,7 @@ class LedgerWriter:
                 continue
             self.written += len(self._pending[0])
             self._pending = None
+            self._taken = 0
             backoff = 0.05
             if self.failing is not None:
                 log.warning("ledger writes recovered (%d rows written so far)", self.written)

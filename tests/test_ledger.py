@@ -1,0 +1,360 @@
+"""The ledger against real SQLite files: exact rows, exact costs, no row lost, SQLite failures survived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from proxy.fake_upstream import Behavior, FakeOpenAI, count_prompt_tokens
+from proxy.loopback import serve
+from proxy.registry import build
+from tests.conftest import RULES, UPSTREAM_KEY, CLIENT_KEY, ProxyFactory, sdk, shipped_registry
+
+# USD per 1M tokens (input, output), genai-prices' data for the shipped models.
+PRICES = {"gpt-5.4-nano": (0.20, 1.25), "gpt-5.4-mini": (0.75, 4.50), "gpt-5.5": (5.0, 30.0)}  # gpt-5.5 below its long-context tier
+TASK_MODEL = {"title_generation": "gpt-5.4-nano", "summary": "gpt-5.4-mini", "agent": "gpt-5.5"}
+
+
+def rows(db: Path, table: str = "requests") -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY ts")]
+    finally:
+        conn.close()
+
+
+def messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Request number {i} about queues"}]
+
+
+def expected_usage(model: str, msgs: list[dict[str, str]]) -> tuple[int, int]:
+    words = f"Fake reply from {model}: {msgs[-1]['content']}".split()
+    return count_prompt_tokens(msgs), len(words)
+
+
+def cost(model: str, prompt: int, completion: int) -> float:
+    price_in, price_out = PRICES[model]
+    return (prompt * price_in + completion * price_out) / 1_000_000
+
+
+async def test_concurrent_calls_each_get_exactly_one_exact_row(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    kinds = ["plain"] * 12 + ["stream"] * 6 + ["stream_usage"] * 4 + ["abort"] * 4 + ["reset"] * 4
+    tasks = ["title_generation", "summary", "agent"]
+
+    async def one(i: int, kind: str, client: AsyncOpenAI) -> None:
+        task = tasks[i % 3]
+        headers = {"X-Task-Type": task}
+        if kind == "plain":
+            await client.chat.completions.create(model="auto", messages=messages(i), user=f"u{i}", extra_headers=headers)  # type: ignore[arg-type]
+            return
+        extra = {"stream_options": {"include_usage": True}} if kind == "stream_usage" else {}
+        stream = await client.chat.completions.create(
+            model="auto", messages=messages(i), stream=True, user=f"u{i}", extra_headers=headers, **extra  # type: ignore[arg-type]
+        )
+        seen = 0
+        try:
+            async for _ in stream:
+                seen += 1
+                if kind == "abort" and seen == 2:
+                    break
+        except openai.APIError:
+            assert kind == "reset"
+        await stream.close()
+
+    def choose(body: dict[str, Any]) -> Behavior | None:
+        kind = kinds[int(body["user"][1:])]
+        if kind == "abort":
+            return Behavior(chunk_delay=0.05)
+        if kind == "reset":
+            return Behavior(reset_after_chunks=3)
+        return None
+
+    fake._choose = choose  # noqa: SLF001 - the fixture's fake, told how to answer each user
+    async with start_proxy(shipped_registry(upstream_url), db=str(db)) as url:
+        client = sdk(url)
+        await asyncio.gather(*(one(i, kind, client) for i, kind in enumerate(kinds)))
+        await client.close()
+    # the server has stopped: the writer drained on shutdown
+    got = rows(db)
+    assert len(got) == len(kinds)
+    by_user = {r["client"]: r for r in got}
+    for i, kind in enumerate(kinds):
+        row = by_user[f"u{i}"]
+        task = tasks[i % 3]
+        model = TASK_MODEL[task]
+        assert (row["task"], row["task_source"], row["model"], row["provider"]) == (task, "header", model, "openai")
+        assert row["stream"] == (kind != "plain")
+        assert row["baseline_tier"] == "frontier" and row["baseline_model"] == "gpt-5.5"
+        assert row["attempts"] == 1 and row["fallback"] == 0
+        assert row["latency_ms"] > 0 and row["upstream_ms"] > 0 and row["overhead_ms"] >= 0
+        if kind in ("plain", "stream", "stream_usage"):
+            prompt, completion = expected_usage(model, messages(i))
+            assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, completion)
+            assert row["usage_source"] == "upstream" and row["status"] == 200 and row["error_type"] is None
+            assert row["cost_usd"] == pytest.approx(cost(model, prompt, completion), rel=1e-9)
+            assert row["baseline_cost_usd"] == pytest.approx(cost("gpt-5.5", prompt, completion), rel=1e-9)
+        else:
+            # cut before the usage chunk: tokens are estimated, never 0
+            assert row["usage_source"] == "estimated"
+            assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 and row["cost_usd"] > 0
+            assert (row["status"], row["error_type"]) == (
+                (499, "client_disconnected") if kind == "abort" else (200, "upstream_unreachable")
+            )
+        if kind != "plain":
+            assert row["ttft_ms"] is not None and row["ttft_ms"] <= row["latency_ms"]
+        else:
+            assert row["ttft_ms"] is None
+    attempts = rows(db, "attempts")
+    assert len(attempts) == len(kinds) and {a["status"] for a in attempts} == {200}
+
+
+async def test_errors_are_recorded_and_secrets_never_are(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    fake.push(Behavior(status=429, headers={"retry-after": "1"}))
+    async with start_proxy(shipped_registry(upstream_url), db=str(db), api_keys=(CLIENT_KEY,)) as url:
+        client = sdk(url)
+        with pytest.raises(openai.RateLimitError):
+            await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError):
+            await client.chat.completions.create(
+                model="auto", messages=messages(1), extra_headers={"X-Task-Type": "nope"}  # type: ignore[arg-type]
+            )
+        await client.chat.completions.create(model="auto", messages=messages(2))  # type: ignore[arg-type]
+        await client.close()
+    got = rows(db)
+    assert [(r["status"], r["error_type"]) for r in got] == [
+        (429, "rate_limit_exceeded"),
+        (400, "unknown_task_type"),
+        (200, None),
+    ]
+    assert got[0]["usage_source"] == "none" and got[0]["cost_usd"] is None
+    assert got[1]["task"] == "nope" and got[1]["tier"] is None
+    assert got[2]["client"].startswith("key:")
+    dump = db.read_bytes() + Path(str(db) + "-wal").read_bytes() if Path(str(db) + "-wal").exists() else db.read_bytes()
+    assert CLIENT_KEY.encode() not in dump and UPSTREAM_KEY.encode() not in dump
+
+
+async def test_unknown_model_costs_null_and_overrides_win(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    registry = build(
+        {
+            "providers": {"openai": {"type": "openai", "base_url": upstream_url + "/v1", "api_key": "k"}},
+            "tiers": {
+                "frontier": {"targets": ["openai::gpt-5.5"]},
+                "small": {"targets": ["openai::house-model-7b"]},
+                "mid": {"targets": ["openai::gpt-5.4-mini"]},
+            },
+            "tasks": {"agent": "frontier", "tiny": "small", "summary": "mid"},
+            "prices": {"gpt-5.4-mini": {"input": 1.0, "output": 2.0}},
+        }
+    )
+    async with start_proxy(registry, db=str(db)) as url:
+        client = sdk(url)
+        for task in ("tiny", "summary"):
+            await client.chat.completions.create(
+                model="auto", messages=messages(0), extra_headers={"X-Task-Type": task}  # type: ignore[arg-type]
+            )
+        await client.close()
+    tiny, summary = rows(db)
+    assert tiny["model"] == "house-model-7b" and tiny["cost_usd"] is None and tiny["price_source"] is None
+    assert tiny["prompt_tokens"] > 0 and tiny["baseline_cost_usd"] > 0
+    prompt, completion = expected_usage("gpt-5.4-mini", messages(0))
+    assert summary["cost_usd"] == pytest.approx((prompt * 1.0 + completion * 2.0) / 1e6, rel=1e-9)
+    assert summary["price_source"] == "override"
+
+
+async def test_readyz_reports_the_ledger(proxy_url: str, client: AsyncOpenAI) -> None:
+    await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(base_url=proxy_url) as http:
+        for _ in range(100):
+            ledger = (await http.get("/readyz")).json()["ledger"]
+            if ledger["written"] == 1:
+                break
+            await asyncio.sleep(0.02)
+    assert ledger == {"queued": 0, "written": 1, "dropped": 0, "error": None}
+
+
+async def test_unavailable_database_then_recovery_loses_no_row(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "not-yet" / "ledger.db"  # its folder does not exist: SQLite cannot open it
+    async with start_proxy(shipped_registry(upstream_url), db=str(db)) as url:
+        client = sdk(url)
+        for i in range(5):
+            assert (await client.chat.completions.create(model="auto", messages=messages(i))).choices  # type: ignore[arg-type]
+        async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(100):
+                health = (await http.get("/readyz")).json()["ledger"]
+                if health["error"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert health["error"] and health["queued"] == 5 and health["written"] == 0
+            db.parent.mkdir()  # the disk comes back
+            for _ in range(200):
+                health = (await http.get("/readyz")).json()["ledger"]
+                if health["written"] == 5:
+                    break
+                await asyncio.sleep(0.02)
+        assert health == {"queued": 0, "written": 5, "dropped": 0, "error": None}
+        await client.close()
+    assert len(rows(db)) == 5
+
+
+async def test_locked_database_delays_rows_but_not_requests(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    async with start_proxy(shipped_registry(upstream_url), db=str(db)) as url:
+        client = sdk(url)
+        await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
+        for _ in range(100):
+            if db.exists() and rows(db):
+                break
+            await asyncio.sleep(0.02)
+        locker = sqlite3.connect(db, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        started = time.perf_counter()
+        for i in range(1, 6):
+            assert (await client.chat.completions.create(model="auto", messages=messages(i))).choices  # type: ignore[arg-type]
+        assert time.perf_counter() - started < 2.0  # served while the file is locked
+        await asyncio.sleep(0.3)
+        locker.execute("ROLLBACK")
+        locker.close()
+        await client.close()
+    assert len(rows(db)) == 6
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    done = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+async def test_read_only_database_then_recovery(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path
+) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "ledger.db"
+    sqlite3.connect(db).close()
+    # root ignores file modes, so read-only is made with the immutable attribute (file and folder,
+    # so SQLite can neither write the file nor create its journal).
+    if not (_immutable(db, True) and _immutable(folder, True)):
+        pytest.skip("this filesystem does not support the immutable attribute")
+    try:
+        async with start_proxy(shipped_registry(upstream_url), db=str(db)) as url:
+            client = sdk(url)
+            for i in range(3):
+                assert (await client.chat.completions.create(model="auto", messages=messages(i))).choices  # type: ignore[arg-type]
+            async with httpx.AsyncClient(base_url=url) as http:
+                for _ in range(100):
+                    health = (await http.get("/readyz")).json()["ledger"]
+                    if health["error"]:
+                        break
+                    await asyncio.sleep(0.02)
+                assert health["error"] and health["written"] == 0
+                _immutable(folder, False)
+                _immutable(db, False)
+                for _ in range(200):
+                    health = (await http.get("/readyz")).json()["ledger"]
+                    if health["written"] == 3:
+                        break
+                    await asyncio.sleep(0.02)
+            await client.close()
+    finally:
+        _immutable(folder, False)
+        _immutable(db, False)
+    assert len(rows(db)) == 3
+
+
+async def test_queue_overflow_is_counted_not_silent(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "missing" / "ledger.db"  # the writer is stuck retrying, so the queue fills
+    async with start_proxy(shipped_registry(upstream_url), db=str(db), ledger_queue=3) as url:
+        client = sdk(url)
+        for i in range(8):
+            await client.chat.completions.create(model="auto", messages=messages(i))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(base_url=url) as http:
+            health = (await http.get("/readyz")).json()["ledger"]
+        await client.close()
+    # one batch is held by the writer, three wait in the queue, the rest are dropped and counted
+    assert health["dropped"] == 8 - 1 - 3
+    assert "rows are being dropped" in caplog.text
+
+
+def test_sigterm_with_requests_in_flight_loses_no_row(tmp_path: Path) -> None:
+    asyncio.run(_sigterm_scenario(tmp_path))
+
+
+async def _sigterm_scenario(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    fake = FakeOpenAI(default=Behavior(delay_headers=0.8))
+    async with serve(fake) as upstream:
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": upstream + "/v1",
+            "OPENAI_API_KEY": UPSTREAM_KEY,
+            "TIERGATE_LOG_LEVEL": "warning",
+        }
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(RULES), "--port", str(port), "--db", str(db)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+                for _ in range(200):
+                    try:
+                        await http.get("/healthz")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.05)
+                body = {"model": "auto", "messages": messages(0)}
+                flight = [asyncio.create_task(http.post("/v1/chat/completions", json=body)) for _ in range(10)]
+                stream_body = {**body, "stream": True}
+                flight += [asyncio.create_task(http.post("/v1/chat/completions", json=stream_body)) for _ in range(5)]
+                for _ in range(100):
+                    if len(fake.requests) == 15:
+                        break
+                    await asyncio.sleep(0.02)
+                proc.send_signal(signal.SIGTERM)  # every request is in flight upstream now
+                responses = await asyncio.gather(*flight)
+            assert [r.status_code for r in responses] == [200] * 15
+            await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            stderr = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in stderr
+    got = rows(db)
+    assert len(got) == 15 and all(r["status"] == 200 and r["usage_source"] == "upstream" for r in got)
