@@ -26,6 +26,7 @@ from starlette.routing import Route
 from proxy import headers as header_rules
 from proxy import registry as registry_mod
 from proxy import rewrite, router, streaming, wire
+from proxy.breaker import Breakers
 from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
 from proxy.providers import provider_class
@@ -59,11 +60,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        http = UpstreamClient(settings.transport, connect_timeout=settings.connect_timeout)
+        http = UpstreamClient(settings.transport)
         providers = {
             name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
         }
-        dispatcher = Dispatcher(providers, read_timeout=settings.read_timeout)
+        dispatcher = Dispatcher(providers, Breakers())
         ledger = None
         if settings.ledger:
             price_ids = {name: p.price_id for name, p in providers.items()}
@@ -145,7 +146,7 @@ async def _chat(
         assert record.target is not None
         stats = streaming.StreamStats(started=started)
         relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body))
-        headers = {**chunks.headers, **_route_headers(route, record.target, chunks.request_id)}
+        headers = {**chunks.headers, **_route_headers(route, record, chunks.request_id)}
         record.request_id = headers["x-request-id"]
         opened = time.perf_counter()
 
@@ -168,7 +169,7 @@ async def _chat(
     assert record.target is not None
     record.usage = completion.usage
     content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
-    headers = {**completion.headers, **_route_headers(route, record.target, completion.request_id)}
+    headers = {**completion.headers, **_route_headers(route, record, completion.request_id)}
     record.request_id = headers["x-request-id"]
     return Response(content, media_type="application/json", headers=headers)
 
@@ -184,10 +185,14 @@ def _finish(gateway: Gateway, record: RequestRecord, started: float, status: int
         gateway.ledger.submit(record)
 
 
-def _route_headers(route: router.Route, target: Target, request_id: str | None) -> dict[str, str]:
+def _route_headers(route: router.Route, record: RequestRecord, request_id: str | None) -> dict[str, str]:
+    target = record.target
+    assert target is not None
     return {
+        "x-tiergate-attempts": str(len(record.attempts)),
+        "x-tiergate-fallback": "true" if record.fallback else "false",
         "x-tiergate-task": route.task.name,
-        "x-tiergate-tier": route.tier.name,
+        "x-tiergate-tier": record.tier or route.tier.name,
         "x-tiergate-model": target.model,
         "x-tiergate-provider": target.provider,
         "x-request-id": request_id or "req_" + os.urandom(12).hex(),

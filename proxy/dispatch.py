@@ -1,73 +1,240 @@
-"""Run a routed request against its targets.
+"""Run a routed request against its hops: retries, backoff, timeouts, breakers, fallback.
 
-The router decided *which* targets, in order; this module decides *how*: it rewrites the body for each
-target, calls that target's provider, and notes each attempt on the request's ledger record. Retries,
-fallbacks and circuit breakers (the reliability issue) hang off this loop; for now the first target
-serves.
+The router decided *which* targets, in order (the tier's, then its ``fallback_tier``'s); this module
+decides *how*:
+
+- each hop is tried ``1 + retries`` times while the failure is retryable (connect error, timeout,
+  408/409/429/5xx/529, a body that is not the wire format), with exponential backoff and jitter, or
+  the upstream's ``retry-after`` when it asks for less than ``retry_after_cap_s`` (longer: move on);
+- a non-retryable answer (400, 401, 403, 404, 422) returns at once, except a context-length 400 on a
+  hop whose policy has ``context_fallback``, which moves on to the next target;
+- ``first_byte_s`` bounds the wait for a response (for a stream: its first chunk, so failover stays
+  invisible to the client until a byte has reached it), ``idle_s`` any silence after that, and
+  ``deadline_s`` all attempts together;
+- targets whose breaker is open are skipped; if all are, the one that reopens first is tried anyway.
+
+Every try is noted on the request's ledger record; errors leave with the headers the SDKs act on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from proxy import rewrite
-from proxy.errors import TiergateError
+from proxy.breaker import Breakers
+from proxy.errors import (
+    TiergateError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from proxy.ledger.records import AttemptRecord, RequestRecord, utc_now
-from proxy.providers.base import Call, ChunkStream, Completion, Provider
-from proxy.router import Route
+from proxy.policy import Policy
+from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
+from proxy.router import Hop, Route
+
+T = TypeVar("T")
+# The openai SDK gives up at once on a retry-after above 120 s; never pass on more.
+_CLIENT_RETRY_AFTER_CAP_S = 120.0
 
 
 class Dispatcher:
-    def __init__(self, providers: Mapping[str, Provider], *, read_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        breakers: Breakers,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._providers = providers
-        self._read_timeout = read_timeout
+        self._breakers = breakers
+        self._rng = rng or random.Random()
+        self._sleep = sleep
 
     async def complete(
         self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
     ) -> Completion:
-        call = self._prepare(route, body, headers, record)
-        started = time.perf_counter()
-        try:
-            completion = await self._providers[call.target.provider].complete(call)
-        except TiergateError as exc:
-            self._attempt(record, route, call, started, exc.status, exc.code or exc.type)
-            raise
-        self._attempt(record, route, call, started, 200, None)
-        return completion
+        async def once(call: Call) -> Completion:
+            return await self._providers[call.target.provider].complete(call)
+
+        return await self._run(route, body, headers, record, once)
 
     async def stream(
         self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
     ) -> ChunkStream:
-        call = self._prepare(route, body, headers, record)
-        started = time.perf_counter()
-        try:
-            chunks = await self._providers[call.target.provider].stream(call)
-        except TiergateError as exc:
-            self._attempt(record, route, call, started, exc.status, exc.code or exc.type)
-            raise
-        self._attempt(record, route, call, started, 200, None)
-        return chunks
+        return await self._run(route, body, headers, record, self._open_stream)
 
-    def _prepare(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
-    ) -> Call:
-        target = route.targets[0]
-        record.target = target
-        return Call(
-            target=target,
-            body=rewrite.for_target(body, route.task, target),
-            headers=headers,
-            read_timeout=self._read_timeout,
+    async def _open_stream(self, call: Call) -> ChunkStream:
+        """Open a stream and wait for its first chunk, so a failure before it can still fall over."""
+        stream = await self._providers[call.target.provider].stream(call)
+        chunks = aiter(stream)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            await stream.aclose()
+            raise UpstreamProtocolError("The upstream provider ended the stream without sending anything.") from None
+        except BaseException:
+            await stream.aclose()
+            raise
+        return _Primed(first, chunks, stream)
+
+    async def _run(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        record: RequestRecord,
+        once: Callable[[Call], Awaitable[T]],
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + route.policy.deadline_s
+        last: TiergateError | None = None
+        telling: TiergateError | None = None  # the last error from an upstream that did answer
+        for index, hop in self._order(route.hops):
+            policy = hop.policy
+            call = Call(
+                target=hop.target,
+                body=rewrite.for_target(body, route.task, hop.target),
+                headers=headers,
+                read_timeout=policy.idle_s,
+                connect_timeout=policy.connect_s,
+            )
+            record.target, record.tier = hop.target, hop.tier
+            for n in range(policy.retries + 1):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise self._final(telling or last or _deadline_error(), record)
+                started = time.perf_counter()
+                try:
+                    try:
+                        async with asyncio.timeout(min(policy.first_byte_s, remaining)):
+                            result = await once(call)
+                    except TimeoutError:
+                        raise UpstreamTimeout("The upstream provider did not answer in time.") from None
+                except UpstreamError as exc:
+                    self._breakers.failure(hop.target.key, policy.breaker_failures, policy.breaker_cooldown_s)
+                    self._note(record, hop, started, exc)
+                    last = exc
+                    if not isinstance(exc, UpstreamUnreachable):
+                        telling = exc
+                except TiergateError as exc:  # not the upstream's fault (e.g. no adapter): no retry
+                    self._breakers.release(hop.target.key)
+                    self._note(record, hop, started, exc)
+                    raise self._final(telling or last or exc, record) from None
+                except BaseException:
+                    self._breakers.release(hop.target.key)  # cancelled (client left): no verdict
+                    raise
+                else:
+                    self._breakers.success(hop.target.key)
+                    self._note(record, hop, started, None)
+                    record.fallback = index > 0
+                    return result
+                if _context_overflow(last) and policy.context_fallback:
+                    break  # a bigger context on the next target may fit
+                if not last.retryable:
+                    raise self._final(last, record)
+                if n == policy.retries:
+                    break
+                delay = self._delay(last, n, policy)
+                if delay is None or loop.time() + delay >= deadline:
+                    break  # the upstream wants a longer pause than we may wait: next target
+                await self._sleep(delay)
+        # "Could not connect" to a fallback says less than what an earlier upstream answered
+        # (a 429 with its retry-after, a 503, a timeout): report the most telling failure.
+        raise self._final(telling or last or _deadline_error(), record)
+
+    def _order(self, hops: tuple[Hop, ...]) -> list[tuple[int, Hop]]:
+        """Hops whose breaker lets them through, in order; if none does, the one reopening first."""
+        allowed = [(i, hop) for i, hop in enumerate(hops) if self._breakers.allow(hop.target.key)]
+        if allowed:
+            return allowed
+        i = min(range(len(hops)), key=lambda k: self._breakers.reopens_in(hops[k].target.key))
+        return [(i, hops[i])]
+
+    def _delay(self, error: TiergateError, n: int, policy: Policy) -> float | None:
+        asked = retry_after(error.headers)
+        if asked is not None:
+            return asked if asked <= policy.retry_after_cap_s else None
+        base = min(policy.backoff_initial_s * policy.backoff_multiplier**n, policy.backoff_max_s)
+        return max(base * (1.0 + self._rng.uniform(-policy.jitter, policy.jitter)), 0.0)
+
+    @staticmethod
+    def _note(record: RequestRecord, hop: Hop, started: float, error: TiergateError | None) -> None:
+        elapsed = (time.perf_counter() - started) * 1000.0
+        record.upstream_ms = (record.upstream_ms or 0.0) + elapsed
+        status = 200 if error is None else (error.status if isinstance(error, UpstreamStatus) else None)
+        kind = None if error is None else (error.code or error.type)
+        record.attempts.append(
+            AttemptRecord(len(record.attempts) + 1, utc_now(), hop.tier, hop.target, status, kind, elapsed)
         )
 
     @staticmethod
-    def _attempt(
-        record: RequestRecord, route: Route, call: Call, started: float, status: int | None, error: str | None
-    ) -> None:
-        elapsed = (time.perf_counter() - started) * 1000.0
-        record.upstream_ms = (record.upstream_ms or 0.0) + elapsed
-        record.attempts.append(
-            AttemptRecord(len(record.attempts) + 1, utc_now(), route.tier.name, call.target, status, error, elapsed)
-        )
+    def _final(error: TiergateError, record: RequestRecord) -> TiergateError:
+        """The error the client gets: its status, plus the headers that tell an SDK what to do."""
+        headers = error.headers
+        seconds = retry_after(headers)
+        if seconds is not None and seconds > _CLIENT_RETRY_AFTER_CAP_S:
+            headers.pop("retry-after-ms", None)
+            headers["retry-after"] = str(int(_CLIENT_RETRY_AFTER_CAP_S))
+        retryable = isinstance(error, UpstreamError) and error.retryable
+        headers["x-should-retry"] = "true" if retryable else "false"
+        headers["x-tiergate-attempts"] = str(len(record.attempts))
+        headers["x-tiergate-fallback"] = "true" if len({a.target.key for a in record.attempts}) > 1 else "false"
+        return error
+
+
+class _Primed(ChunkStream):
+    """A stream whose first chunk was already read (to know the upstream really started)."""
+
+    def __init__(self, first: Chunk, rest: AsyncIterator[Chunk], stream: ChunkStream) -> None:
+        self._first: Chunk | None = first
+        self._rest = rest
+        self._stream = stream
+        self.request_id = stream.request_id
+        self.headers = stream.headers
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self._stream.aclose()
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds an upstream asked to wait: ``retry-after-ms`` first, then ``retry-after`` (seconds)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue  # an HTTP-date: rare from LLM APIs; fall back to our own backoff
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def _context_overflow(error: TiergateError | None) -> bool:
+    if not isinstance(error, UpstreamStatus) or error.status != 400:
+        return False
+    text = f"{error.code or ''} {error.message}".lower()
+    return "context_length" in text or "context length" in text or "context window" in text
+
+
+def _deadline_error() -> UpstreamTimeout:
+    return UpstreamTimeout("The request's deadline passed before any upstream answered.", code="deadline_exceeded")

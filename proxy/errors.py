@@ -30,6 +30,7 @@ class TiergateError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retryable: bool = False  # whether trying again (here or elsewhere) can help
 
     def __init__(
         self,

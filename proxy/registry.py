@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from proxy import policy as policy_mod
 from proxy.errors import ConfigError
 from proxy.providers import PROVIDER_TYPES
 
@@ -60,6 +61,8 @@ class Tier:
     name: str
     targets: tuple[Target, ...]
     description: str = ""
+    fallback_tier: str | None = None  # where to continue when every target of this tier failed
+    policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Task:
     max_tokens_cap: int | None = None
     allow_models: tuple[str, ...] = ()
     description: str = ""
+    policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Registry:
     source: str = "<memory>"
     # Keyed by model name or provider::model.
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
+    policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # the global layer
 
     def find_target(self, model: str) -> tuple[Tier, Target] | None:
         """The first tier and target that run ``model`` (plain name or ``provider::model``)."""
@@ -148,7 +153,10 @@ def _resolve_env(node: Any, path: str, env: Mapping[str, str]) -> Any:
 def build(raw: Any, source: str = "<memory>") -> Registry:
     """Validate an already-parsed document and freeze it into a ``Registry``."""
     doc = _mapping(
-        raw, "", required={"providers", "tiers", "tasks"}, optional={"version", "default_task", "prices"}
+        raw,
+        "",
+        required={"providers", "tiers", "tasks"},
+        optional={"version", "default_task", "prices", "policy"},
     )
     version = doc.get("version", 1)
     if version != 1:
@@ -158,6 +166,7 @@ def build(raw: Any, source: str = "<memory>") -> Registry:
     tiers = {name: _tier(name, node, providers) for name, node in _named(doc["tiers"], "tiers")}
     if not tiers:
         raise ConfigError("tiers", "at least one tier is required")
+    _check_fallback_tiers(tiers)
     tasks = {name: _task(name, node, tiers, providers) for name, node in _named(doc["tasks"], "tasks")}
     if not tasks:
         raise ConfigError("tasks", "at least one task is required")
@@ -175,7 +184,22 @@ def build(raw: Any, source: str = "<memory>") -> Registry:
         tasks=MappingProxyType(tasks),
         source=source,
         prices=MappingProxyType(prices),
+        policy=MappingProxyType(policy_mod.parse_layer(doc.get("policy", {}), "policy")),
     )
+
+
+def _check_fallback_tiers(tiers: Mapping[str, Tier]) -> None:
+    for name, tier in tiers.items():
+        seen = [name]
+        nxt = tier.fallback_tier
+        while nxt is not None:
+            path = f"tiers.{seen[-1]}.fallback_tier"
+            if nxt not in tiers:
+                raise ConfigError(path, f"{nxt!r} is not a defined tier ({_defined(tiers)})")
+            if nxt in seen:
+                raise ConfigError(path, f"fallback tiers form a cycle: {' -> '.join([*seen, nxt])}")
+            seen.append(nxt)
+            nxt = tiers[nxt].fallback_tier
 
 
 def _price(node: Any, path: str) -> Price:
@@ -209,7 +233,12 @@ def _provider(name: str, node: Any) -> Provider:
 
 def _tier(name: str, node: Any, providers: Mapping[str, Provider]) -> Tier:
     path = f"tiers.{name}"
-    spec = _mapping(node, path, required={"targets"}, optional={"description", "params", "max_tokens_cap"})
+    spec = _mapping(
+        node,
+        path,
+        required={"targets"},
+        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy"},
+    )
     tier_params = _params(spec.get("params", {}), f"{path}.params")
     tier_cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
     raw_targets = spec["targets"]
@@ -220,7 +249,14 @@ def _tier(name: str, node: Any, providers: Mapping[str, Provider]) -> Tier:
     targets = tuple(
         _target(item, f"{path}.targets[{i}]", providers, tier_params, tier_cap) for i, item in enumerate(raw_targets)
     )
-    return Tier(name=name, targets=targets, description=_str(spec.get("description", ""), f"{path}.description", True))
+    fallback = spec.get("fallback_tier")
+    return Tier(
+        name=name,
+        targets=targets,
+        description=_str(spec.get("description", ""), f"{path}.description", True),
+        fallback_tier=None if fallback is None else _str(fallback, f"{path}.fallback_tier"),
+        policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
+    )
 
 
 def _target(
@@ -255,7 +291,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         node,
         path,
         required={"tier"},
-        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description"},
+        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description", "policy"},
     )
     tier = _str(spec["tier"], f"{path}.tier")
     if tier not in tiers:
@@ -286,6 +322,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         max_tokens_cap=_cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap"),
         allow_models=tuple(allow),
         description=_str(spec.get("description", ""), f"{path}.description", True),
+        policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
     )
 
 

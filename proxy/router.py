@@ -6,6 +6,8 @@ Policy lives in rules.yaml; this module only reads it. Order of decisions:
 2. tier: ``model`` = ``tier:<name>`` picks a tier directly; a model in the task's ``allow_models`` is
    honoured as-is (a user-facing model picker); anything else (``auto``, a legacy model name) -> the
    task's tier.
+3. hops: the tier's targets in order, then each ``fallback_tier``'s, each with its policy (defaults <-
+   global <- that hop's tier <- the task).
 """
 
 from __future__ import annotations
@@ -13,9 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxy.errors import InvalidRequest, UnknownTaskType
+from proxy.policy import Policy, layered
 from proxy.registry import Registry, Target, Task, Tier
 
 TIER_PREFIX = "tier:"
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One target to try, with the tier it belongs to and the policy that governs trying it."""
+
+    tier: str
+    target: Target
+    policy: Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +35,14 @@ class Route:
     task: Task
     task_source: str  # "header" | "default"
     tier: Tier
-    targets: tuple[Target, ...]
+    hops: tuple[Hop, ...]
     requested_model: str
     reason: str  # "task" | "tier_selector" | "allowed_model"
+
+    @property
+    def policy(self) -> Policy:
+        """The policy of the route's own tier (its deadline bounds every hop)."""
+        return self.hops[0].policy
 
 
 def resolve(task_header: str | None, model: str, registry: Registry) -> Route:
@@ -51,16 +68,27 @@ def resolve(task_header: str | None, model: str, registry: Registry) -> Route:
                 param="model",
                 code="model_not_found",
             )
-        return Route(task, source, tier, tier.targets, model, "tier_selector")
+        return Route(task, source, tier, _hops(tier, task, registry), model, "tier_selector")
 
     if model in task.allow_models:
         found = registry.find_target(model)
         if found is not None:
             tier, target = found
-            return Route(task, source, tier, (target,), model, "allowed_model")
-        provider, _, name = model.partition("::")
-        tier = registry.tiers[task.tier]
-        return Route(task, source, tier, (Target(provider, name, {}),), model, "allowed_model")
+        else:
+            provider, _, name = model.partition("::")
+            tier, target = registry.tiers[task.tier], Target(provider, name, {})
+        hop = Hop(tier.name, target, layered(registry.policy, tier.policy, task.policy))
+        return Route(task, source, tier, (hop,), model, "allowed_model")
 
     tier = registry.tiers[task.tier]
-    return Route(task, source, tier, tier.targets, model, "task")
+    return Route(task, source, tier, _hops(tier, task, registry), model, "task")
+
+
+def _hops(tier: Tier, task: Task, registry: Registry) -> tuple[Hop, ...]:
+    hops: list[Hop] = []
+    current: Tier | None = tier
+    while current is not None:  # the registry guarantees fallback tiers form no cycle
+        policy = layered(registry.policy, current.policy, task.policy)
+        hops.extend(Hop(current.name, target, policy) for target in current.targets)
+        current = registry.tiers[current.fallback_tier] if current.fallback_tier else None
+    return tuple(hops)

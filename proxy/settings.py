@@ -22,8 +22,6 @@ class Settings:
     log_level: str = "info"
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    connect_timeout: float = 5.0
-    read_timeout: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -84,10 +84,17 @@ class UpstreamClient:
         self._client = httpx.AsyncClient(transport=TRANSPORTS[transport](limits), trust_env=False)
 
     async def post(
-        self, url: str, headers: Mapping[str, str], content: bytes, *, read_timeout: float | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes,
+        *,
+        read_timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send a POST and return once the response headers are in; the body is read by the caller."""
-        timeout = httpx.Timeout(connect=self._connect_timeout, read=read_timeout, write=30.0, pool=30.0)
+        connect = self._connect_timeout if connect_timeout is None else connect_timeout
+        timeout = httpx.Timeout(connect=connect, read=read_timeout, write=30.0, pool=30.0)
         request = self._client.build_request("POST", url, headers=headers, content=content, timeout=timeout)
         try:
             response = await self._client.send(request, stream=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from openai import AsyncOpenAI
 
 from proxy import registry as registry_mod
@@ -26,10 +27,33 @@ UPSTREAM_KEY = "sk-upstream-secret-0000"
 CLIENT_KEY = "sk-client-secret-1111"
 
 
-def shipped_registry(upstream_url: str, **env: str) -> Registry:
-    """The repo's rules.yaml, pointed at a fake upstream."""
-    environ = {"OPENAI_BASE_URL": upstream_url + "/v1", "OPENAI_API_KEY": UPSTREAM_KEY, **env}
-    return registry_mod.load(RULES, environ=environ)
+# A loopback port nothing listens on: connections are refused at once. Tests point every provider
+# they do not serve here, so no test can ever reach a public endpoint.
+CLOSED_URL = "http://127.0.0.1:1"
+
+
+NO_RETRIES: dict[str, Any] = {"retries": 0}
+
+
+def shipped_registry(upstream_url: str, policy: dict[str, Any] | None = NO_RETRIES, **env: str) -> Registry:
+    """The repo's rules.yaml, pointed at a fake upstream, with ``policy`` as its global policy.
+
+    By default each target is tried once (fallback still applies), so a scripted upstream fault is
+    what the client sees; the reliability tests set their own policies.
+    """
+    environ = {
+        "OPENAI_BASE_URL": upstream_url + "/v1",
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "ANTHROPIC_BASE_URL": CLOSED_URL,
+        "ANTHROPIC_API_KEY": "sk-ant-unused",
+        **env,
+    }
+    text = RULES.read_text()
+    if policy is not None:
+        doc = yaml.safe_load(text)
+        doc["policy"] = policy
+        text = yaml.safe_dump(doc, sort_keys=False)
+    return registry_mod.loads(text, environ=environ, source=str(RULES))
 
 
 @pytest.fixture
@@ -45,7 +69,7 @@ async def upstream_url(fake: FakeOpenAI) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(config=str(RULES), db=str(tmp_path / "ledger.db"), read_timeout=5.0)
+    return Settings(config=str(RULES), db=str(tmp_path / "ledger.db"))
 
 
 ProxyFactory = Callable[..., AbstractAsyncContextManager[str]]

@@ -229,8 +229,11 @@ async def test_locked_database_delays_rows_but_not_requests(
         client = sdk(url)
         await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
         for _ in range(100):
-            if db.exists() and rows(db):
-                break
+            try:
+                if rows(db):
+                    break
+            except sqlite3.OperationalError:
+                pass  # the writer has created the file but not the tables yet
             await asyncio.sleep(0.02)
         locker = sqlite3.connect(db, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")

@@ -126,7 +126,7 @@ async def upstream_url(fake: FakeOpenAI) -> AsyncIterator[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def proxy_url(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    settings = Settings(config=str(RULES), db=str(tmp_path_factory.mktemp("spec") / "ledger.db"), read_timeout=5.0)
+    settings = Settings(config=str(RULES), db=str(tmp_path_factory.mktemp("spec") / "ledger.db"))
     async with serve(create_app(settings, shipped_registry(upstream_url))) as url:
         yield url
 

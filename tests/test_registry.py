@@ -157,5 +157,5 @@ def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) ->
         [sys.executable, "-m", "proxy.cli", "check", str(bad)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "tiergate: surprise: unknown key (allowed: default_task, prices, providers, tasks, tiers, version)"
+    assert done.stderr.strip() == "tiergate: surprise: unknown key (allowed: default_task, policy, prices, providers, tasks, tiers, version)"
     assert "Traceback" not in done.stderr

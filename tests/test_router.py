@@ -21,7 +21,7 @@ def test_header_picks_the_task_and_its_tier() -> None:
         "small",
         "task",
     )
-    assert [t.key for t in route.targets] == ["openai::gpt-5.4-nano", "anthropic::claude-haiku-5-5"]
+    assert [h.target.key for h in route.hops] == ["openai::gpt-5.4-nano", "anthropic::claude-haiku-5-5"]
 
 
 def test_missing_header_is_the_default_task_never_a_downgrade() -> None:
@@ -39,7 +39,7 @@ def test_unknown_task_lists_known_ones() -> None:
 def test_selectors() -> None:
     assert resolve("summary", "tier:frontier", REGISTRY).tier.name == "frontier"
     allowed = resolve("agent", "claude-opus-5-5", REGISTRY)
-    assert allowed.reason == "allowed_model" and [t.key for t in allowed.targets] == ["anthropic::claude-opus-5-5"]
+    assert allowed.reason == "allowed_model" and [h.target.key for h in allowed.hops] == ["anthropic::claude-opus-5-5"]
     assert resolve("summary", "claude-opus-5-5", REGISTRY).tier.name == "mid"  # not allowed for summary
     with pytest.raises(InvalidRequest):
         resolve(None, "tier:huge", REGISTRY)

@@ -28,7 +28,8 @@ class Call:
     target: Target
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-    read_timeout: float | None = None
+    read_timeout: float | None = None  # longest silence while reading the response
+    connect_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
