@@ -53,6 +53,7 @@ class Behavior:
     reset_after_chunks: int | None = None  # streaming: break the connection (see module doc)
     omit_usage: bool = False  # no usage in the body, no usage chunk
     text: str | None = None  # the reply text, instead of the computed one
+    body_stall: float = 0.0  # non-streaming: seconds of silence between the two halves of the body
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,15 @@ class FakeOpenAI:
         base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": request["model"]}
         base["system_fingerprint"] = "fp_fake"
         if not stream:
-            await _respond(send, 200, headers, orjson.dumps(_completion(base, reply)))
+            body = orjson.dumps(_completion(base, reply))
+            if behavior.body_stall:
+                half = len(body) // 2
+                await send({"type": "http.response.start", "status": 200, "headers": _encode(headers, len(body))})
+                await send({"type": "http.response.body", "body": body[:half], "more_body": True})
+                await asyncio.sleep(behavior.body_stall)
+                await send({"type": "http.response.body", "body": body[half:]})
+                return
+            await _respond(send, 200, headers, body)
             return
         options = request.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
