@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a sample workload against an embedded fake upstream (no keys needed)")
     demo.add_argument("--config", default="rules.yaml", help="registry file to demo (default rules.yaml)")
     demo.set_defaults(run=_demo)
+
+    audit = sub.add_parser("audit", help="calls, tokens, cost and savings from the ledger; --what-if re-prices it")
+    audit.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
+    audit.add_argument("--since", help="only requests since 24h, 90m, 7d ago, a date (2026-11-01) or a timestamp")
+    audit.add_argument("--by", help="group by task (default), tier, model, provider or day")
+    audit.add_argument("--format", default="table", help="table (default), csv or json")
+    audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
+    audit.set_defaults(run=_audit)
     return parser
 
 
@@ -102,6 +110,17 @@ def _demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
     return asyncio.run(run_demo(args.config, out=sys.stdout))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from proxy.ledger import audit
+
+    # The audit counts and names unpriced calls itself; the pricer's per-model warning would only repeat it.
+    logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)
+    db = args.db or Settings.from_env().db
+    candidate = registry_mod.load(args.what_if) if args.what_if else None
+    print(audit.report(db, since=args.since, by=args.by, fmt=args.format, candidate=candidate), end="")
+    return 0
 
 
 if __name__ == "__main__":

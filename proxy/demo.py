@@ -2,7 +2,8 @@
 
 It starts an embedded fake OpenAI-compatible upstream and tiergate itself on 127.0.0.1, drives a small
 workload through the official ``openai`` SDK exactly as an app would (tagged calls for several task
-types, one untagged call, one stream), and prints what ran where.
+types, one untagged call, one stream), prints what ran where, then the workload audit of the demo's own
+ledger (``tiergate audit --by task``), read once tiergate has shut down and its ledger writer drained.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TextIO
 from proxy import registry as registry_mod
 from proxy.app import create_app
 from proxy.fake_upstream import FakeOpenAI
+from proxy.ledger import audit
 from proxy.loopback import serve
 from proxy.settings import Settings
 
@@ -47,7 +49,7 @@ class Row:
 
 
 async def run_demo(config: str, out: TextIO) -> int:
-    """Run the sample workload and print one line per call; 0 when every call succeeded."""
+    """Run the sample workload, print one line per call, then the audit; 0 when every call succeeded."""
     from openai import AsyncOpenAI  # the demo's client is the official SDK, as in a real app
 
     fake = FakeOpenAI()
@@ -65,7 +67,10 @@ async def run_demo(config: str, out: TextIO) -> int:
                 client = AsyncOpenAI(base_url=proxy_url + "/v1", api_key="sk-demo-client", max_retries=0)
                 rows = [await _call(client, task, prompt, stream) for task, prompt, stream in WORKLOAD]
                 await client.close()
+            # The proxy has stopped: its lifespan closed the ledger writer, so every row is on disk.
+            report = audit.report(settings.db, by="task")
     _print(rows, out)
+    print(f"\n$ tiergate audit --by task\n{report}", end="", file=out)
     return 0
 
 

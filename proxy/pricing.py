@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
-from proxy.registry import Price, Target
+from proxy.providers import provider_class
+from proxy.registry import Price, Registry, Target
 from proxy.wire import Usage
 
 log = logging.getLogger("tiergate.pricing")
@@ -71,6 +72,18 @@ class Pricer:
                 )
             return None
         return Cost(float(result.total_price), GENAI_PRICES)
+
+
+def price_ids(registry: Registry) -> dict[str, str | None]:
+    """genai-prices' provider id per registry provider: ``options.price_provider``, else the adapter's default.
+
+    The same rule as ``Provider.price_id``, without building providers (the audit prices offline).
+    """
+    ids: dict[str, str | None] = {}
+    for name, provider in registry.providers.items():
+        override = provider.options.get("price_provider")
+        ids[name] = str(override) if override else provider_class(provider.type).default_price_id
+    return ids
 
 
 def _override_cost(price: Price, usage: Usage) -> float:

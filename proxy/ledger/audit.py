@@ -1,0 +1,493 @@
+"""The ledger's read side: the workload audit and what-if re-tiering.
+
+``load`` reads ``requests`` rows (as dicts); ``summarize`` groups them by task, tier, model, provider or
+day; ``what_if`` re-prices them under a candidate registry; ``render`` writes either as a table, CSV or
+JSON. ``report`` chains them for ``tiergate audit``. Everything but ``load`` is a pure function.
+
+Definitions (the README's "The workload audit" repeats them):
+
+- calls: rows of ``requests``, one per client request, failed ones included.
+- error: ``status >= 400`` other than 499, or a ``status < 400`` row with ``error_type`` set (a stream
+  that broke after its 200). A 499 (the client hung up mid-stream) is a *disconnect*, counted apart:
+  it is neither the upstream's nor tiergate's failure.
+- unpriced: a row with tokens (``usage_source`` is not ``'none'``) whose ``cost_usd`` is NULL because
+  its model has no known price. Its cost is unknown, never $0: a group's cost sums the priced rows and
+  is shown next to its unpriced count; a group whose rows are all unpriced has no cost at all. A row
+  without usage (an error before any token) has nothing to price and counts as $0.
+- savings: baseline cost minus cost, over the rows priced on both sides.
+- p50 / p95: nearest rank over the non-NULL ``latency_ms``: the value at rank ceil(p/100 * n).
+- shares and rates are fractions (0.25) in CSV and JSON, percentages in the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from proxy.ledger.schema import open_readonly
+from proxy.pricing import Pricer, price_ids
+from proxy.registry import Registry, Target, Task
+from proxy.wire import Usage
+
+Row = Mapping[str, Any]
+GROUPINGS = ("task", "tier", "model", "provider", "day")
+FORMATS = ("table", "csv", "json")
+_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class AuditError(ValueError):
+    """A user mistake or an unreadable ledger: one line for the CLI, exit code 2."""
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def parse_since(value: str | None, now: datetime | None = None) -> str | None:
+    """``24h`` / ``90m`` / ``7d`` / ``2w`` before ``now``, a date or an ISO timestamp -> a ledger ``ts`` bound."""
+    if value is None:
+        return None
+    relative = _RELATIVE.match(value.strip())
+    try:
+        if relative:
+            delta = timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+            return _ledger_ts((now or datetime.now(UTC)) - delta)
+        start = datetime.fromisoformat(value.strip())
+        return _ledger_ts(start if start.tzinfo else start.replace(tzinfo=UTC))
+    except (ValueError, OverflowError):
+        raise AuditError(
+            f"--since: expected 24h, 90m, 7d, a date (2026-11-01) or an ISO timestamp, got {value!r}"
+        ) from None
+
+
+def _ledger_ts(moment: datetime) -> str:
+    # The ledger's own format (records.utc_now), so the bound compares as text and uses the ts index.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def load(path: str, since: str | None = None) -> list[dict[str, Any]]:
+    """The ``requests`` rows at or after ``since`` (a ledger ts), oldest first."""
+    if not Path(path).is_file():
+        raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
+    sql = "SELECT * FROM requests" + (" WHERE ts >= ?" if since else "") + " ORDER BY ts"
+    try:
+        conn = open_readonly(path)
+        try:
+            return [dict(row) for row in conn.execute(sql, (since,) if since else ())]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read the ledger {path}: {exc}") from None
+
+
+# --- the summary --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    """One line of the audit: the calls that share a task (or tier, model, provider, day)."""
+
+    key: str
+    calls: int
+    call_share: float | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None  # the priced rows' sum; None when every row with tokens is unpriced
+    unpriced: int
+    cost_share: float | None
+    baseline_cost_usd: float | None
+    savings_usd: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    error_rate: float | None
+    disconnect_rate: float | None
+    fallback_rate: float | None
+    estimated_share: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    by: str
+    groups: tuple[Group, ...]  # by cost, highest first; unpriced groups last
+    total: Group
+    first_ts: str | None
+    last_ts: str | None
+
+
+def summarize(rows: Sequence[Row], by: str) -> Summary:
+    """Group ``rows`` by ``by`` (one of ``GROUPINGS``) into audit lines plus a TOTAL line."""
+    if by not in GROUPINGS:
+        raise AuditError(f"--by: expected one of {', '.join(GROUPINGS)}, got {by!r}")
+    buckets: dict[str, list[Row]] = {}
+    for row in rows:
+        buckets.setdefault(group_key(row, by), []).append(row)
+    total = _group("TOTAL", rows, len(rows), None)
+    groups = [_group(key, members, len(rows), total.cost_usd) for key, members in buckets.items()]
+    groups.sort(key=lambda g: (g.cost_usd is None, -(g.cost_usd or 0.0), -g.calls, g.key))
+    stamps = [str(row["ts"]) for row in rows]
+    return Summary(by, tuple(groups), total, min(stamps, default=None), max(stamps, default=None))
+
+
+def group_key(row: Row, by: str) -> str:
+    """The value ``row`` is grouped under; ``-`` when it has none (a request that failed before routing)."""
+    if by == "day":
+        return str(row["ts"])[:10]  # ts is UTC, so this is the UTC day
+    if by == "model":
+        return f"{row['provider']}::{row['model']}" if row["model"] else "-"
+    return str(row[by] or "-")
+
+
+def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None) -> Group:
+    n = len(rows)
+    cost = _money([_cost(r, "cost_usd") for r in rows])
+    pairs = [(_cost(r, "baseline_cost_usd"), _cost(r, "cost_usd")) for r in rows]
+    latencies = [float(r["latency_ms"]) for r in rows if r["latency_ms"] is not None]
+    return Group(
+        key=key,
+        calls=n,
+        call_share=_ratio(n, all_calls),
+        input_tokens=sum(r["prompt_tokens"] or 0 for r in rows),
+        output_tokens=sum(r["completion_tokens"] or 0 for r in rows),
+        cost_usd=cost,
+        unpriced=sum(1 for r in rows if _cost(r, "cost_usd") is None),
+        cost_share=_ratio(cost, cost if all_cost is None else all_cost),
+        baseline_cost_usd=_money([b for b, _ in pairs]),
+        savings_usd=_money([None if b is None or c is None else b - c for b, c in pairs]),
+        p50_ms=percentile(latencies, 50),
+        p95_ms=percentile(latencies, 95),
+        error_rate=_ratio(sum(1 for r in rows if is_error(r)), n),
+        disconnect_rate=_ratio(sum(1 for r in rows if r["status"] == 499), n),
+        fallback_rate=_ratio(sum(1 for r in rows if r["fallback"]), n),
+        estimated_share=_ratio(sum(1 for r in rows if r["usage_source"] == "estimated"), n),
+    )
+
+
+def is_error(row: Row) -> bool:
+    """A failed call: status >= 400 other than 499 (a disconnect), or a 200 stream that broke (error_type set)."""
+    status = int(row["status"])
+    return status != 499 and (status >= 400 or row["error_type"] is not None)
+
+
+def percentile(values: Sequence[float], p: int) -> float | None:
+    """Nearest-rank percentile: the value at rank ceil(p/100 * n) of the sorted values; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(-(-p * len(ordered) // 100), 1) - 1]
+
+
+def _cost(row: Row, column: str) -> float | None:
+    """A row's cost: $0 without usage (nothing to price), None when it had tokens but no known price."""
+    if row["usage_source"] == "none":
+        return 0.0
+    value = row[column]
+    return None if value is None else float(value)
+
+
+def _money(values: Sequence[float | None]) -> float | None:
+    """The exact sum of the known values; None only when there were values and none is known."""
+    known = [v for v in values if v is not None]
+    return math.fsum(known) if known or not values else None
+
+
+def _ratio(part: float | None, whole: float | None) -> float | None:
+    return None if part is None or not whole else part / whole
+
+
+# --- what-if re-tiering -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """One task's logged calls, priced as served and as the candidate would run them (one price sheet)."""
+
+    task: str
+    calls: int
+    current_tier: str | None  # the most frequent in the ledger
+    current_model: str | None
+    candidate_tier: str | None  # None: the candidate does not define the task (priced as served)
+    candidate_model: str | None
+    current_cost_usd: float | None
+    candidate_cost_usd: float | None
+    delta_usd: float | None  # candidate - current, over the calls priced on both sides
+    delta_ratio: float | None
+    unpriced: int  # calls with tokens but no price on one side or both
+    approximate: int  # calls whose token counts are approximate on the candidate's model
+    in_candidate: bool
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    source: str
+    tasks: tuple[TaskChange, ...]
+    total: TaskChange
+
+
+Priced = tuple[float | None, float | None, bool]  # current cost, candidate cost, approximate tokens
+
+
+def what_if(rows: Sequence[Row], candidate: Registry, pricer: Pricer) -> WhatIf:
+    """Price each logged call as served and on its task's first target in ``candidate``, same tokens.
+
+    Both sides use ``pricer`` (the candidate's ``prices:`` over genai-prices), so a price change since
+    the call was logged does not pass for a re-tiering effect; the current side falls back to the
+    logged ``cost_usd`` when ``pricer`` cannot price the served model. A task the candidate does not
+    define is priced as served on both sides (``in_candidate`` false): the what-if answers "what would
+    re-tiering cost", not "what if these calls went away". Tokens are approximate when the call was
+    served by another provider type than the candidate's (another tokenizer), or were estimated.
+    """
+    by_task: dict[str, list[Row]] = {}
+    for row in rows:
+        by_task.setdefault(str(row["task"]), []).append(row)
+    changes, all_priced = [], []
+    for task, members in by_task.items():
+        target = _candidate_target(candidate, task)
+        priced = [_reprice(row, target, candidate, pricer) for row in members]
+        all_priced += priced
+        changes.append(_change(task, members, priced, candidate.tasks.get(task), target))
+    changes.sort(key=lambda c: (c.current_cost_usd is None, -(c.current_cost_usd or 0.0), c.task))
+    total = _change("TOTAL", rows, all_priced, None, None)
+    total = replace(total, in_candidate=all(c.in_candidate for c in changes))
+    return WhatIf(candidate.source, tuple(changes), total)
+
+
+def _candidate_target(candidate: Registry, task: str) -> Target | None:
+    spec = candidate.tasks.get(task)
+    return None if spec is None else candidate.tiers[spec.tier].targets[0]
+
+
+def _reprice(row: Row, target: Target | None, candidate: Registry, pricer: Pricer) -> Priced:
+    if row["usage_source"] == "none":
+        return 0.0, 0.0, False
+    usage = Usage(
+        prompt_tokens=row["prompt_tokens"] or 0,
+        completion_tokens=row["completion_tokens"] or 0,
+        cached_tokens=row["cached_tokens"] or 0,
+        reasoning_tokens=row["reasoning_tokens"] or 0,
+        cache_write_tokens=row["cache_write_tokens"] or 0,
+    )
+    served = Target(provider=str(row["provider"]), model=str(row["model"]), params=MappingProxyType({}))
+    repriced = pricer.cost(served, usage)
+    # One price sheet for both sides, so the delta is the re-tiering alone; the logged cost only when
+    # the sheet cannot price the logged model (it was priced by an override the candidate lacks).
+    current = repriced.usd if repriced is not None else _cost(row, "cost_usd")
+    if target is None:
+        return current, current, False
+    cost = pricer.cost(target, usage)
+    logged = candidate.providers.get(row["provider"])  # an unknown provider: its tokenizer is unknown too
+    approximate = (
+        row["usage_source"] == "estimated" or logged is None or logged.type != candidate.providers[target.provider].type
+    )
+    return current, None if cost is None else cost.usd, approximate
+
+
+def _change(
+    task: str, rows: Sequence[Row], priced: Sequence[Priced], spec: Task | None, target: Target | None
+) -> TaskChange:
+    both = [(now, then) for now, then, _ in priced if now is not None and then is not None]
+    delta = math.fsum(then - now for now, then in both) if both else None
+    is_total = task == "TOTAL"
+    return TaskChange(
+        task=task,
+        calls=len(rows),
+        current_tier=None if is_total else _most_common(r["tier"] for r in rows),
+        current_model=None if is_total else _most_common(group_key(r, "model") for r in rows if r["model"]),
+        candidate_tier=None if spec is None else spec.tier,
+        candidate_model=None if target is None else target.key,
+        current_cost_usd=_money([now for now, _, _ in priced]),
+        candidate_cost_usd=_money([then for _, then, _ in priced]),
+        delta_usd=delta,
+        delta_ratio=_ratio(delta, math.fsum(now for now, _ in both)),
+        unpriced=sum(1 for now, then, _ in priced if now is None or then is None),
+        approximate=sum(1 for _, _, approx in priced if approx),
+        in_candidate=spec is not None,
+    )
+
+
+def _most_common(values: Any) -> str | None:
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def render(result: Summary | WhatIf, fmt: str) -> str:
+    """``result`` as ``table`` (rounded, for people), ``csv`` or ``json`` (exact values, for tools)."""
+    if fmt not in FORMATS:
+        raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    records, first = _records(result)
+    if fmt == "csv":
+        return _csv(records, first)
+    if fmt == "json":
+        return json.dumps({**_about(result), "rows": records[:-1], "total": records[-1]}, indent=2) + "\n"
+    return _summary_table(result) if isinstance(result, Summary) else _what_if_table(result)
+
+
+def _records(result: Summary | WhatIf) -> tuple[list[dict[str, Any]], str]:
+    """Every line then the total as plain dicts; the first column is named after the grouping."""
+    if isinstance(result, WhatIf):
+        return [asdict(c) for c in (*result.tasks, result.total)], "task"
+    lines = [{result.by: g.key, **asdict(g)} for g in (*result.groups, result.total)]
+    for line in lines:
+        del line["key"]
+    return lines, result.by
+
+
+def _about(result: Summary | WhatIf) -> dict[str, Any]:
+    if isinstance(result, WhatIf):
+        return {"candidate": result.source}
+    return {"by": result.by, "from": result.first_ts, "to": result.last_ts}
+
+
+def _csv(records: list[dict[str, Any]], first: str) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [first], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)  # floats are written with repr: exact, they parse back to the same value
+    return out.getvalue()
+
+
+def _summary_table(s: Summary) -> str:
+    if not s.total.calls:
+        return "No requests in the ledger for this period.\n"
+    title = f"Workload by {s.by}: {s.total.calls:,} calls, {_when(s.first_ts)} to {_when(s.last_ts)} UTC"
+    ranked = list(enumerate(s.groups, 1))
+    cost = _grid(
+        ["#", s.by, "calls", "input", "output", "cost", "%cost", "unpriced", "baseline", "savings"],
+        [[str(i), *_cost_cells(g)] for i, g in ranked],
+        ["", *_cost_cells(s.total)],
+    )
+    traffic = _grid(
+        ["#", s.by, "calls", "%calls", "p50 ms", "p95 ms", "errors", "discon.", "fallback", "estim."],
+        [[str(i), *_traffic_cells(g)] for i, g in ranked],
+        ["", *_traffic_cells(s.total)],
+    )
+    notes = []
+    if s.total.unpriced:
+        notes.append(f"unpriced: {s.total.unpriced} of {s.total.calls:,} calls had tokens but no known price;")
+        notes.append("cost and savings leave them out (price their model under `prices:` in rules.yaml).")
+    return _lines(title, "", "Cost", *cost, "", "Traffic", *traffic, *_footer(notes))
+
+
+def _cost_cells(g: Group) -> list[str]:
+    return [
+        g.key, f"{g.calls:,}", f"{g.input_tokens:,}", f"{g.output_tokens:,}", _usd(g.cost_usd), _pct(g.cost_share),
+        f"{g.unpriced:,}", _usd(g.baseline_cost_usd), _usd(g.savings_usd),
+    ]  # fmt: skip
+
+
+def _traffic_cells(g: Group) -> list[str]:
+    return [
+        g.key, f"{g.calls:,}", _pct(g.call_share), _ms(g.p50_ms), _ms(g.p95_ms), _pct(g.error_rate),
+        _pct(g.disconnect_rate), _pct(g.fallback_rate), _pct(g.estimated_share),
+    ]  # fmt: skip
+
+
+def _what_if_table(w: WhatIf) -> str:
+    if not w.total.calls:
+        return "No requests in the ledger for this period.\n"
+    grid = _grid(
+        ["task", "calls", "current", "what-if", "delta", "delta%", "change"],
+        [_change_cells(c) for c in w.tasks],
+        _change_cells(w.total),
+    )
+    notes = [
+        _note(w.tasks, lambda c: c.approximate, "approximate tokens (another provider type's tokenizer, or estimated)"),
+        _note(w.tasks, lambda c: c.unpriced, "no known price on one side (left out of the delta)"),
+        _note(w.tasks, lambda c: c.calls * (not c.in_candidate), "not in the candidate (priced as served)"),
+    ]
+    notes = [n for n in notes if n]
+    title = f"What-if: the {w.total.calls:,} logged calls priced under {w.source}"
+    return _lines(title, "", *grid, *_footer(notes))
+
+
+def _change_cells(c: TaskChange) -> list[str]:
+    now = f"{c.current_tier or '-'} {(c.current_model or '-').rpartition('::')[2]}"
+    then = f"{c.candidate_tier} {(c.candidate_model or '').rpartition('::')[2]}"
+    if c.task == "TOTAL":
+        change = ""
+    elif not c.in_candidate:
+        change = f"{now} (not in candidate)"
+    else:
+        change = f"= {then}" if now == then else f"{now} -> {then}"
+    return [
+        c.task, f"{c.calls:,}", _usd(c.current_cost_usd), _usd(c.candidate_cost_usd), _usd(c.delta_usd),
+        _pct(c.delta_ratio, signed=True), change,
+    ]  # fmt: skip
+
+
+def _note(changes: Sequence[TaskChange], count: Callable[[TaskChange], int], what: str) -> str:
+    hits = [f"{c.task} ({count(c)} of {c.calls})" for c in changes if count(c)]
+    return f"{what}:\n  {', '.join(hits)}" if hits else ""
+
+
+def _grid(header: list[str], body: list[list[str]], total: list[str]) -> list[str]:
+    """Aligned lines: text columns (the grouping, the change) left, numbers right; a rule around the body."""
+    widths = [max(len(line[i]) for line in (header, *body, total)) for i in range(len(header))]
+    left = {header.index(h) for h in header if h in {*GROUPINGS, "change"}}
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    return [line(header), rule, *(line(cells) for cells in body), rule, line(total)]
+
+
+def _footer(notes: list[str]) -> list[str]:
+    return ["", *notes] if notes else []
+
+
+def _lines(*lines: str) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"{'-' if value < 0 else ''}${abs(value):,.4f}"
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    return "-" if value is None else f"{value * 100:{'+' if signed else ''}.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _when(ts: str | None) -> str:
+    return "-" if ts is None else ts[:19].replace("T", " ")
+
+
+# --- the CLI's one call -------------------------------------------------------------------------
+
+
+def report(
+    db: str,
+    *,
+    since: str | None = None,
+    by: str | None = None,
+    fmt: str = "table",
+    candidate: Registry | None = None,
+    now: datetime | None = None,
+) -> str:
+    """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``."""
+    if fmt not in FORMATS:
+        raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if candidate is not None and by not in (None, "task"):
+        raise AuditError("--what-if compares per task; drop --by")
+    rows = load(db, parse_since(since, now))
+    if candidate is not None:
+        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt)
+    return render(summarize(rows, by or "task"), fmt)

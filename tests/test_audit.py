@@ -1,0 +1,413 @@
+"""The workload audit and what-if re-tiering, against a hand-made ledger with hand-computed answers.
+
+Prices in the fixture (USD per 1M tokens, the candidate registries' `prices:` overrides):
+gpt-5.5 10 in / 40 out / 1 cached in, gpt-5.4-mini 1 / 4, gpt-5.4-nano 0.25 / 1. Each row's logged
+cost_usd and baseline_cost_usd (frontier, gpt-5.5) below follow from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
+
+from proxy import registry as registry_mod
+from proxy.cli import main
+from proxy.demo import run_demo
+from proxy.ledger import audit
+from proxy.ledger.records import REQUEST_COLUMNS
+from proxy.ledger.schema import MIGRATIONS, VERSION
+from proxy.pricing import Pricer, price_ids
+from tests.conftest import RULES
+
+approx = pytest.approx  # money sums: exact to the last few ulps, the literals are decimal
+
+# id, ts, task, tier, provider, model, status, error_type, stream,
+# prompt, completion, cached, usage_source, cost_usd, baseline_cost_usd, latency_ms, fallback
+ROWS: list[tuple[Any, ...]] = [
+    ("s1", "2026-11-01T10:00:00.000Z", "summary", "mid", "openai", "gpt-5.4-mini", 200, None, 0,
+     1000, 500, 0, "upstream", 0.003, 0.03, 100.0, 0),
+    ("s2", "2026-11-02T09:00:00.000Z", "summary", "mid", "openai", "gpt-5.4-mini", 200, None, 1,
+     2000, 1000, 1000, "upstream", 0.006, 0.06, 200.0, 0),
+    ("s3", "2026-11-02T11:00:00.000Z", "summary", "mid", "openai", "gpt-5.4-mini", 200, None, 0,
+     400, 100, 0, "estimated", 0.0008, 0.008, 300.0, 0),
+    ("s4", "2026-11-02T12:00:00.000Z", "summary", "mid", "openai", "gpt-5.4-mini", 502, "upstream_unreachable", 0,
+     None, None, None, "none", None, None, 40.0, 0),
+    ("t1", "2026-11-01T10:05:00.000Z", "title_generation", "small", "openai", "gpt-5.4-nano", 200, None, 0,
+     100, 10, 0, "upstream", 0.000035, 0.0014, 20.0, 0),
+    # served by a fallback target whose model (a fine-tune) has no known price
+    ("t2", "2026-11-01T10:06:00.000Z", "title_generation", "small", "anthropic", "claude-haiku-ft", 200, None, 0,
+     200, 20, 0, "upstream", None, 0.0028, 60.0, 1),
+    ("t3", "2026-11-02T08:00:00.000Z", "title_generation", "small", "openai", "gpt-5.4-nano", 499,
+     "client_disconnected", 1, 300, 5, 0, "estimated", 0.00008, 0.0032, 500.0, 0),
+    ("a1", "2026-11-01T12:00:00.000Z", "agent", "frontier", "openai", "gpt-5.5", 200, None, 0,
+     10000, 1000, 4000, "upstream", 0.104, 0.104, 1000.0, 0),
+    ("a2", "2026-11-02T13:00:00.000Z", "agent", "frontier", "openai", "gpt-5.5", 200, None, 0,
+     5000, 500, 0, "upstream", 0.07, 0.07, 2000.0, 0),
+    # a stream that broke after its 200
+    ("a3", "2026-11-02T14:00:00.000Z", "agent", "frontier", "openai", "gpt-5.5", 200, "upstream_error", 1,
+     1000, 100, 0, "upstream", 0.014, 0.014, 700.0, 0),
+]  # fmt: skip
+
+CANDIDATE = """
+providers:
+  openai: {type: openai, base_url: "https://api.openai.com/v1"}
+  anthropic: {type: anthropic, base_url: "https://api.anthropic.com"}
+tiers:
+  frontier: {targets: ["openai::gpt-5.5"]}
+  mid: {targets: ["openai::gpt-5.4-mini", "anthropic::claude-sonnet-5-5"]}
+  small: {targets: ["openai::gpt-5.4-nano", "anthropic::claude-haiku-5-5"]}
+tasks:
+  agent: frontier
+  summary: small              # the move under test: mid -> small
+  title_generation: small
+"""
+PRICES = """
+prices:
+  gpt-5.5: {input: 10, output: 40, cached_input: 1}
+  gpt-5.4-mini: {input: 1, output: 4}
+  gpt-5.4-nano: {input: 0.25, output: 1}
+"""
+
+
+def _row(spec: tuple[Any, ...]) -> dict[str, Any]:
+    (id_, ts, task, tier, provider, model, status, error, stream,
+     prompt, completion, cached, source, cost, baseline, latency, fallback) = spec  # fmt: skip
+    row: dict[str, Any] = dict.fromkeys(REQUEST_COLUMNS)
+    row.update(
+        id=id_, ts=ts, task=task, task_source="header", tier=tier, provider=provider, model=model, status=status,
+        error_type=error, stream=stream, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
+        cache_write_tokens=None if prompt is None else 0, reasoning_tokens=None if prompt is None else 0,
+        usage_source=source, cost_usd=cost, baseline_tier="frontier", baseline_model="gpt-5.5",
+        baseline_cost_usd=baseline, latency_ms=latency, ttft_ms=latency / 4 if stream else None, attempts=1,
+        fallback=fallback,
+    )  # fmt: skip
+    return row
+
+
+def _write_ledger(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A ledger with the real schema (the migration the server runs), filled synchronously."""
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute(f"PRAGMA user_version = {VERSION}")
+    conn.executemany(
+        f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
+        [tuple(r[c] for c in REQUEST_COLUMNS) for r in rows],
+    )
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = tmp_path / "ledger.db"
+    _write_ledger(path, [_row(r) for r in ROWS])
+    return str(path)
+
+
+@pytest.fixture
+def rows(db: str) -> list[dict[str, Any]]:
+    return audit.load(db)
+
+
+def _candidate(text: str) -> registry_mod.Registry:
+    return registry_mod.loads(text, environ={}, source="candidate.yaml")
+
+
+def _by_key(summary: audit.Summary) -> dict[str, audit.Group]:
+    return {g.key: g for g in summary.groups}
+
+
+# --- summarize ----------------------------------------------------------------------------------
+
+
+def test_by_task_hand_computed(rows: list[dict[str, Any]]) -> None:
+    s = audit.summarize(rows, "task")
+    assert [g.key for g in s.groups] == ["agent", "summary", "title_generation"]  # cost, highest first
+    g = _by_key(s)
+
+    summary = g["summary"]  # s4 is an error before any token: no usage, $0, not "unpriced"
+    assert (summary.calls, summary.call_share) == (4, 0.4)
+    assert (summary.input_tokens, summary.output_tokens) == (3400, 1600)
+    assert summary.cost_usd == approx(0.0098)
+    assert summary.unpriced == 0
+    assert summary.baseline_cost_usd == approx(0.098)
+    assert summary.savings_usd == approx(0.0882)
+    assert (summary.p50_ms, summary.p95_ms) == (100.0, 300.0)  # of 40, 100, 200, 300: ranks 2 and 4
+    assert (summary.error_rate, summary.disconnect_rate, summary.fallback_rate) == (0.25, 0.0, 0.0)
+    assert summary.estimated_share == 0.25
+
+    title = g["title_generation"]  # t2 is unpriced: left out of cost and savings, never counted as $0
+    assert (title.calls, title.call_share, title.input_tokens, title.output_tokens) == (3, 0.3, 600, 35)
+    assert title.cost_usd == approx(0.000115)
+    assert title.unpriced == 1
+    assert title.baseline_cost_usd == approx(0.0074)
+    assert title.savings_usd == approx(0.004485)  # (0.0014 - 0.000035) + (0.0032 - 0.00008)
+    assert (title.p50_ms, title.p95_ms) == (60.0, 500.0)
+    assert title.error_rate == 0.0  # the 499 is a disconnect, not an error
+    assert title.disconnect_rate == title.fallback_rate == title.estimated_share == 1 / 3
+
+    agent = g["agent"]  # a3: a 200 whose stream broke counts as an error
+    assert (agent.calls, agent.input_tokens, agent.output_tokens) == (3, 16000, 1600)
+    assert agent.cost_usd == approx(0.188) and agent.baseline_cost_usd == approx(0.188)
+    assert agent.savings_usd == approx(0.0)
+    assert (agent.p50_ms, agent.p95_ms, agent.error_rate) == (1000.0, 2000.0, 1 / 3)
+    assert agent.cost_share == approx(0.188 / 0.197915)
+
+    total = s.total
+    assert (total.key, total.calls, total.call_share) == ("TOTAL", 10, 1.0)
+    assert (total.input_tokens, total.output_tokens) == (20000, 3235)
+    assert total.cost_usd == approx(0.197915)
+    assert total.cost_share == 1.0
+    assert total.unpriced == 1
+    assert total.baseline_cost_usd == approx(0.2934)
+    assert total.savings_usd == approx(0.092685)
+    assert (total.p50_ms, total.p95_ms) == (200.0, 2000.0)  # 10 latencies: ranks 5 and 10
+    assert (total.error_rate, total.disconnect_rate, total.fallback_rate, total.estimated_share) == (0.2, 0.1, 0.1, 0.2)
+    assert sum(g.cost_share or 0 for g in s.groups) == approx(1.0)
+    assert (s.first_ts, s.last_ts) == ("2026-11-01T10:00:00.000Z", "2026-11-02T14:00:00.000Z")
+
+
+def test_by_day_hand_computed(rows: list[dict[str, Any]]) -> None:
+    s = audit.summarize(rows, "day")
+    assert [g.key for g in s.groups] == ["2026-11-01", "2026-11-02"]
+    first, second = s.groups
+    assert (first.calls, first.input_tokens, first.output_tokens, first.unpriced) == (4, 11300, 1530, 1)
+    assert first.cost_usd == approx(0.107035)
+    assert first.baseline_cost_usd == approx(0.1382)
+    assert first.savings_usd == approx(0.028365)
+    assert (first.p50_ms, first.p95_ms, first.error_rate, first.fallback_rate) == (60.0, 1000.0, 0.0, 0.25)
+
+    assert (second.calls, second.input_tokens, second.output_tokens, second.unpriced) == (6, 8700, 1705, 0)
+    assert second.cost_usd == approx(0.09088)
+    assert second.baseline_cost_usd == approx(0.1552)
+    assert second.savings_usd == approx(0.06432)
+    assert (second.p50_ms, second.p95_ms) == (300.0, 2000.0)
+    assert (second.error_rate, second.disconnect_rate, second.estimated_share) == (2 / 6, 1 / 6, 2 / 6)
+
+
+def test_other_groupings_and_missing_values(rows: list[dict[str, Any]]) -> None:
+    models = _by_key(audit.summarize(rows, "model"))
+    haiku = models["anthropic::claude-haiku-ft"]  # only unpriced rows: no cost, no savings, not $0
+    assert haiku.cost_usd is None and haiku.savings_usd is None and haiku.baseline_cost_usd == approx(0.0028)
+    assert list(models)[-1] == "anthropic::claude-haiku-ft"  # unpriced groups sort last
+    assert {g.key: g.calls for g in audit.summarize(rows, "provider").groups} == {"openai": 9, "anthropic": 1}
+    assert [g.key for g in audit.summarize(rows, "tier").groups] == ["frontier", "mid", "small"]
+    assert audit.percentile([], 50) is None and audit.percentile([7.0], 95) == 7.0
+    with pytest.raises(audit.AuditError, match="--by: expected one of task, tier, model, provider, day"):
+        audit.summarize(rows, "week")
+
+
+def test_since_filters_rows(db: str) -> None:
+    assert len(audit.load(db, audit.parse_since("2026-11-02"))) == 6
+    assert len(audit.load(db, audit.parse_since("2026-11-02T12:30:00+01:00"))) == 3  # 11:30 UTC
+    now = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
+    assert [r["id"] for r in audit.load(db, audit.parse_since("90m", now))] == ["a2", "a3"]
+    assert len(audit.load(db, audit.parse_since("28h", now))) == 10  # the bound 10:00:00.000 is included
+    assert len(audit.load(db, audit.parse_since("1d", now))) == 6
+    assert audit.parse_since("7d", now) == "2026-10-26T14:00:00.000Z"
+    for bad in ("yesterday", "2026-13-01", "99999999999d"):
+        with pytest.raises(audit.AuditError, match=r"^--since: expected 24h, 90m, 7d, a date"):
+            audit.parse_since(bad, now)
+
+
+# --- what-if ------------------------------------------------------------------------------------
+
+
+def test_what_if_moving_summary_to_small(rows: list[dict[str, Any]]) -> None:
+    candidate = _candidate(CANDIDATE + PRICES)
+    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    assert w.source == "candidate.yaml"
+    tasks = {c.task: c for c in w.tasks}
+    assert list(tasks) == ["agent", "summary", "title_generation"]  # by current cost
+
+    summary = tasks["summary"]
+    assert (summary.calls, summary.current_tier, summary.current_model) == (4, "mid", "openai::gpt-5.4-mini")
+    assert (summary.candidate_tier, summary.candidate_model) == ("small", "openai::gpt-5.4-nano")
+    assert summary.current_cost_usd == approx(0.0098)
+    # nano at 0.25 / 1: s1 750e-6 + s2 1500e-6 + s3 200e-6 (+ s4, no usage, $0)
+    assert summary.candidate_cost_usd == approx(0.00245)
+    assert summary.delta_usd == approx(-0.00735)
+    assert summary.delta_ratio == approx(-0.75)
+    assert (summary.unpriced, summary.approximate, summary.in_candidate) == (0, 1, True)  # s3 was estimated
+
+    title = tasks["title_generation"]  # unchanged tier; t2 is now priced, but had no price as logged
+    assert (title.current_model, title.candidate_model) == ("openai::gpt-5.4-nano", "openai::gpt-5.4-nano")
+    assert title.current_cost_usd == approx(0.000115)
+    assert title.candidate_cost_usd == approx(0.000185)
+    assert title.delta_usd == approx(0.0)  # over t1 and t3, the calls priced on both sides
+    assert (title.unpriced, title.approximate) == (1, 2)  # t2: anthropic tokens on openai; t3: estimated
+
+    agent = tasks["agent"]  # 4000 cached tokens on a1 at the cached rate
+    assert agent.candidate_cost_usd == approx(0.188) and agent.delta_usd == approx(0.0)
+
+    total = w.total
+    assert (total.calls, total.unpriced, total.approximate, total.in_candidate) == (10, 1, 3, True)
+    assert total.current_cost_usd == approx(0.197915)
+    assert total.candidate_cost_usd == approx(0.190635)
+    assert total.delta_usd == approx(-0.00735)
+    assert total.delta_ratio == approx(-0.00735 / 0.197915)
+
+
+def test_what_if_task_missing_from_candidate_is_priced_as_logged(rows: list[dict[str, Any]]) -> None:
+    candidate = _candidate(CANDIDATE.replace("  title_generation: small\n", "") + PRICES)
+    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    title = next(c for c in w.tasks if c.task == "title_generation")
+    assert (title.in_candidate, title.candidate_tier, title.candidate_model) == (False, None, None)
+    assert title.current_cost_usd == title.candidate_cost_usd == approx(0.000115)
+    assert title.delta_usd == approx(0.0) and title.unpriced == 1
+    assert not w.total.in_candidate
+    table = audit.render(w, "table")
+    assert "small gpt-5.4-nano (not in candidate)" in table
+    assert "not in the candidate (priced as served):\n  title_generation (3 of 3)" in table
+
+
+def test_what_if_with_genai_prices(rows: list[dict[str, Any]]) -> None:
+    # genai-prices' own numbers for gpt-5.4-nano: $0.20 in, $1.25 out, $0.02 cached input per 1M.
+    per_million = PriceUsage(input_tokens=2_000_000, cache_read_tokens=1_000_000, output_tokens=1_000_000)
+    assert float(calc_price(per_million, model_ref="gpt-5.4-nano", provider_id="openai").total_price) == 1.47
+    candidate = _candidate(CANDIDATE)  # no overrides
+    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    summary = next(c for c in w.tasks if c.task == "summary")
+    # s1 1000 in / 500 out: 200 + 625; s2 1000 uncached + 1000 cached in / 1000 out: 200 + 20 + 1250;
+    # s3 400 in / 100 out: 80 + 125 (all in 1e-6 USD)
+    assert summary.candidate_cost_usd == approx(0.0025)
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def test_table_is_rounded_and_aligned(rows: list[dict[str, Any]]) -> None:
+    table = audit.render(audit.summarize(rows, "task"), "table")
+    lines = table.splitlines()
+    assert lines[0] == "Workload by task: 10 calls, 2026-11-01 10:00:00 to 2026-11-02 14:00:00 UTC"
+    assert max(len(line) for line in lines) <= 100
+    first = next(line for line in lines if line.startswith("1 "))
+    assert first.split() == ["1", "agent", "3", "16,000", "1,600", "$0.1880", "95.0%", "0", "$0.1880", "$0.0000"]
+    total = [line for line in lines if line.strip().startswith("TOTAL")]
+    assert total[0].split() == ["TOTAL", "10", "20,000", "3,235", "$0.1979", "100.0%", "1", "$0.2934", "$0.0927"]
+    assert total[1].split() == ["TOTAL", "10", "100.0%", "200.0", "2,000.0", "20.0%", "10.0%", "10.0%", "20.0%"]
+    assert "unpriced: 1 of 10 calls had tokens but no known price;" in table
+    # numbers are right-aligned, so every line of a grid (header, rules, rows, total) ends in the same column
+    cost_lines = lines[lines.index("Cost") + 1 : lines.index("Traffic") - 1]
+    assert len(cost_lines) == 7 and len({len(line) for line in cost_lines}) == 1
+
+
+def test_csv_and_json_are_exact(rows: list[dict[str, Any]]) -> None:
+    s = audit.summarize(rows, "day")
+    parsed = list(csv.DictReader(io.StringIO(audit.render(s, "csv"))))
+    assert [r["day"] for r in parsed] == ["2026-11-01", "2026-11-02", "TOTAL"]
+    assert float(parsed[2]["cost_usd"]) == s.total.cost_usd  # not rounded: the same float back
+    assert float(parsed[1]["savings_usd"]) == s.groups[1].savings_usd
+    assert float(parsed[1]["error_rate"]) == 2 / 6
+    assert parsed[0]["input_tokens"] == "11300"
+
+    doc = json.loads(audit.render(s, "json"))
+    assert (doc["by"], doc["from"], doc["to"]) == ("day", "2026-11-01T10:00:00.000Z", "2026-11-02T14:00:00.000Z")
+    assert [r["day"] for r in doc["rows"]] == ["2026-11-01", "2026-11-02"]
+    assert doc["total"]["cost_usd"] == s.total.cost_usd
+    assert doc["rows"][1]["disconnect_rate"] == 1 / 6
+    assert doc["rows"][0]["cost_share"] == s.groups[0].cost_share
+
+    candidate = _candidate(CANDIDATE + PRICES)
+    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    what_if = json.loads(audit.render(w, "json"))
+    assert what_if["candidate"] == "candidate.yaml"
+    assert what_if["total"]["delta_usd"] == w.total.delta_usd
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_table_csv_json(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("Workload by task: 10 calls")
+    assert "title_generation" in table and "$0.1979" in table
+
+    assert main(["audit", "--db", db, "--by", "day", "--format", "csv", "--since", "2026-11-02"]) == 0
+    parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["day"], r["calls"]) for r in parsed] == [("2026-11-02", "6"), ("TOTAL", "6")]
+
+    assert main(["audit", "--db", db, "--by", "model", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rows"][-1]["model"] == "anthropic::claude-haiku-ft" and doc["rows"][-1]["cost_usd"] is None
+
+
+def test_cli_what_if(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "candidate.yaml"
+    path.write_text(CANDIDATE + PRICES)
+    assert main(["audit", "--db", db, "--what-if", str(path)]) == 0
+    table = capsys.readouterr().out
+    summary = next(line for line in table.splitlines() if line.startswith("summary"))
+    assert summary.split() == [
+        "summary", "4", "$0.0098", "$0.0024", "-$0.0074", "-75.0%", "mid", "gpt-5.4-mini", "->", "small", "gpt-5.4-nano"
+    ]  # fmt: skip
+    assert "approximate tokens (another provider type's tokenizer, or estimated):\n  summary (1 of 4), " in table
+    assert max(len(line) for line in table.splitlines()[1:]) <= 100  # the title names the path
+
+    assert main(["audit", "--db", db, "--what-if", str(path), "--format", "csv"]) == 0
+    parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert parsed[-1]["task"] == "TOTAL" and float(parsed[-1]["delta_usd"]) == approx(-0.00735)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--db", "{tmp}/nope.db"], "tiergate: no ledger at {tmp}/nope.db (tiergate serve writes one; "),
+        (["--since", "soon"], "tiergate: --since: expected 24h, 90m, 7d, a date (2026-11-01)"),
+        (["--format", "xml"], "tiergate: --format: expected one of table, csv, json, got 'xml'"),
+        (["--by", "week"], "tiergate: --by: expected one of task, tier, model, provider, day, got 'week'"),
+        (["--what-if", "{tmp}/nope.yaml"], "tiergate: cannot read {tmp}/nope.yaml"),
+        (["--what-if", str(RULES), "--by", "tier"], "tiergate: --what-if compares per task; drop --by"),
+    ],
+)
+def test_cli_mistakes_are_one_line_exit_2(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    args = [a.format(tmp=tmp_path) for a in argv]
+    assert main(["audit", "--db", db, *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(message.format(tmp=tmp_path))
+
+
+def test_cli_reads_tiergate_db(db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TIERGATE_DB", db)
+    assert main(["audit", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["calls"] == 10
+
+
+def test_not_a_ledger_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    assert main(["audit", "--db", str(path)]) == 2
+    assert capsys.readouterr().err == f"tiergate: cannot read the ledger {path}: no such table: requests\n"
+
+
+def test_empty_period(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--db", db, "--since", "2030-01-01"]) == 0
+    assert capsys.readouterr().out == "No requests in the ledger for this period.\n"
+
+
+async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
+    out = io.StringIO()
+    assert await run_demo(str(RULES), out=out) == 0
+    audit_part = out.getvalue().split("$ tiergate audit --by task\n", 1)[1]
+    lines = audit_part.splitlines()
+    assert lines[0].startswith("Workload by task: 9 calls, ")
+    ranked = [line.split()[1] for line in lines if line[:1].isdigit()]
+    # the demo's 8 tasks in both tables; the untagged call ran as agent, the most expensive task
+    assert len(ranked) == 16 and set(ranked) == {
+        "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"
+    } and ranked[0] == "agent"  # fmt: skip
+    total = next(line for line in lines if line.strip().startswith("TOTAL")).split()
+    assert total[:2] == ["TOTAL", "9"] and total[4].startswith("$")
+    assert "unpriced" in audit_part and "no known price" not in audit_part  # every shipped model is priced
