@@ -36,10 +36,11 @@ NO_RETRIES: dict[str, Any] = {"retries": 0}
 
 
 def shipped_registry(upstream_url: str, policy: dict[str, Any] | None = NO_RETRIES, **env: str) -> Registry:
-    """The repo's rules.yaml, pointed at a fake upstream, with ``policy`` as its global policy.
+    """The repo's rules.yaml, pointed at a fake upstream, with ``policy`` as its only policy.
 
-    By default each target is tried once (fallback still applies), so a scripted upstream fault is
-    what the client sees; the reliability tests set their own policies.
+    ``policy`` replaces the file's global and per-tier policies. By default each target is tried once
+    (fallback still applies), so a scripted upstream fault is what the client sees; the reliability
+    tests set their own policies.
     """
     environ = {
         "OPENAI_BASE_URL": upstream_url + "/v1",
@@ -52,6 +53,8 @@ def shipped_registry(upstream_url: str, policy: dict[str, Any] | None = NO_RETRI
     if policy is not None:
         doc = yaml.safe_load(text)
         doc["policy"] = policy
+        for tier in doc["tiers"].values():
+            tier.pop("policy", None)
         text = yaml.safe_dump(doc, sort_keys=False)
     return registry_mod.loads(text, environ=environ, source=str(RULES))
 

@@ -21,7 +21,14 @@ def test_header_picks_the_task_and_its_tier() -> None:
         "small",
         "task",
     )
-    assert [h.target.key for h in route.hops] == ["openai::gpt-5.4-nano", "anthropic::claude-haiku-5-5"]
+    assert [(h.tier, h.target.key) for h in route.hops] == [
+        ("small", "openai::gpt-5.4-nano"),
+        ("small", "anthropic::claude-haiku-5-5"),
+        ("mid", "openai::gpt-5.4-mini"),  # small's fallback_tier
+        ("mid", "anthropic::claude-sonnet-5-5"),
+    ]
+    # each hop runs under its own tier's timeouts: small fails over after 30 s, mid waits 60 s
+    assert [h.policy.first_byte_s for h in route.hops] == [30.0, 30.0, 60.0, 60.0]
 
 
 def test_missing_header_is_the_default_task_never_a_downgrade() -> None:
