@@ -101,12 +101,13 @@ class Dispatcher:
             policy = hop.policy
             call = Call(
                 target=hop.target,
-                body=rewrite.for_target(body, route.task, hop.target),
+                body=rewrite.for_target(body, route.task, hop.target, hop.prompt),
                 headers=headers,
                 read_timeout=policy.idle_s,
                 connect_timeout=policy.connect_s,
             )
             record.target, record.tier = hop.target, hop.tier
+            record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
             for n in range(policy.retries + 1):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -119,7 +120,11 @@ class Dispatcher:
                     except TimeoutError:
                         raise UpstreamTimeout("The upstream provider did not answer in time.") from None
                 except UpstreamError as exc:
-                    self._breakers.failure(hop.target.key, policy.breaker_failures, policy.breaker_cooldown_s)
+                    # A client mistake (400, 404) or a handler's decline says nothing about the target's health.
+                    if exc.counts_against_target and exc.retryable:
+                        self._breakers.failure(hop.target.key, policy.breaker_failures, policy.breaker_cooldown_s)
+                    else:
+                        self._breakers.release(hop.target.key)
                     self._note(record, hop, started, exc)
                     last = exc
                     if not isinstance(exc, UpstreamUnreachable):

@@ -96,6 +96,7 @@ class UpstreamError(TiergateError):
     status = 502
     type = "upstream_error"
     retryable = True
+    counts_against_target = True  # whether it feeds the target's circuit breaker
 
 
 class UpstreamStatus(UpstreamError):

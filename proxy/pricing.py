@@ -24,6 +24,7 @@ from proxy.wire import Usage
 
 log = logging.getLogger("tiergate.pricing")
 _PER_MILLION = 1_000_000.0
+LOCAL = "local"
 try:
     from importlib.metadata import version
 
@@ -52,6 +53,8 @@ class Pricer:
         if override is not None:
             return Cost(_override_cost(override, usage), "override")
         price_id = self._price_ids.get(target.provider)
+        if price_id == LOCAL:
+            return Cost(0.0, LOCAL)  # a local handler: no provider bills it
         try:
             result = calc_price(
                 PriceUsage(

@@ -21,7 +21,10 @@ from typing import Any
 import yaml
 
 from proxy import policy as policy_mod
+from proxy import prompts
 from proxy.errors import ConfigError
+from proxy.handlers import load_handler
+from proxy.prompts import PromptVariant
 from proxy.providers import PROVIDER_TYPES
 
 # Body fields tiergate owns; a registry may not set them as params.
@@ -49,6 +52,7 @@ class Target:
     model: str
     params: Mapping[str, Any]
     max_tokens_cap: int | None = None
+    handler: str | None = None  # local targets: "package.module:function"
 
     @property
     def key(self) -> str:
@@ -63,6 +67,7 @@ class Tier:
     description: str = ""
     fallback_tier: str | None = None  # where to continue when every target of this tier failed
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
+    prompt: PromptVariant | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class Task:
     allow_models: tuple[str, ...] = ()
     description: str = ""
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
+    # Per-tier prompt variants for this task; they beat the tier's own.
+    prompts: Mapping[str, PromptVariant] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ def _provider(name: str, node: Any) -> Provider:
     kind = _str(spec["type"], f"{path}.type")
     if kind not in PROVIDER_TYPES:
         raise ConfigError(f"{path}.type", f"{kind!r} is not a provider type ({', '.join(sorted(PROVIDER_TYPES))})")
-    base_url = _str(spec.get("base_url", ""), f"{path}.base_url")
+    base_url = _str(spec.get("base_url", ""), f"{path}.base_url", allow_empty=kind == "local")
     if kind != "local" and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{path}.base_url", f"expected an http(s) URL, got {base_url!r}")
     options = _mapping(spec.get("options", {}), f"{path}.options")
@@ -237,7 +244,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, Provider]) -> Tier:
         node,
         path,
         required={"targets"},
-        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy"},
+        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt"},
     )
     tier_params = _params(spec.get("params", {}), f"{path}.params")
     tier_cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
@@ -256,6 +263,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, Provider]) -> Tier:
         description=_str(spec.get("description", ""), f"{path}.description", True),
         fallback_tier=None if fallback is None else _str(fallback, f"{path}.fallback_tier"),
         policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
+        prompt=prompts.parse(spec["prompt"], f"{path}.prompt", name) if "prompt" in spec else None,
     )
 
 
@@ -269,18 +277,38 @@ def _target(
             raise ConfigError(path, f"expected 'provider::model' or a mapping, got {node!r}")
         spec: dict[str, Any] = {"provider": provider, "model": model}
     else:
-        spec = _mapping(node, path, required={"provider", "model"}, optional={"params", "max_tokens_cap"})
+        spec = _mapping(node, path, required={"provider"}, optional={"model", "params", "max_tokens_cap", "handler"})
     provider_name = _str(spec["provider"], f"{path}.provider")
     if provider_name not in providers:
         raise ConfigError(f"{path}.provider", f"{provider_name!r} is not a defined provider ({_defined(providers)})")
+    handler = _handler(spec, path, providers[provider_name])
+    if "model" not in spec and handler is None:
+        raise ConfigError(f"{path}.model", "is required")
     params = {**tier_params, **_params(spec.get("params", {}), f"{path}.params")}
     cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
     return Target(
         provider=provider_name,
-        model=_str(spec["model"], f"{path}.model"),
+        model=_str(spec.get("model", handler), f"{path}.model"),
         params=MappingProxyType(params),
         max_tokens_cap=_min_cap(cap, tier_cap),
+        handler=handler,
     )
+
+
+def _handler(spec: Mapping[str, Any], path: str, provider: Provider) -> str | None:
+    """A local target's handler, imported now so a typo fails at load, not on the first request."""
+    if provider.type != "local":
+        if "handler" in spec:
+            raise ConfigError(f"{path}.handler", "only targets on a 'local' provider take a handler")
+        return None
+    if "handler" not in spec:
+        raise ConfigError(f"{path}.handler", "is required for a target on a 'local' provider")
+    handler = _str(spec["handler"], f"{path}.handler")
+    try:
+        load_handler(handler)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{path}.handler", str(exc)) from None
+    return handler
 
 
 def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[str, Provider]) -> Task:
@@ -291,7 +319,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         node,
         path,
         required={"tier"},
-        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description", "policy"},
+        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description", "policy", "prompts"},
     )
     tier = _str(spec["tier"], f"{path}.tier")
     if tier not in tiers:
@@ -323,7 +351,17 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         allow_models=tuple(allow),
         description=_str(spec.get("description", ""), f"{path}.description", True),
         policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
+        prompts=MappingProxyType(_task_prompts(spec.get("prompts", {}), f"{path}.prompts", name, tiers)),
     )
+
+
+def _task_prompts(node: Any, path: str, task: str, tiers: Mapping[str, Tier]) -> dict[str, PromptVariant]:
+    out: dict[str, PromptVariant] = {}
+    for tier, variant in _mapping(node, path).items():
+        if tier not in tiers:
+            raise ConfigError(f"{path}.{tier}", f"{tier!r} is not a defined tier ({_defined(tiers)})")
+        out[tier] = prompts.parse(variant, f"{path}.{tier}", f"{task}@{tier}")
+    return out
 
 
 def _params(node: Any, path: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Rewrite a client's chat body for one target: model, params, max-tokens cap, usage reporting.
+"""Rewrite a client's chat body for one target: model, prompt variant, params, max-tokens cap, usage.
 
 Precedence for a param: the client's value, else the task's, else the target's (tier params are merged
 into each target at load). ``max_tokens`` is then capped by the tightest of the task's and the target's
@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy import prompts
+from proxy.prompts import PromptVariant
 from proxy.registry import Target, Task
 
 _MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
-def for_target(body: dict[str, Any], task: Task, target: Target) -> dict[str, Any]:
-    """A new body for ``target``; ``body`` itself is left as the client sent it."""
+def for_target(
+    body: dict[str, Any], task: Task, target: Target, prompt: PromptVariant | None = None
+) -> dict[str, Any]:
+    """A new body for ``target`` (worded per ``prompt``); ``body`` itself is left as the client sent it."""
     out = dict(body)
     out["model"] = target.model
+    if prompt is not None and isinstance(out.get("messages"), list):
+        out["messages"] = prompts.apply(out["messages"], prompt)
 
     # One spelling inside tiergate ("max_tokens"); the provider writes the field its API wants.
     client_max = None

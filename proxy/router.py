@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from proxy.errors import InvalidRequest, UnknownTaskType
 from proxy.policy import Policy, layered
+from proxy.prompts import PromptVariant
 from proxy.registry import Registry, Target, Task, Tier
 
 TIER_PREFIX = "tier:"
@@ -28,6 +29,7 @@ class Hop:
     tier: str
     target: Target
     policy: Policy
+    prompt: PromptVariant | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,7 @@ def resolve(task_header: str | None, model: str, registry: Registry) -> Route:
         else:
             provider, _, name = model.partition("::")
             tier, target = registry.tiers[task.tier], Target(provider, name, {})
-        hop = Hop(tier.name, target, layered(registry.policy, tier.policy, task.policy))
+        hop = Hop(tier.name, target, layered(registry.policy, tier.policy, task.policy), _prompt(tier, task))
         return Route(task, source, tier, (hop,), model, "allowed_model")
 
     tier = registry.tiers[task.tier]
@@ -89,6 +91,11 @@ def _hops(tier: Tier, task: Task, registry: Registry) -> tuple[Hop, ...]:
     current: Tier | None = tier
     while current is not None:  # the registry guarantees fallback tiers form no cycle
         policy = layered(registry.policy, current.policy, task.policy)
-        hops.extend(Hop(current.name, target, policy) for target in current.targets)
+        prompt = _prompt(current, task)
+        hops.extend(Hop(current.name, target, policy, prompt) for target in current.targets)
         current = registry.tiers[current.fallback_tier] if current.fallback_tier else None
     return tuple(hops)
+
+
+def _prompt(tier: Tier, task: Task) -> PromptVariant | None:
+    return task.prompts.get(tier.name) or tier.prompt

@@ -96,7 +96,8 @@ def _row(spec: tuple[Any, ...]) -> dict[str, Any]:
 def _write_ledger(path: Path, rows: list[dict[str, Any]]) -> None:
     """A ledger with the real schema (the migration the server runs), filled synchronously."""
     conn = sqlite3.connect(path)
-    conn.executescript(MIGRATIONS[0])
+    for migration in MIGRATIONS:
+        conn.executescript(migration)
     conn.execute(f"PRAGMA user_version = {VERSION}")
     conn.executemany(
         f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",

@@ -369,7 +369,7 @@ async def test_mid_stream_error_event_is_an_error_response(proxy_url: str, fake:
 VALID_REQUESTS: dict[str, dict[str, Any]] = {
     **{f"spec example: {title}": body for title, body in SPEC_REQUESTS.items()},
     "tool round trip": {
-        "model": "tier:small",
+        "model": "tier:mid",
         "messages": [
             {"role": "system", "content": "Use tools."},
             {"role": "user", "content": [{"type": "text", "text": "Define queue"}]},

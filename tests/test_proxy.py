@@ -30,8 +30,13 @@ async def test_tagged_call_runs_on_its_tier_with_route_headers(client: AsyncOpen
     assert raw.headers["x-request-id"] == "req_fake_1"  # the upstream's id is passed on
     assert completion.model == "gpt-5.4-nano"
     assert completion.choices[0].message.content.startswith("Fake reply from gpt-5.4-nano: Name this chat")
-    assert completion.usage is not None and completion.usage.prompt_tokens == count_prompt_tokens(USER)
     sent = fake.requests[-1].body
+    # the task's prompt variant for the small tier reworded the request; usage is the upstream's
+    assert sent["messages"][0] == {
+        "role": "system",
+        "content": "You write conversation titles: 3 to 8 words, no quotes, no final period.",
+    }
+    assert completion.usage is not None and completion.usage.prompt_tokens == count_prompt_tokens(sent["messages"])
     assert sent["model"] == "gpt-5.4-nano"
     # task params win over target params; the task's max_tokens becomes OpenAI's current field name
     assert sent["max_completion_tokens"] == 32 and "max_tokens" not in sent
@@ -194,7 +199,7 @@ async def test_client_disconnect_cancels_the_upstream_request(client: AsyncOpenA
 
 async def test_models_endpoint_lists_auto_tiers_and_tasks(client: AsyncOpenAI) -> None:
     ids = [m.id async for m in client.models.list()]
-    assert ids[:4] == ["auto", "tier:frontier", "tier:mid", "tier:small"]
+    assert ids[:5] == ["auto", "tier:frontier", "tier:mid", "tier:small", "tier:rules"]
     assert "title_generation" in ids
     model = await client.models.retrieve("tier:mid")
     assert model.object == "model"

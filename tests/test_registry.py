@@ -46,7 +46,8 @@ def doc(**changes: Any) -> dict[str, Any]:
 
 def test_shipped_rules_yaml_is_valid_and_mirrors_the_three_tiers() -> None:
     registry = load(RULES, environ={})
-    assert list(registry.tiers) == ["frontier", "mid", "small"]
+    # the product's three tiers, plus `rules`: a local handler that answers before the small tier
+    assert list(registry.tiers) == ["frontier", "mid", "small", "rules"]
     assert registry.default_task == "agent"
     tiers = {name: task.tier for name, task in registry.tasks.items()}
     assert tiers == {
@@ -55,14 +56,16 @@ def test_shipped_rules_yaml_is_valid_and_mirrors_the_three_tiers() -> None:
         "ad_copy": "mid",
         "summary": "mid",
         "title_generation": "small",
-        "classification": "small",
+        "classification": "rules",
         "extraction": "small",
         "relevance": "small",
     }
     assert all(task.baseline == "frontier" for task in registry.tasks.values())
     # until the Anthropic adapter lands, no tier is served first by it
-    assert all(registry.providers[t.targets[0].provider].type == "openai" for t in registry.tiers.values())
+    assert all(registry.providers[t.targets[0].provider].type in ("openai", "local") for t in registry.tiers.values())
     assert registry.providers["openai"].base_url == "https://api.openai.com/v1"
+    assert registry.tiers["rules"].fallback_tier == "small"
+    assert registry.tiers["small"].targets[0].params["reasoning_effort"] == "none"
 
 
 def test_env_references_resolve_at_load() -> None:
@@ -142,12 +145,12 @@ def test_yaml_syntax_error_is_one_line() -> None:
 
 def test_check_command_reports_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(RULES)]) == 0
-    assert "ok — 8 tasks, 3 tiers" in capsys.readouterr().out
+    assert "ok — 8 tasks, 4 tiers, 7 targets, 3 providers" in capsys.readouterr().out
     bad = tmp_path / "rules.yaml"
     bad.write_text(RULES.read_text().replace("tier: mid\n    description: summaries", "tier: mdi\n    description: summaries"))
     assert cli.main(["check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "tiergate: tasks.summary.tier: 'mdi' is not a defined tier (defined: frontier, mid, small)"
+    assert err == "tiergate: tasks.summary.tier: 'mdi' is not a defined tier (defined: frontier, mid, small, rules)"
 
 
 def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ REQUEST_COLUMNS = (
     "error_type", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
     "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
     "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
+    "prompt_variant",
 )  # fmt: skip
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
@@ -69,6 +70,7 @@ class RequestRecord:
     upstream_ms: float | None = None
     client: str | None = None
     fallback: bool = False
+    prompt_variant: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     # Only kept when usage may need estimating (the upstream never reported it):
     messages: Any = None
@@ -101,6 +103,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.baseline.model if record.baseline else None, baseline_cost, price_source,
         _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
         max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
+        record.prompt_variant,
     )  # fmt: skip
     attempts = [
         (record.id, a.n, a.ts, a.tier, a.target.provider, a.target.model, a.status, a.error_type, _ms(a.latency_ms))

@@ -62,6 +62,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX attempts_request ON attempts (request, n);
     """,
+    # v2: which prompt variant ran (providers issue)
+    """
+    ALTER TABLE requests ADD COLUMN prompt_variant TEXT;
+    """,
 )
 
 VERSION = len(MIGRATIONS)

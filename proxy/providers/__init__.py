@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 PROVIDER_TYPES: dict[str, str] = {
     "openai": "proxy.providers.openai_compat:OpenAICompatible",
     "anthropic": "proxy.providers.anthropic:Anthropic",
+    "local": "proxy.providers.local:Local",
 }
 
 
