@@ -7,6 +7,7 @@ Handlers only parse and wire: wire -> router -> dispatch -> (streaming) -> respo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ from starlette.routing import Route
 
 from proxy import headers as header_rules
 from proxy import registry as registry_mod
-from proxy import rewrite, router, streaming, wire
+from proxy import pricing, rewrite, router, streaming, tokens, wire
 from proxy.breaker import Breakers
 from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
@@ -65,6 +66,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
         }
         dispatcher = Dispatcher(providers, Breakers())
+        # Price data and BPE tables take ~0.3 s of CPU to load; pay that before serving, not under
+        # the first requests (a thread holding the GIL would stall the event loop).
+        await asyncio.to_thread(_warm_up)
         ledger = None
         if settings.ledger:
             price_ids = {name: p.price_id for name, p in providers.items()}
@@ -96,6 +100,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         },
         lifespan=lifespan,
     )
+
+
+def _warm_up() -> None:
+    pricing.warm_up()
+    tokens.warm_up()
 
 
 async def chat_completions(request: Request) -> Response:

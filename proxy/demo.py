@@ -1,9 +1,11 @@
 """``tiergate demo``: the whole product on loopback, with no API keys and no network.
 
-It starts an embedded fake OpenAI-compatible upstream and tiergate itself on 127.0.0.1, drives a small
-workload through the official ``openai`` SDK exactly as an app would (tagged calls for several task
-types, one untagged call, one stream), prints what ran where, then the workload audit of the demo's own
-ledger (``tiergate audit --by task``), read once tiergate has shut down and its ledger writer drained.
+It starts embedded fake upstreams (OpenAI-compatible and Anthropic) and tiergate itself on 127.0.0.1,
+drives a small workload through the official ``openai`` SDK exactly as an app would (tagged calls for
+several task types, one untagged call, one stream, a ticket the local lookup table labels, and one call
+made during a simulated OpenAI outage, which falls over to Anthropic), prints what ran where, then the
+workload audit of the demo's own ledger (``tiergate audit --by task``), read once tiergate has shut
+down and its ledger writer drained.
 """
 
 from __future__ import annotations
@@ -13,25 +15,31 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from proxy import registry as registry_mod
 from proxy.app import create_app
-from proxy.fake_upstream import FakeOpenAI
+from proxy.fake_anthropic import FakeAnthropic
+from proxy.fake_upstream import Behavior, FakeOpenAI
 from proxy.ledger import audit
 from proxy.loopback import serve
 from proxy.settings import Settings
+
+# A prompt with this marker meets a fake OpenAI outage (503), so the demo shows a failover.
+OUTAGE = "[during an OpenAI outage]"
 
 # (task header or None, prompt, stream)
 WORKLOAD: tuple[tuple[str | None, str, bool], ...] = (
     ("title_generation", "Suggest a title for: we moved our billing cron to a queue and it fixed retries", False),
     ("classification", "Label this ticket as bug, billing or feature: the invoice PDF is blank", False),
+    ("classification", "I was charged twice this month, please refund the duplicate payment", False),
     ("extraction", "Extract name and city as JSON: Ada Lovelace lives in London", False),
     ("relevance", "Is 'tiered LLM routing' relevant to the query 'reduce OpenAI bill'? Answer yes or no", False),
     ("summary", "Summarise the incident: the cache expired, traffic hit the database, p99 rose to 4 s", False),
     ("ad_copy", "Write a one-line ad for a proxy that cuts LLM costs without code changes", False),
     ("narrative", "Write the opening paragraph of a story about a lighthouse keeper who collects radio signals", True),
     ("agent", "Plan the steps to migrate a service from cron jobs to a durable queue, with rollback", False),
+    ("summary", f"{OUTAGE} Summarise: the deploy paused, the queue drained, nothing was lost", False),
     (None, "An untagged call: which task does it run as?", False),
 )
 
@@ -43,6 +51,7 @@ class Row:
     tier: str
     model: str
     stream: bool
+    attempts: int
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
@@ -52,18 +61,23 @@ async def run_demo(config: str, out: TextIO) -> int:
     """Run the sample workload, print one line per call, then the audit; 0 when every call succeeded."""
     from openai import AsyncOpenAI  # the demo's client is the official SDK, as in a real app
 
-    fake = FakeOpenAI()
-    async with serve(fake) as upstream_url:
+    fake = FakeOpenAI(choose=_outage)
+    async with serve(fake) as upstream_url, serve(FakeAnthropic()) as anthropic_url:
         environ = {
             **os.environ,
             "OPENAI_BASE_URL": upstream_url + "/v1",
             "OPENAI_API_KEY": "sk-demo-upstream",
+            "ANTHROPIC_BASE_URL": anthropic_url,
+            "ANTHROPIC_API_KEY": "sk-ant-demo-upstream",
         }
         registry = registry_mod.load(config, environ=environ)
         with tempfile.TemporaryDirectory(prefix="tiergate-demo-") as tmp:
             settings = Settings(config=config, db=str(Path(tmp) / "demo.db"))
             async with serve(create_app(settings, registry)) as proxy_url:
-                print(f"tiergate on {proxy_url}  ->  fake OpenAI upstream on {upstream_url}\n", file=out)
+                print(
+                    f"tiergate on {proxy_url}  ->  fake OpenAI on {upstream_url}, fake Anthropic on {anthropic_url}\n",
+                    file=out,
+                )
                 client = AsyncOpenAI(base_url=proxy_url + "/v1", api_key="sk-demo-client", max_retries=0)
                 rows = [await _call(client, task, prompt, stream) for task, prompt, stream in WORKLOAD]
                 await client.close()
@@ -72,6 +86,11 @@ async def run_demo(config: str, out: TextIO) -> int:
     _print(rows, out)
     print(f"\n$ tiergate audit --by task\n{report}", end="", file=out)
     return 0
+
+
+def _outage(body: dict[str, Any]) -> Behavior | None:
+    last = body["messages"][-1].get("content") if body.get("messages") else None
+    return Behavior(status=503) if isinstance(last, str) and last.startswith(OUTAGE) else None
 
 
 async def _call(client: object, task: str | None, prompt: str, stream: bool) -> Row:
@@ -109,18 +128,23 @@ async def _call(client: object, task: str | None, prompt: str, stream: bool) -> 
         stream=stream,
         prompt_tokens=usage.prompt_tokens if usage else 0,
         completion_tokens=usage.completion_tokens if usage else 0,
+        attempts=int(raw_headers["x-tiergate-attempts"]),
         latency_ms=latency,
     )
 
 
 def _print(rows: list[Row], out: TextIO) -> None:
-    header = f"{'task':<17} {'via':<7} {'tier':<9} {'model':<26} {'stream':<6} {'in':>5} {'out':>5} {'ms':>7}"
+    width = max(len("model"), *(len(r.model) for r in rows))
+    header = (
+        f"{'task':<17} {'via':<7} {'tier':<9} {'model':<{width}} {'stream':<6} {'tries':>5} "
+        f"{'in':>5} {'out':>5} {'ms':>7}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         print(
-            f"{r.task:<17} {r.source:<7} {r.tier:<9} {r.model:<26} {'yes' if r.stream else 'no':<6} "
-            f"{r.prompt_tokens:>5} {r.completion_tokens:>5} {r.latency_ms:>7.1f}",
+            f"{r.task:<17} {r.source:<7} {r.tier:<9} {r.model:<{width}} {'yes' if r.stream else 'no':<6} "
+            f"{r.attempts:>5} {r.prompt_tokens:>5} {r.completion_tokens:>5} {r.latency_ms:>7.1f}",
             file=out,
         )
     print(f"\n{len(rows)} calls, {sum(r.prompt_tokens + r.completion_tokens for r in rows)} tokens", file=out)

@@ -143,6 +143,8 @@ class Dispatcher:
                     return result
                 if _context_overflow(last) and policy.context_fallback:
                     break  # a bigger context on the next target may fit
+                if last.retryable and not last.retry_same_target:
+                    break
                 if not last.retryable:
                     raise self._final(last, record)
                 if n == policy.retries:

@@ -97,6 +97,7 @@ class UpstreamError(TiergateError):
     type = "upstream_error"
     retryable = True
     counts_against_target = True  # whether it feeds the target's circuit breaker
+    retry_same_target = True  # False: the same target would answer the same (move on at once)
 
 
 class UpstreamStatus(UpstreamError):

@@ -29,6 +29,11 @@ def _encoder(model: str) -> Callable[[str], int]:
     return lambda text: len(encoding.encode(text))
 
 
+def warm_up() -> None:
+    """Load the BPE tables now rather than on the first estimate."""
+    count("warm up", "gpt-4o")
+
+
 def count(text: str, model: str) -> int:
     """Tokens in ``text`` for ``model`` (o200k for current models)."""
     return _encoder(model)(text) if text else 0

@@ -21,7 +21,7 @@ from genai_prices import calc_price
 
 from proxy import registry as registry_mod
 from proxy.cli import main
-from proxy.demo import run_demo
+from proxy.demo import WORKLOAD, run_demo
 from proxy.ledger import audit
 from proxy.ledger.records import REQUEST_COLUMNS
 from proxy.ledger.schema import MIGRATIONS, VERSION
@@ -403,12 +403,12 @@ async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
     assert await run_demo(str(RULES), out=out) == 0
     audit_part = out.getvalue().split("$ tiergate audit --by task\n", 1)[1]
     lines = audit_part.splitlines()
-    assert lines[0].startswith("Workload by task: 9 calls, ")
+    assert lines[0].startswith(f"Workload by task: {len(WORKLOAD)} calls, ")
     ranked = [line.split()[1] for line in lines if line[:1].isdigit()]
     # the demo's 8 tasks in both tables; the untagged call ran as agent, the most expensive task
     assert len(ranked) == 16 and set(ranked) == {
         "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"
     } and ranked[0] == "agent"  # fmt: skip
     total = next(line for line in lines if line.strip().startswith("TOTAL")).split()
-    assert total[:2] == ["TOTAL", "9"] and total[4].startswith("$")
+    assert total[:2] == ["TOTAL", str(len(WORKLOAD))] and total[4].startswith("$")
     assert "unpriced" in audit_part and "no known price" not in audit_part  # every shipped model is priced

@@ -28,11 +28,16 @@ async def test_demo_runs_the_workload_through_the_sdk() -> None:
     out = io.StringIO()
     assert await run_demo(str(RULES), out=out) == 0
     text = out.getvalue()
-    lines = [line for line in text.splitlines() if line.split() and line.split()[0] in {
-        "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"}]
+    # the first table only: one line per call, between the rule under its header and the blank line
+    table = text.split("-----\n", 1)[1].split("\n\n", 1)[0]
+    lines = table.splitlines()
     assert len(lines) == len(WORKLOAD)
     assert any(line.startswith("agent") and " default " in line for line in lines)  # the untagged call
     assert any(" yes " in line for line in lines)  # the streamed call
+    # the ticket the lookup table labels never reaches a model; the outage call falls over to Anthropic
+    assert any("local::proxy.handlers.ticket_labels:classify" in line for line in lines)
+    outage = next(line for line in lines if "anthropic::" in line)
+    assert outage.startswith("summary") and outage.split()[5] == "3"  # openai twice, then anthropic
     assert "openai::gpt-5.4-nano" in text and "openai::gpt-5.5" in text
 
 

@@ -35,6 +35,7 @@ class HandlerDeclined(UpstreamError):
     status = 502
     code = "handler_declined"
     counts_against_target = False  # declining is the handler's design, not an outage
+    retry_same_target = False  # it would decline again
 
 
 class Local(Provider):
