@@ -125,6 +125,8 @@ async def chat_completions(request: Request) -> Response:
     try:
         response = await _chat(request, gateway, record, started)
     except TiergateError as exc:
+        # the id the client sees on its error is the one the ledger row keeps
+        record.request_id = exc.headers.setdefault("x-request-id", "req_" + os.urandom(12).hex())
         _finish(gateway, record, started, exc.status, exc.code or exc.type)
         raise
     except Exception:

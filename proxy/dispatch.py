@@ -192,8 +192,9 @@ class Dispatcher:
             headers["retry-after"] = str(int(_CLIENT_RETRY_AFTER_CAP_S))
         retryable = isinstance(error, UpstreamError) and error.retryable
         headers["x-should-retry"] = "true" if retryable else "false"
+        record.fallback = len({a.target.key for a in record.attempts}) > 1
         headers["x-tiergate-attempts"] = str(len(record.attempts))
-        headers["x-tiergate-fallback"] = "true" if len({a.target.key for a in record.attempts}) > 1 else "false"
+        headers["x-tiergate-fallback"] = "true" if record.fallback else "false"
         return error
 
 

@@ -66,7 +66,7 @@ class Pricer:
                 model_ref=target.model,
                 provider_id=price_id,
             )
-        except LookupError:
+        except (LookupError, ValueError):  # unknown model; or usage genai-prices rejects
             if target.key not in self._warned:
                 self._warned.add(target.key)
                 log.warning(

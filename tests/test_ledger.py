@@ -134,9 +134,9 @@ async def test_errors_are_recorded_and_secrets_never_are(
     fake.push(Behavior(status=429, headers={"retry-after": "1"}))
     async with start_proxy(shipped_registry(upstream_url), db=str(db), api_keys=(CLIENT_KEY,)) as url:
         client = sdk(url)
-        with pytest.raises(openai.RateLimitError):
+        with pytest.raises(openai.RateLimitError) as limited:
             await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
-        with pytest.raises(openai.BadRequestError):
+        with pytest.raises(openai.BadRequestError) as unknown:
             await client.chat.completions.create(
                 model="auto", messages=messages(1), extra_headers={"X-Task-Type": "nope"}  # type: ignore[arg-type]
             )
@@ -149,6 +149,9 @@ async def test_errors_are_recorded_and_secrets_never_are(
         (200, None),
     ]
     assert got[0]["usage_source"] == "none" and got[0]["cost_usd"] is None
+    # a failed call's row carries the request id the client was given, so the two can be matched
+    assert got[0]["request_id"] == limited.value.request_id and got[0]["request_id"]
+    assert got[1]["request_id"] == unknown.value.request_id and got[1]["request_id"]
     assert got[1]["task"] == "nope" and got[1]["tier"] is None
     assert got[2]["client"].startswith("key:")
     dump = db.read_bytes() + Path(str(db) + "-wal").read_bytes() if Path(str(db) + "-wal").exists() else db.read_bytes()

@@ -115,7 +115,8 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
 def _settle_usage(record: RequestRecord) -> tuple[Usage | None, str]:
     if record.usage is not None:
         return record.usage, "upstream"
-    if record.target is None or not (record.produced_output or record.status == 200):
+    accepted = any(a.status == 200 for a in record.attempts)
+    if record.target is None or not (record.produced_output or accepted):
         return None, "none"
     # The upstream never reported usage (a cut stream, or an upstream that ignores include_usage),
     # but tokens were produced and billed: estimate rather than record 0.

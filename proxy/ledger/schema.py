@@ -8,6 +8,7 @@ migrate it exactly once. Columns are documented in the README (people write SQL 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import aiosqlite
 
@@ -110,6 +111,6 @@ async def migrate(conn: aiosqlite.Connection) -> int:
 
 def open_readonly(path: str) -> sqlite3.Connection:
     """A read-only connection for the audit; fails clearly when the file does not exist."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5.0)
     conn.row_factory = sqlite3.Row
     return conn
