@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -87,6 +88,44 @@ def group_rss_bytes(pgid: int) -> int:
     return sum(stat[1] for stat in _group_stats(pgid))
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat", "rb") as handle:
+        fields = [int(value) for value in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """User+sys CPU seconds of this process."""
+    times = os.times()
+    return times.user + times.system
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU counters at one instant: watched process groups, this process, the whole machine."""
+
+    groups: dict[str, float]
+    own: float
+    machine: float
+
+    @classmethod
+    def take(cls, pgids: tuple[int, ...]) -> CpuSnapshot:
+        """Read the counters now."""
+        return cls({str(pgid): group_cpu_seconds(pgid) for pgid in pgids}, own_cpu_seconds(), machine_busy_seconds())
+
+    def since(self, before: CpuSnapshot) -> CpuSnapshot:
+        """The CPU seconds spent between ``before`` and this snapshot."""
+        groups = {key: round(value - before.groups[key], 4) for key, value in self.groups.items()}
+        return CpuSnapshot(groups, round(self.own - before.own, 4), round(self.machine - before.machine, 4))
+
+    @property
+    def foreign(self) -> float:
+        """Machine CPU not spent by the watched groups or this process: noise from elsewhere."""
+        return round(max(0.0, self.machine - self.own - sum(self.groups.values())), 4)
+
+
 def _group_stats(pgid: int) -> list[tuple[float, int]]:
     """(cpu seconds, rss bytes) of each process whose process group is ``pgid``."""
     stats = []
@@ -139,6 +178,15 @@ class ClientProtocol(asyncio.Protocol):
         self._response = Response()
         self._state = "idle"
         self._remaining = 0
+        self._steps: dict[str, Callable[[float], bool]] = {
+            "head": self._parse_head,
+            "body": self._parse_body,
+            "until_close": self._parse_until_close,
+            "chunk_size": self._parse_chunk_size,
+            "chunk_data": self._parse_chunk_data,
+            "chunk_end": self._parse_chunk_end,
+            "trailer": self._parse_trailer,
+        }
 
     # asyncio callbacks -----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -183,10 +231,8 @@ class ClientProtocol(asyncio.Protocol):
 
     # parsing ----------------------------------------------------------------
     def _parse(self, now: float) -> None:
-        while self._waiter is not None:
-            step = getattr(self, f"_parse_{self._state}")
-            if not step(now):
-                return
+        while self._waiter is not None and self._steps[self._state](now):
+            pass
 
     def _parse_head(self, now: float) -> bool:
         end = self._buffer.find(b"\r\n\r\n")
@@ -342,8 +388,10 @@ class Worker:
         if self._conn is not None:
             self._conn.close()
 
-    async def run(self, budget: Budget, samples: Samples) -> None:
-        """Send requests while the budget allows."""
+    async def run(self, budget: Budget, samples: Samples, start_delay_s: float = 0.0) -> None:
+        """Send requests while the budget allows, starting after ``start_delay_s``."""
+        if start_delay_s > 0:
+            await asyncio.sleep(start_delay_s)
         while budget.take():
             await self._one(samples)
 
@@ -379,12 +427,19 @@ class Worker:
         return ""
 
 
-async def run_phase(workers: list[Worker], max_requests: int, duration_s: float) -> tuple[Samples, float]:
-    """Run all workers for one bounded phase; return samples and the elapsed seconds."""
+async def run_phase(
+    workers: list[Worker], max_requests: int, duration_s: float, stagger_s: float = 0.0
+) -> tuple[Samples, float]:
+    """Run all workers for one bounded phase; return samples and the elapsed seconds.
+
+    Worker ``i`` starts ``i * stagger_s / len(workers)`` seconds late, so that long
+    requests (streams) do not all begin, tick and end in lockstep.
+    """
     samples = Samples()
     started = time.perf_counter()
     budget = Budget(max_requests, started + duration_s)
-    await asyncio.gather(*(worker.run(budget, samples) for worker in workers))
+    step = stagger_s / len(workers)
+    await asyncio.gather(*(worker.run(budget, samples, i * step) for i, worker in enumerate(workers)))
     return samples, time.perf_counter() - started
 
 
@@ -421,6 +476,9 @@ class Report:
     ttfb_p99_ms: float | None
     cpu_s: dict[str, float]
     rss_bytes: dict[str, int]
+    load_cpu_s: float
+    machine_cpu_s: float
+    foreign_cpu_s: float
 
     @classmethod
     def build(
@@ -429,7 +487,7 @@ class Report:
         stream: bool,
         samples: Samples,
         elapsed: float,
-        cpu: dict[str, float],
+        cpu: CpuSnapshot,
         rss: dict[str, int],
     ) -> Report:
         """Summarise one phase."""
@@ -449,8 +507,11 @@ class Report:
             ttfb_p50_ms=_ms(percentile(ttfb, 0.50)),
             ttfb_p90_ms=_ms(percentile(ttfb, 0.90)),
             ttfb_p99_ms=_ms(percentile(ttfb, 0.99)),
-            cpu_s=cpu,
+            cpu_s=cpu.groups,
             rss_bytes=rss,
+            load_cpu_s=cpu.own,
+            machine_cpu_s=cpu.machine,
+            foreign_cpu_s=cpu.foreign,
         )
 
     def human(self) -> str:
@@ -464,6 +525,9 @@ class Report:
         for pgid, cpu in self.cpu_s.items():
             per_req = cpu * 1000.0 / self.requests if self.requests else float("nan")
             text += f"\n  pgid {pgid}: cpu {cpu:.3f}s ({per_req:.3f} ms/req) rss {self.rss_bytes[pgid] / 2**20:.1f} MiB"
+        text += (
+            f"\n  load generator cpu {self.load_cpu_s:.3f}s; other processes on the machine {self.foreign_cpu_s:.3f}s"
+        )
         if self.error_kinds:
             text += f"\n  errors: {self.error_kinds}"
         return text
@@ -478,6 +542,7 @@ class LoadPlan:
     max_requests: int
     duration_s: float
     warmup_s: float
+    stagger_s: float
     cpu_pgids: tuple[int, ...]
 
 
@@ -487,10 +552,10 @@ async def run_load(plan: LoadPlan) -> Report:
     try:
         await asyncio.gather(*(worker.connect() for worker in workers))
         if plan.warmup_s > 0:
-            await run_phase(workers, sys.maxsize, plan.warmup_s)
-        cpu_before = {str(pgid): group_cpu_seconds(pgid) for pgid in plan.cpu_pgids}
+            await run_phase(workers, sys.maxsize, plan.warmup_s, min(plan.stagger_s, plan.warmup_s / 2))
+        before = CpuSnapshot.take(plan.cpu_pgids)
         samples, elapsed = await run_phase(workers, plan.max_requests, plan.duration_s)
-        cpu = {str(pgid): round(group_cpu_seconds(pgid) - cpu_before[str(pgid)], 4) for pgid in plan.cpu_pgids}
+        cpu = CpuSnapshot.take(plan.cpu_pgids).since(before)
         rss = {str(pgid): group_rss_bytes(pgid) for pgid in plan.cpu_pgids}
     finally:
         for worker in workers:
@@ -505,6 +570,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-n", "--requests", type=int, default=20000, help="max requests in the measured phase")
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="max seconds of the measured phase")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of discarded warm-up")
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="spread worker starts over this many seconds of the warm-up"
+    )
     parser.add_argument("--stream", action="store_true", help="ask for SSE streams")
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--api-key", default="sk-bench")
@@ -534,6 +602,7 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
         max_requests=max(1, args.requests),
         duration_s=args.duration,
         warmup_s=args.warmup,
+        stagger_s=max(0.0, args.stagger),
         cpu_pgids=tuple(args.cpu_pgid),
     )
 
