@@ -41,6 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Self, TextIO, cast
 
+import load  # bench/load.py: run.py is run as a script, so its directory is on sys.path
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
@@ -59,6 +61,7 @@ STOP_GRACE_S = 5.0
 # NOISY_RETRIES more times) and the quietest attempt is kept: the machine may be shared.
 NOISY_SHARE = 0.15
 NOISY_RETRIES = 2
+QUIET_WAIT_S = 20.0  # before a re-run, wait at most this long for a quiet second
 
 
 class Skip(Exception):
@@ -380,13 +383,26 @@ def other_share(report: dict[str, Any]) -> float:
     return float(report["foreign_cpu_s"]) / elapsed if elapsed > 0 else 0.0
 
 
+def wait_for_quiet(max_wait_s: float) -> float:
+    """Wait until the machine is idle for one second (or the time is up); return the last busy share."""
+    deadline = time.monotonic() + max_wait_s
+    busy = 1.0
+    while time.monotonic() < deadline:
+        before = load.machine_busy_seconds()
+        time.sleep(1.0)
+        busy = load.machine_busy_seconds() - before
+        if busy < NOISY_SHARE:
+            break
+    return busy
+
+
 def run_quiet_cell(settings: Settings, cell: Cell, port: int, pgids: dict[str, int]) -> dict[str, Any]:
     """Run a cell, again while other processes disturbed it; keep the quietest attempt."""
     attempts = [run_cell(settings, cell, port, pgids)]
     while other_share(attempts[-1]) > NOISY_SHARE and len(attempts) <= NOISY_RETRIES:
-        print(
-            f"    other processes used {other_share(attempts[-1]):.0%} of a core; running {cell.key} again", flush=True
-        )
+        share = other_share(attempts[-1])
+        print(f"    other processes used {share:.0%} of a core; waiting for quiet, then {cell.key} again", flush=True)
+        wait_for_quiet(QUIET_WAIT_S)
         attempts.append(run_cell(settings, cell, port, pgids))
     best = min(attempts, key=other_share)
     best["attempts"] = len(attempts)
