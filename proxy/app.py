@@ -53,6 +53,7 @@ class Gateway:
     providers: Mapping[str, Provider]
     dispatcher: Dispatcher
     ledger: LedgerWriter | None
+    router: router.Router
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
@@ -74,7 +75,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             price_ids = {name: p.price_id for name, p in providers.items()}
             ledger = LedgerWriter(settings.db, Pricer(loaded.prices, price_ids), max_queue=settings.ledger_queue)
             await ledger.start()
-        gateway = Gateway(settings, loaded, http, providers, dispatcher, ledger)
+        gateway = Gateway(settings, loaded, http, providers, dispatcher, ledger, router.Router(loaded))
         log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
         try:
             yield {"gateway": gateway}
@@ -126,7 +127,7 @@ async def chat_completions(request: Request) -> Response:
         response = await _chat(request, gateway, record, started)
     except TiergateError as exc:
         # the id the client sees on its error is the one the ledger row keeps
-        record.request_id = exc.headers.setdefault("x-request-id", "req_" + os.urandom(12).hex())
+        record.request_id = exc.headers.setdefault("x-request-id", "req_" + new_id())
         _finish(gateway, record, started, exc.status, exc.code or exc.type)
         raise
     except Exception:
@@ -146,7 +147,7 @@ async def _chat(
     record.messages = body.get("messages")
     user = body.get("user")
     record.client = user if isinstance(user, str) else _key_id(request, gateway.settings)
-    route = router.resolve(request.headers.get("x-task-type"), body["model"], gateway.registry)
+    route = gateway.router.resolve(request.headers.get("x-task-type"), body["model"])
     record.task, record.task_source, record.tier = route.task.name, route.task_source, route.tier.name
     record.baseline_tier = route.task.baseline
     record.baseline = gateway.registry.tiers[route.task.baseline].targets[0]
@@ -206,7 +207,7 @@ def _route_headers(route: router.Route, record: RequestRecord, request_id: str |
         "x-tiergate-tier": record.tier or route.tier.name,
         "x-tiergate-model": target.model,
         "x-tiergate-provider": target.provider,
-        "x-request-id": request_id or "req_" + os.urandom(12).hex(),
+        "x-request-id": request_id or "req_" + new_id(),
     }
 
 
@@ -278,7 +279,7 @@ async def render_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
     headers = dict(exc.headers)
-    headers.setdefault("x-request-id", "req_" + os.urandom(12).hex())
+    headers.setdefault("x-request-id", "req_" + new_id())
     return _json(exc.body(), status=exc.status, headers=headers)
 
 

@@ -93,77 +93,97 @@ class Dispatcher:
         record: RequestRecord,
         once: Callable[[Call], Awaitable[T]],
     ) -> T:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + route.policy.deadline_s
-        last: TiergateError | None = None
-        telling: TiergateError | None = None  # the last error from an upstream that did answer
-        for index, hop in self._order(route.hops):
-            policy = hop.policy
-            call = Call(
-                target=hop.target,
-                body=rewrite.for_target(body, route.task, hop.target, hop.prompt),
-                headers=headers,
-                read_timeout=policy.idle_s,
-                connect_timeout=policy.connect_s,
-            )
-            record.target, record.tier = hop.target, hop.tier
-            record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
-            for n in range(policy.retries + 1):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise self._final(telling or last or _deadline_error(), record)
-                started = time.perf_counter()
-                try:
-                    try:
-                        async with asyncio.timeout(min(policy.first_byte_s, remaining)):
-                            result = await once(call)
-                    except TimeoutError:
-                        raise UpstreamTimeout("The upstream provider did not answer in time.") from None
-                except UpstreamError as exc:
-                    # A client mistake (400, 404) or a handler's decline says nothing about the target's health.
-                    if exc.counts_against_target and exc.retryable:
-                        self._breakers.failure(hop.target.key, policy.breaker_failures, policy.breaker_cooldown_s)
-                    else:
-                        self._breakers.release(hop.target.key)
-                    self._note(record, hop, started, exc)
-                    last = exc
-                    if not isinstance(exc, UpstreamUnreachable):
-                        telling = exc
-                except TiergateError as exc:  # not the upstream's fault (e.g. no adapter): no retry
-                    self._breakers.release(hop.target.key)
-                    self._note(record, hop, started, exc)
-                    raise self._final(telling or last or exc, record) from None
-                except BaseException:
-                    self._breakers.release(hop.target.key)  # cancelled (client left): no verdict
-                    raise
-                else:
-                    self._breakers.success(hop.target.key)
-                    self._note(record, hop, started, None)
-                    record.fallback = index > 0
-                    return result
-                if _context_overflow(last) and policy.context_fallback:
-                    break  # a bigger context on the next target may fit
-                if last.retryable and not last.retry_same_target:
-                    break
-                if not last.retryable:
-                    raise self._final(last, record)
-                if n == policy.retries:
-                    break
-                delay = self._delay(last, n, policy)
-                if delay is None or loop.time() + delay >= deadline:
-                    break  # the upstream wants a longer pause than we may wait: next target
-                await self._sleep(delay)
-        # "Could not connect" to a fallback says less than what an earlier upstream answered
-        # (a 429 with its retry-after, a 503, a timeout): report the most telling failure.
-        raise self._final(telling or last or _deadline_error(), record)
+        run = _Run(asyncio.get_running_loop().time() + route.policy.deadline_s)
+        tried = False
+        for index, hop in enumerate(route.hops):
+            # A breaker is asked only when its hop is about to be tried: asking claims the single
+            # half-open probe, which must not be claimed by a request that never uses it.
+            if not self._breakers.allow(hop.target.key):
+                continue
+            tried = True
+            outcome = await self._try_hop(run, index, hop, route, body, headers, record, once)
+            if outcome is not _NEXT:
+                return outcome  # type: ignore[return-value]
+        if not tried:
+            # Every breaker is open: try the target that reopens first rather than fail untried.
+            index = min(range(len(route.hops)), key=lambda k: self._breakers.reopens_in(route.hops[k].target.key))
+            outcome = await self._try_hop(run, index, route.hops[index], route, body, headers, record, once)
+            if outcome is not _NEXT:
+                return outcome  # type: ignore[return-value]
+        raise self._final(run.verdict(), record)
 
-    def _order(self, hops: tuple[Hop, ...]) -> list[tuple[int, Hop]]:
-        """Hops whose breaker lets them through, in order; if none does, the one reopening first."""
-        allowed = [(i, hop) for i, hop in enumerate(hops) if self._breakers.allow(hop.target.key)]
-        if allowed:
-            return allowed
-        i = min(range(len(hops)), key=lambda k: self._breakers.reopens_in(hops[k].target.key))
-        return [(i, hops[i])]
+    async def _try_hop(
+        self,
+        run: _Run,
+        index: int,
+        hop: Hop,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        record: RequestRecord,
+        once: Callable[[Call], Awaitable[T]],
+    ) -> T | object:
+        """Try one hop up to 1 + retries times: its result, ``_NEXT`` to move on, or the final error."""
+        loop = asyncio.get_running_loop()
+        policy = hop.policy
+        call = Call(
+            target=hop.target,
+            body=rewrite.for_target(body, route.task, hop.target, hop.prompt),
+            headers=headers,
+            # The socket may stay silent until the first byte is due; after it, idle_s applies
+            # (enforced per read by the upstream response).
+            read_timeout=max(policy.first_byte_s, policy.idle_s),
+            idle_timeout=policy.idle_s,
+            connect_timeout=policy.connect_s,
+        )
+        record.target, record.tier = hop.target, hop.tier
+        record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
+        for n in range(policy.retries + 1):
+            remaining = run.deadline - loop.time()
+            if remaining <= 0:
+                self._breakers.release(hop.target.key)
+                raise self._final(run.verdict(), record)
+            started = time.perf_counter()
+            try:
+                try:
+                    async with asyncio.timeout(min(policy.first_byte_s, remaining)):
+                        result = await once(call)
+                except TimeoutError:
+                    raise UpstreamTimeout("The upstream provider did not answer in time.") from None
+            except UpstreamError as exc:
+                # A client mistake (400, 404) or a handler's decline says nothing about the target's health.
+                if exc.counts_against_target and exc.retryable:
+                    self._breakers.failure(hop.target.key, policy.breaker_failures, policy.breaker_cooldown_s)
+                else:
+                    self._breakers.release(hop.target.key)
+                self._note(record, hop, started, exc)
+                run.failed(exc)
+                error: UpstreamError = exc
+            except TiergateError as exc:  # not the upstream's fault (e.g. no adapter): no retry
+                self._breakers.release(hop.target.key)
+                self._note(record, hop, started, exc)
+                raise self._final(run.verdict(exc), record) from None
+            except BaseException:
+                self._breakers.release(hop.target.key)  # cancelled (client left): no verdict
+                raise
+            else:
+                self._breakers.success(hop.target.key)
+                self._note(record, hop, started, None)
+                record.fallback = index > 0
+                return result
+            if _context_overflow(error) and policy.context_fallback:
+                return _NEXT  # a bigger context on the next target may fit
+            if not error.retryable:
+                raise self._final(error, record)
+            if not error.retry_same_target or n == policy.retries:
+                return _NEXT
+            delay = self._delay(error, n, policy)
+            if delay is None or loop.time() + delay >= run.deadline:
+                return _NEXT  # the upstream wants a longer pause than we may wait: next target
+            await self._sleep(delay)
+            if not self._breakers.allow(hop.target.key):
+                return _NEXT  # opened by other requests' failures meanwhile
+        return _NEXT
 
     def _delay(self, error: TiergateError, n: int, policy: Policy) -> float | None:
         asked = retry_after(error.headers)
@@ -196,6 +216,28 @@ class Dispatcher:
         headers["x-tiergate-attempts"] = str(len(record.attempts))
         headers["x-tiergate-fallback"] = "true" if record.fallback else "false"
         return error
+
+
+_NEXT = object()  # _try_hop's "move on to the next hop"
+
+
+class _Run:
+    """What one request's tries have learnt so far: its deadline and the errors met."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.last: TiergateError | None = None
+        self.telling: TiergateError | None = None  # the last error from an upstream that did answer
+
+    def failed(self, error: UpstreamError) -> None:
+        self.last = error
+        if not isinstance(error, UpstreamUnreachable):
+            self.telling = error
+
+    def verdict(self, fallback: TiergateError | None = None) -> TiergateError:
+        # "Could not connect" to a fallback says less than what an earlier upstream answered
+        # (a 429 with its retry-after, a 503, a timeout): report the most telling failure.
+        return self.telling or self.last or fallback or _deadline_error()
 
 
 class _Primed(ChunkStream):

@@ -47,43 +47,64 @@ class Route:
         return self.hops[0].policy
 
 
-def resolve(task_header: str | None, model: str, registry: Registry) -> Route:
-    """Decide task, tier and ordered targets for one request. Raises ``InvalidRequest`` on bad selectors."""
-    if task_header:
-        task = registry.tasks.get(task_header.strip())
-        if task is None:
-            raise UnknownTaskType(
-                f"Unknown X-Task-Type {task_header!r}. Known task types: {', '.join(sorted(registry.tasks))}.",
-                param="X-Task-Type",
-            )
-        source = "header"
-    else:
-        task = registry.tasks[registry.default_task]
-        source = "default"
+class Router:
+    """``resolve`` over one registry, with every (task, tier) plan of hops built once up front.
 
-    if model.startswith(TIER_PREFIX):
-        name = model[len(TIER_PREFIX) :]
-        tier = registry.tiers.get(name)
-        if tier is None:
-            raise InvalidRequest(
-                f"Unknown tier {name!r} in model {model!r}. Known tiers: {', '.join(registry.tiers)}.",
-                param="model",
-                code="model_not_found",
-            )
-        return Route(task, source, tier, _hops(tier, task, registry), model, "tier_selector")
+    Building a plan layers policies and picks prompt variants; doing it per request showed up in
+    profiles. The plans are derived, immutable data: resolving stays a pure function of its inputs.
+    """
 
-    if model in task.allow_models:
-        found = registry.find_target(model)
-        if found is not None:
-            tier, target = found
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._plans = {
+            (task.name, tier.name): _hops(tier, task, registry)
+            for task in registry.tasks.values()
+            for tier in registry.tiers.values()
+        }
+
+    def resolve(self, task_header: str | None, model: str) -> Route:
+        """Decide task, tier and ordered hops for one request. Raises ``InvalidRequest`` on bad selectors."""
+        registry = self.registry
+        if task_header:
+            task = registry.tasks.get(task_header.strip())
+            if task is None:
+                raise UnknownTaskType(
+                    f"Unknown X-Task-Type {task_header!r}. Known task types: {', '.join(sorted(registry.tasks))}.",
+                    param="X-Task-Type",
+                )
+            source = "header"
         else:
-            provider, _, name = model.partition("::")
-            tier, target = registry.tiers[task.tier], Target(provider, name, {})
-        hop = Hop(tier.name, target, layered(registry.policy, tier.policy, task.policy), _prompt(tier, task))
-        return Route(task, source, tier, (hop,), model, "allowed_model")
+            task = registry.tasks[registry.default_task]
+            source = "default"
 
-    tier = registry.tiers[task.tier]
-    return Route(task, source, tier, _hops(tier, task, registry), model, "task")
+        if model.startswith(TIER_PREFIX):
+            name = model[len(TIER_PREFIX) :]
+            tier = registry.tiers.get(name)
+            if tier is None:
+                raise InvalidRequest(
+                    f"Unknown tier {name!r} in model {model!r}. Known tiers: {', '.join(registry.tiers)}.",
+                    param="model",
+                    code="model_not_found",
+                )
+            return Route(task, source, tier, self._plans[task.name, tier.name], model, "tier_selector")
+
+        if model in task.allow_models:
+            found = registry.find_target(model)
+            if found is not None:
+                tier, target = found
+            else:
+                provider, _, name = model.partition("::")
+                tier, target = registry.tiers[task.tier], Target(provider, name, {})
+            hop = Hop(tier.name, target, layered(registry.policy, tier.policy, task.policy), _prompt(tier, task))
+            return Route(task, source, tier, (hop,), model, "allowed_model")
+
+        tier = registry.tiers[task.tier]
+        return Route(task, source, tier, self._plans[task.name, tier.name], model, "task")
+
+
+def resolve(task_header: str | None, model: str, registry: Registry) -> Route:
+    """``Router(registry).resolve(...)``, for one-off use (the app keeps one ``Router``)."""
+    return Router(registry).resolve(task_header, model)
 
 
 def _hops(tier: Tier, task: Task, registry: Registry) -> tuple[Hop, ...]:

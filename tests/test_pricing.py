@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -59,6 +60,7 @@ def test_known_prices_by_hand() -> None:
 
 
 def test_overrides_local_and_unknown_models(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tiergate.pricing")
     pricer = Pricer(
         {"house-7b": Price(input=1.0, output=2.0, cached_input=0.5), "openai::gpt-5.5": Price(input=0, output=0)},
         {"openai": "openai", "local": "local"},

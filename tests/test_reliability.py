@@ -333,11 +333,6 @@ async def test_07_headers_slower_than_first_byte_s_time_out_and_the_secondary_se
     assert summary(row) == (200, None, 2, 1, "upstream", "small", "model-b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="idle_s is the HTTP read timeout (dispatch.py: Call(read_timeout=policy.idle_s)), which also bounds "
-    "the wait for the response headers: a response slower than idle_s but within first_byte_s is cut",
-)
 async def test_07b_first_byte_s_not_idle_s_bounds_the_wait_for_the_response(
     primary: Upstream, secondary: Upstream, gate: Gate, db: Path
 ) -> None:
@@ -497,11 +492,6 @@ async def test_14_stream_first_chunk_slower_than_first_byte_s_falls_over(
     assert summary(row) == (200, None, 2, 1, "upstream", "small", "model-b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="idle_s is the HTTP read timeout (dispatch.py: Call(read_timeout=policy.idle_s)), which also bounds "
-    "the wait for a stream's first chunk: a first chunk slower than idle_s but within first_byte_s is cut",
-)
 async def test_14b_first_byte_s_not_idle_s_bounds_the_wait_for_the_first_chunk(
     primary: Upstream, secondary: Upstream, gate: Gate, db: Path
 ) -> None:
@@ -650,11 +640,6 @@ async def test_19_with_every_breaker_open_the_target_reopening_first_is_still_tr
     assert summary(rows[2]) == (200, None, 1, 1, "upstream", "small", "model-b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dispatcher._order calls Breakers.allow() on every hop up front; a half-open hop's probe is "
-    "claimed even when an earlier hop serves, and never released, so that target stays skipped",
-)
 async def test_19b_a_half_open_probe_not_used_is_not_lost(
     primary: Upstream, secondary: Upstream, gate: Gate, db: Path
 ) -> None:

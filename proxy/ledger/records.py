@@ -7,7 +7,7 @@ upstream never reported any), prices it on the served and the baseline target, a
 
 from __future__ import annotations
 
-import os
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +28,8 @@ ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", 
 
 
 def new_id() -> str:
-    """A ledger row id: unique across workers without coordination."""
-    return os.urandom(12).hex()
+    """A ledger row id: 96 random bits, unique across workers without coordination."""
+    return f"{random.getrandbits(96):024x}"
 
 
 def utc_now() -> str:

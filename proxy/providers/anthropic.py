@@ -139,6 +139,7 @@ class Anthropic(Provider):
             headers,
             orjson.dumps(body),
             read_timeout=call.read_timeout,
+            idle_timeout=call.idle_timeout,
             connect_timeout=call.connect_timeout,
         )
 

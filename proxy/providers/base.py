@@ -28,7 +28,8 @@ class Call:
     target: Target
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
-    read_timeout: float | None = None  # longest silence while reading the response
+    read_timeout: float | None = None  # longest socket silence, the wait for the first byte included
+    idle_timeout: float | None = None  # longest silence once the response has started
     connect_timeout: float | None = None
 
 

@@ -68,6 +68,7 @@ class OpenAICompatible(Provider):
             headers,
             orjson.dumps(self._wire_body(call.body)),
             read_timeout=call.read_timeout,
+            idle_timeout=call.idle_timeout,
             connect_timeout=call.connect_timeout,
         )
 
