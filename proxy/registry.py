@@ -308,6 +308,8 @@ def _handler(spec: Mapping[str, Any], path: str, provider: Provider) -> str | No
         load_handler(handler)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{path}.handler", str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the module itself failed while importing (its own bug)
+        raise ConfigError(f"{path}.handler", f"importing it failed: {type(exc).__name__}: {exc}") from None
     return handler
 
 
