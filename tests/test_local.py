@@ -281,12 +281,6 @@ async def test_a_handler_slower_than_first_byte_s_times_out_and_falls_back(proxy
 
 
 @module_loop
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: proxy/providers/local.py Local._answer wraps a handler's dict as "
-    "{'role': 'assistant', 'refusal': None, **result} without a default 'content', so a message that leaves "
-    "content out (tool calls only) is relayed without the 'content' key OpenAI's schema requires (null expected)",
-)
 async def test_a_message_without_content_gets_content_null(proxy_url: str) -> None:
     raw = await call(proxy_url, "tool_calls_only")
     body = raw.http_response.json()
@@ -295,12 +289,6 @@ async def test_a_message_without_content_gets_content_null(proxy_url: str) -> No
 
 
 @module_loop
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: proxy/providers/local.py Local._answer accepts any dict, so a handler message whose content is "
-    "not a string (42) is served as a 200 with a non-OpenAI `content`; a non-text answer should be a 502 "
-    "handler_failed like a non-str/dict return value",
-)
 async def test_a_message_with_non_text_content_is_a_clean_502(proxy_url: str) -> None:
     assert_clean_error(await failure(proxy_url, "bad_content"), 502, "handler_failed")
 

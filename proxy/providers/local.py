@@ -70,16 +70,22 @@ class Local(Provider):
             raise HandlerDeclined(f"The local handler for {call.target.model} declined this request.")
         if isinstance(result, str):
             return {"role": "assistant", "content": result, "refusal": None}
-        if isinstance(result, dict):
-            return {"role": "assistant", "refusal": None, **result}
-        log.warning("handler %s returned %s, not str | dict | None", call.target.handler, type(result).__name__)
+        if isinstance(result, dict) and isinstance(result.get("content"), str | None):
+            return {"role": "assistant", "content": None, "refusal": None, **result}
+        log.warning(
+            "handler %s returned %s, not str | None | a message dict with text content",
+            call.target.handler,
+            type(result).__name__,
+        )
         raise HandlerFailed(f"The local handler for {call.target.model} returned an invalid answer.")
 
 
 def _completion(call: Call, message: dict[str, Any]) -> dict[str, Any]:
     model = call.target.model
     prompt = estimate_prompt(call.body.get("messages"), "gpt-4o")
-    completion = count(str(message.get("content") or ""), "gpt-4o")
+    # tool-call arguments are output tokens too, as an LLM would have billed them
+    calls = "".join(str(c.get("function", {}).get("arguments", "")) for c in message.get("tool_calls") or ())
+    completion = count(str(message.get("content") or "") + calls, "gpt-4o")
     return {
         "id": "chatcmpl-local-" + os.urandom(8).hex(),
         "object": "chat.completion",
