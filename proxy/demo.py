@@ -95,15 +95,16 @@ def _outage(body: dict[str, Any]) -> Behavior | None:
 
 async def _call(client: object, task: str | None, prompt: str, stream: bool) -> Row:
     from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionMessageParam
 
     assert isinstance(client, AsyncOpenAI)
     headers = {"X-Task-Type": task} if task else {}
-    messages = [{"role": "user", "content": prompt}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": prompt}]
     started = time.perf_counter()
     if stream:
         async with client.chat.completions.with_streaming_response.create(
             model="auto",
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             stream=True,
             stream_options={"include_usage": True},
             extra_headers=headers,
@@ -115,7 +116,7 @@ async def _call(client: object, task: str | None, prompt: str, stream: bool) -> 
             raw_headers = response.headers
     else:
         raw = await client.chat.completions.with_raw_response.create(
-            model="auto", messages=messages, extra_headers=headers  # type: ignore[arg-type]
+            model="auto", messages=messages, extra_headers=headers
         )
         usage = raw.parse().usage
         raw_headers = raw.headers

@@ -21,7 +21,7 @@ _REPLY_PRIMING = 3
 @lru_cache(maxsize=8)
 def _encoder(model: str) -> Callable[[str], int]:
     try:
-        import bpe_openai
+        import bpe_openai  # type: ignore[import-untyped]  # ships no type information
     except ImportError:  # pragma: no cover - the package is a dependency; keep estimates working anyway
         return lambda text: (len(text) + 3) // 4
     name = "cl100k_base" if model.startswith(("gpt-4-", "gpt-3.5")) or model == "gpt-4" else "o200k_base"
