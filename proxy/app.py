@@ -103,6 +103,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
     )
 
 
+def app_from_env() -> Starlette:
+    """The app of one worker process of ``tiergate serve --workers N`` (settings from TIERGATE_*)."""
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(settings)
+
+
 def _warm_up() -> None:
     pricing.warm_up()
     tokens.warm_up()

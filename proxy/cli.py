@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-ledger", dest="ledger", action="store_const", const=False, help="do not write the ledger")
     serve.add_argument("--transport", help="upstream HTTP transport: aiohttp or httpcore (TIERGATE_TRANSPORT)")
     serve.add_argument("--log-level", help="debug, info, warning, error (TIERGATE_LOG_LEVEL)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port and the ledger (TIERGATE_WORKERS, default 1)")
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser("check", help="validate a registry file with the server's own validator")
@@ -81,18 +83,24 @@ def _serve(args: argparse.Namespace) -> int:
         ledger=args.ledger,
         transport=args.transport,
         log_level=args.log_level,
+        workers=args.workers,
     )
-    registry = registry_mod.load(settings.config)
+    registry = registry_mod.load(settings.config)  # fail fast, with one line, before any worker starts
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings, registry),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
         # Let in-flight streams finish on SIGTERM before the lifespan closes the upstream client.
-        timeout_graceful_shutdown=30,
-    )
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers > 1:
+        # Worker processes build their own app from the environment: hand them these settings.
+        os.environ.update(settings.to_env())
+        uvicorn.run("proxy.app:app_from_env", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
+    else:
+        uvicorn.run(create_app(settings, registry), **options)  # type: ignore[arg-type]
     return 0
 
 

@@ -20,8 +20,21 @@ class Settings:
     ledger_queue: int = 10_000  # rows waiting for SQLite before new ones are dropped (and counted)
     transport: str = "aiohttp"  # upstream HTTP transport; see proxy.upstream.TRANSPORTS
     log_level: str = "info"
+    workers: int = 1  # uvicorn worker processes; they share the ledger file (SQLite WAL)
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``TIERGATE_*`` variables (what ``from_env`` reads back)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            out[ENV_PREFIX + f.name.upper()] = str(value)
+        return out
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -366,3 +366,44 @@ async def _sigterm_scenario(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     got = rows(db)
     assert len(got) == 15 and all(r["status"] == 200 and r["usage_source"] == "upstream" for r in got)
+
+
+def test_several_workers_write_one_ledger(tmp_path: Path) -> None:
+    asyncio.run(_workers_scenario(tmp_path))
+
+
+async def _workers_scenario(tmp_path: Path) -> None:
+    import socket
+
+    db = tmp_path / "ledger.db"
+    fake = FakeOpenAI()
+    async with serve(fake) as upstream:
+        env = {**os.environ, "OPENAI_BASE_URL": upstream + "/v1", "OPENAI_API_KEY": UPSTREAM_KEY}
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(RULES), "--port", str(port),
+             "--db", str(db), "--workers", "2", "--log-level", "warning"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                for _ in range(300):
+                    try:
+                        await http.get("/healthz")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.05)
+                bodies = [{"model": "auto", "messages": messages(i), "user": f"w{i}"} for i in range(40)]
+                responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
+            assert [r.status_code for r in responses] == [200] * 40
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 30)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in stderr
+    got = rows(db)
+    assert sorted(r["client"] for r in got) == sorted(f"w{i}" for i in range(40))
