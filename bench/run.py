@@ -734,7 +734,8 @@ def export_tiergate(ref: str, raw_dir: Path) -> tuple[Path, str]:
     )
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
-    return target, f"commit {sha} (--tiergate-ref {ref}, exported to results-raw; working tree not used)"
+    changed = _git("log", "-1", "--format=%h", sha, "--", "proxy") or "?"
+    return target, f"proxy/ as of commit {changed} (--tiergate-ref {ref}; working tree not used)"
 
 
 def litellm_version() -> str | None:
