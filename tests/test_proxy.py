@@ -320,3 +320,18 @@ async def test_client_keys_are_enforced_when_configured(start_proxy: ProxyFactor
             await bad.chat.completions.create(model="auto", messages=USER)  # type: ignore[arg-type]
         await good.close()
         await bad.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+async def test_upstream_errors_never_carry_the_provider_key(
+    client: AsyncOpenAI, fake: FakeOpenAI, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    leak = f"Incorrect API key provided: {UPSTREAM_KEY[:7]}****{UPSTREAM_KEY[-4:]}. Key: {UPSTREAM_KEY}"
+    body = b'{"error": {"message": "' + leak.encode() + b'", "type": "invalid_request_error", "code": "x"}}'
+    fake.push(Behavior(status=status, body=body), Behavior(status=status, body=body))
+    with pytest.raises(openai.APIStatusError) as err:
+        await client.chat.completions.create(model="auto", messages=USER)  # type: ignore[arg-type]
+    assert err.value.status_code == status
+    shown = err.value.response.text + str(err.value.response.headers)
+    assert UPSTREAM_KEY not in shown and UPSTREAM_KEY[-4:] not in shown
+    assert UPSTREAM_KEY not in caplog.text
