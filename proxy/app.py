@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from proxy import headers as header_rules
 from proxy import registry as registry_mod
-from proxy import pricing, rewrite, router, streaming, tokens, wire
+from proxy import pricing, rewrite, router, streaming, wire
 from proxy.breaker import Breakers
 from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
@@ -67,8 +67,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
         }
         dispatcher = Dispatcher(providers, Breakers())
-        # Price data and BPE tables take ~0.3 s of CPU to load; pay that before serving, not under
-        # the first requests (a thread holding the GIL would stall the event loop).
+        # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
+        # requests (a thread holding the GIL would stall the event loop).
         await asyncio.to_thread(_warm_up)
         ledger = None
         if settings.ledger:
@@ -112,7 +112,6 @@ def app_from_env() -> Starlette:
 
 def _warm_up() -> None:
     pricing.warm_up()
-    tokens.warm_up()
 
 
 async def chat_completions(request: Request) -> Response:

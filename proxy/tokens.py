@@ -18,20 +18,26 @@ _PER_MESSAGE = 3
 _REPLY_PRIMING = 3
 
 
+# A BPE table costs ~75 MB of memory once loaded, so it is loaded on the first estimate (in the
+# ledger writer's thread), not at start-up: most processes never need one.
 @lru_cache(maxsize=8)
 def _encoder(model: str) -> Callable[[str], int]:
+    if model == APPROXIMATE:
+        return _approx
     try:
         import bpe_openai  # type: ignore[import-untyped]  # ships no type information
     except ImportError:  # pragma: no cover - the package is a dependency; keep estimates working anyway
-        return lambda text: (len(text) + 3) // 4
+        return _approx
     name = "cl100k_base" if model.startswith(("gpt-4-", "gpt-3.5")) or model == "gpt-4" else "o200k_base"
     encoding = bpe_openai.get_encoding(name)
     return lambda text: len(encoding.encode(text))
 
 
-def warm_up() -> None:
-    """Load the BPE tables now rather than on the first estimate."""
-    count("warm up", "gpt-4o")
+APPROXIMATE = "~4-chars-per-token"  # a model name that selects the heuristic, not a BPE table
+
+
+def _approx(text: str) -> int:
+    return (len(text) + 3) // 4
 
 
 def count(text: str, model: str) -> int:

@@ -20,7 +20,7 @@ import orjson
 from proxy.errors import UpstreamError
 from proxy.handlers import Handler, load_handler
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
-from proxy.tokens import count, estimate_prompt
+from proxy.tokens import APPROXIMATE, count, estimate_prompt
 from proxy.wire import Usage
 
 log = logging.getLogger("tiergate.providers.local")
@@ -82,10 +82,11 @@ class Local(Provider):
 
 def _completion(call: Call, message: dict[str, Any]) -> dict[str, Any]:
     model = call.target.model
-    prompt = estimate_prompt(call.body.get("messages"), "gpt-4o")
+    # Nobody bills these tokens: a cheap count keeps a local answer fast (no BPE table to load).
+    prompt = estimate_prompt(call.body.get("messages"), APPROXIMATE)
     # tool-call arguments are output tokens too, as an LLM would have billed them
     calls = "".join(str(c.get("function", {}).get("arguments", "")) for c in message.get("tool_calls") or ())
-    completion = count(str(message.get("content") or "") + calls, "gpt-4o")
+    completion = count(str(message.get("content") or "") + calls, APPROXIMATE)
     return {
         "id": "chatcmpl-local-" + os.urandom(8).hex(),
         "object": "chat.completion",
