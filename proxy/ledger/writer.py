@@ -1,8 +1,8 @@
 """The ledger writer: a bounded queue drained in batches by one background task.
 
 The request path only calls ``submit`` (a ``put_nowait``): it never waits on SQLite, pricing or token
-counting. The drain task takes what is queued, settles and prices it in a worker thread, and inserts it
-in one transaction. When SQLite fails (locked, disk full, read-only, file gone) the batch is kept and
+counting. The drain task takes what is queued (up to 100 rows), settles and prices it (in a worker
+thread when tokens must be estimated), and inserts it in one transaction on aiosqlite's thread. When SQLite fails (locked, disk full, read-only, file gone) the batch is kept and
 retried with backoff, requests keep being served, and the failure is logged once per burst. When the
 queue overflows, rows are dropped and counted: the count is on ``/readyz`` and in the log, never silent.
 ``close`` drains the queue on shutdown.
@@ -39,7 +39,7 @@ Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 class LedgerWriter:
-    def __init__(self, path: str, pricer: Pricer, *, max_queue: int = 10_000, batch_size: int = 500) -> None:
+    def __init__(self, path: str, pricer: Pricer, *, max_queue: int = 10_000, batch_size: int = 100) -> None:
         self.path = path
         self._pricer = pricer
         self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(max_queue)
@@ -95,7 +95,13 @@ class LedgerWriter:
                 while len(batch) < self._batch_size and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 self._taken = len(batch)
-                self._pending = await asyncio.to_thread(self._finalize, batch)
+                if any(r.usage is None and r.target is not None for r in batch):
+                    # Estimating tokens can be heavy (a BPE table to load, long texts): off the loop.
+                    self._pending = await asyncio.to_thread(self._finalize, batch)
+                else:
+                    # Settling rows with usage is arithmetic (~15 us a row): cheaper here than a thread
+                    # handoff, and a batch is small enough not to hold the loop for long.
+                    self._pending = self._finalize(batch)
             try:
                 await self._write(self._pending)
             except (sqlite3.Error, OSError) as exc:
