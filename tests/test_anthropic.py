@@ -24,7 +24,7 @@ from proxy.errors import UpstreamStatus
 from proxy.fake_anthropic import ClaudeBehavior, FakeAnthropic, count_input_tokens
 from proxy.fake_upstream import Behavior
 from proxy.loopback import serve
-from proxy.providers.anthropic import ChunkTranslator
+from proxy.providers.anthropic.stream import ChunkTranslator
 from proxy.registry import Registry, build
 from proxy.settings import Settings
 from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, sdk

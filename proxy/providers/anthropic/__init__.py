@@ -1,0 +1,113 @@
+"""``type: anthropic``: OpenAI chat requests translated to the Anthropic Messages API and back.
+
+Clients keep speaking OpenAI chat. The adapter writes ``POST {base_url}/v1/messages`` and turns the
+reply, a message or its ``event:`` stream, into OpenAI shapes:
+
+- request: system/developer messages are hoisted into ``system``; same-role turns are merged; text,
+  images (data and http URLs), PDFs, ``tool_calls`` and ``tool`` results become content blocks; tools,
+  ``tool_choice``, ``parallel_tool_calls``, ``stop``, ``max_tokens``, ``response_format`` (json_schema),
+  ``reasoning_effort``, ``user`` and the sampling params are mapped. The Messages API rejects fields it
+  does not know, so everything else is dropped (logged at debug), except a few Messages-only fields a
+  registry target may set as params (``request._NATIVE``). ``n > 1``, audio and file ids are a 400.
+- response: text blocks are joined into ``content``, ``tool_use`` blocks become ``tool_calls``, thinking
+  is dropped; usage counts cache reads and writes into ``prompt_tokens`` as OpenAI does.
+- errors: Anthropic's ``{"type": "error", "error": {type, message}}`` keeps its status and its type as
+  ``code``, except 529 (overloaded) which becomes a retryable 503.
+
+Options: ``anthropic_version`` (default 2023-06-01), ``anthropic_beta``, ``default_max_tokens`` (4096).
+
+Modules: ``request`` (OpenAI body -> Messages body), ``response`` (message -> ``chat.completion``, usage,
+stop reasons), ``stream`` (``event:`` stream -> chunks), ``errors`` (error bodies -> ``UpstreamStatus``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+
+from proxy.errors import ConfigError, UpstreamProtocolError
+from proxy.headers import passed_on
+from proxy.providers.anthropic.errors import error_from
+from proxy.providers.anthropic.request import messages_request
+from proxy.providers.anthropic.response import completion_body
+from proxy.providers.anthropic.stream import _AnthropicStream
+from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.upstream import UpstreamResponse
+
+if TYPE_CHECKING:
+    from proxy.registry import Provider as ProviderConfig
+    from proxy.upstream import UpstreamClient
+
+log = logging.getLogger("tiergate.providers.anthropic")
+
+DEFAULT_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+# Client headers meant for OpenAI, or set here from the provider's config.
+_NOT_FORWARDED_PREFIXES = ("openai-", "anthropic-")
+
+
+class Anthropic(Provider):
+    """``type: anthropic``. Options: ``anthropic_version``, ``anthropic_beta``, ``default_max_tokens``."""
+
+    default_price_id = "anthropic"
+
+    def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
+        super().__init__(config, http)
+        options = config.options
+        self.version = str(options.get("anthropic_version", DEFAULT_VERSION))
+        beta = options.get("anthropic_beta")
+        self.beta = ",".join(map(str, beta)) if isinstance(beta, list) else str(beta) if beta else ""
+        self.default_max_tokens = options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
+        if not isinstance(self.default_max_tokens, int) or self.default_max_tokens < 1:
+            path = f"providers.{config.name}.options.default_max_tokens"
+            raise ConfigError(path, f"expected an integer greater than 0, got {self.default_max_tokens!r}")
+        base = config.base_url.rstrip("/")
+        self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+    async def complete(self, call: Call) -> Completion:
+        response = await self._send(call, stream=False)
+        raw = await response.read()
+        if response.status != 200:
+            raise error_from(response.status, raw, response.headers, self.name)
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("provider %s returned a body that is not JSON (%d bytes)", self.name, len(raw))
+            raise UpstreamProtocolError("The upstream provider returned a response that is not valid JSON.") from None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise UpstreamProtocolError("The upstream provider returned a response that is not a message.")
+        body, usage = completion_body(message)
+        return Completion(
+            body=body, usage=usage, request_id=response.headers.get("request-id"), headers=passed_on(response.headers)
+        )
+
+    async def stream(self, call: Call) -> ChunkStream:
+        response = await self._send(call, stream=True)
+        if response.status != 200:
+            raise error_from(response.status, await response.read(), response.headers, self.name)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            raw = await response.read()
+            raise error_from(502, raw, response.headers, self.name, expected="an event stream")
+        return _AnthropicStream(response)
+
+    async def _send(self, call: Call, *, stream: bool) -> UpstreamResponse:
+        body = messages_request(call.body, version=self.version, default_max_tokens=self.default_max_tokens)
+        body["stream"] = stream
+        headers = {k: v for k, v in call.headers.items() if not k.lower().startswith(_NOT_FORWARDED_PREFIXES)}
+        headers["content-type"] = "application/json"
+        headers["accept-encoding"] = "identity"  # compressed SSE would be buffered by the decoder
+        headers["anthropic-version"] = self.version
+        if self.beta:
+            headers["anthropic-beta"] = self.beta
+        if self.config.api_key:
+            headers["x-api-key"] = self.config.api_key
+        return await self.http.post(
+            self.url,
+            headers,
+            orjson.dumps(body),
+            read_timeout=call.read_timeout,
+            idle_timeout=call.idle_timeout,
+            connect_timeout=call.connect_timeout,
+        )

@@ -1,0 +1,59 @@
+"""Anthropic error bodies -> ``UpstreamStatus`` with an OpenAI-shaped error (529 becomes a retryable 503)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from proxy.errors import UpstreamProtocolError, UpstreamStatus
+from proxy.headers import passed_on
+
+log = logging.getLogger("tiergate.providers.anthropic")
+
+# Anthropic error type -> HTTP status, for errors that arrive inside a 200 stream.
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def error_from(
+    status: int, raw: bytes, headers: Mapping[str, str], provider: str, *, expected: str = ""
+) -> UpstreamStatus | UpstreamProtocolError:
+    """Turn an Anthropic error response into an ``UpstreamStatus`` carrying an OpenAI-shaped error."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        return status_error(status, error, headers)
+    log.warning("provider %s answered HTTP %d with a non-Anthropic body (%d bytes)", provider, status, len(raw))
+    if expected:
+        return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
+    message = {"message": f"The upstream provider returned HTTP {status}."}
+    return UpstreamStatus(_client_status(status), message, headers=passed_on(headers))
+
+
+def status_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> UpstreamStatus:
+    """An Anthropic ``error`` object as an ``UpstreamStatus``; the Anthropic type is kept as ``code``."""
+    kind = str(error.get("type") or "api_error")
+    message = str(error.get("message") or f"The upstream provider returned HTTP {status}.")
+    # OpenAI's code for an over-long prompt, which clients (and context_fallback) recognise.
+    code = "context_length_exceeded" if message.startswith("prompt is too long") else kind
+    body = {"message": message, "type": kind, "param": None, "code": code}
+    return UpstreamStatus(_client_status(status), body, headers=passed_on(headers))
+
+
+def _client_status(status: int) -> int:
+    # 529 is Anthropic's "overloaded"; OpenAI clients know 503 as retryable server overload.
+    return 503 if status == 529 else status
