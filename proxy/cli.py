@@ -121,13 +121,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from proxy.ledger import audit
+    from proxy.ledger.report import report
 
     # The audit counts and names unpriced calls itself; the pricer's per-model warning would only repeat it.
     logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)
     db = args.db or Settings.from_env().db
     candidate = registry_mod.load(args.what_if) if args.what_if else None
-    print(audit.report(db, since=args.since, by=args.by, fmt=args.format, candidate=candidate), end="")
+    print(report(db, since=args.since, by=args.by, fmt=args.format, candidate=candidate), end="")
     return 0
 
 

@@ -21,7 +21,7 @@ from proxy import registry as registry_mod
 from proxy.app import create_app
 from proxy.fake_anthropic import FakeAnthropic
 from proxy.fake_upstream import Behavior, FakeOpenAI
-from proxy.ledger import audit
+from proxy.ledger.report import report as audit_report
 from proxy.loopback import serve
 from proxy.settings import Settings
 
@@ -82,7 +82,7 @@ async def run_demo(config: str, out: TextIO) -> int:
                 rows = [await _call(client, task, prompt, stream) for task, prompt, stream in WORKLOAD]
                 await client.close()
             # The proxy has stopped: its lifespan closed the ledger writer, so every row is on disk.
-            report = audit.report(settings.db, by="task")
+            report = audit_report(settings.db, by="task")
     _print(rows, out)
     print(f"\n$ tiergate audit --by task\n{report}", end="", file=out)
     return 0

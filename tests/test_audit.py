@@ -22,7 +22,7 @@ from genai_prices import calc_price
 from proxy import registry as registry_mod
 from proxy.cli import main
 from proxy.demo import WORKLOAD, run_demo
-from proxy.ledger import audit
+from proxy.ledger import audit, report
 from proxy.ledger.records import REQUEST_COLUMNS
 from proxy.ledger.schema import MIGRATIONS, VERSION
 from proxy.pricing import Pricer, price_ids
@@ -266,7 +266,7 @@ def test_what_if_task_missing_from_candidate_is_priced_as_logged(rows: list[dict
     assert title.current_cost_usd == title.candidate_cost_usd == approx(0.000115)
     assert title.delta_usd == approx(0.0) and title.unpriced == 1
     assert not w.total.in_candidate
-    table = audit.render(w, "table")
+    table = report.render(w, "table")
     assert "small gpt-5.4-nano (not in candidate)" in table
     assert "not in the candidate (priced as served):\n  title_generation (3 of 3)" in table
 
@@ -287,7 +287,7 @@ def test_what_if_with_genai_prices(rows: list[dict[str, Any]]) -> None:
 
 
 def test_table_is_rounded_and_aligned(rows: list[dict[str, Any]]) -> None:
-    table = audit.render(audit.summarize(rows, "task"), "table")
+    table = report.render(audit.summarize(rows, "task"), "table")
     lines = table.splitlines()
     assert lines[0] == "Workload by task: 10 calls, 2026-11-01 10:00:00 to 2026-11-02 14:00:00 UTC"
     assert max(len(line) for line in lines) <= 100
@@ -304,14 +304,14 @@ def test_table_is_rounded_and_aligned(rows: list[dict[str, Any]]) -> None:
 
 def test_csv_and_json_are_exact(rows: list[dict[str, Any]]) -> None:
     s = audit.summarize(rows, "day")
-    parsed = list(csv.DictReader(io.StringIO(audit.render(s, "csv"))))
+    parsed = list(csv.DictReader(io.StringIO(report.render(s, "csv"))))
     assert [r["day"] for r in parsed] == ["2026-11-01", "2026-11-02", "TOTAL"]
     assert float(parsed[2]["cost_usd"]) == s.total.cost_usd  # not rounded: the same float back
     assert float(parsed[1]["savings_usd"]) == s.groups[1].savings_usd
     assert float(parsed[1]["error_rate"]) == 2 / 6
     assert parsed[0]["input_tokens"] == "11300"
 
-    doc = json.loads(audit.render(s, "json"))
+    doc = json.loads(report.render(s, "json"))
     assert (doc["by"], doc["from"], doc["to"]) == ("day", "2026-11-01T10:00:00.000Z", "2026-11-02T14:00:00.000Z")
     assert [r["day"] for r in doc["rows"]] == ["2026-11-01", "2026-11-02"]
     assert doc["total"]["cost_usd"] == s.total.cost_usd
@@ -320,7 +320,7 @@ def test_csv_and_json_are_exact(rows: list[dict[str, Any]]) -> None:
 
     candidate = _candidate(CANDIDATE + PRICES)
     w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
-    what_if = json.loads(audit.render(w, "json"))
+    what_if = json.loads(report.render(w, "json"))
     assert what_if["candidate"] == "candidate.yaml"
     assert what_if["total"]["delta_usd"] == w.total.delta_usd
 

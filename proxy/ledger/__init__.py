@@ -1,5 +1,6 @@
 """The ledger: one SQLite row per client request and per upstream attempt, written off the hot path.
 
 ``records`` holds the row shapes, ``schema`` the tables and their migrations, ``writer`` the bounded
-queue drained in batches by one background task, ``audit`` the read side (workload audit, what-if).
+queue drained in batches by one background task, ``audit`` the read side (workload audit, what-if),
+``report`` its table, CSV and JSON output.
 """

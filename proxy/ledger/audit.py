@@ -1,8 +1,8 @@
 """The ledger's read side: the workload audit and what-if re-tiering.
 
 ``load`` reads ``requests`` rows (as dicts); ``summarize`` groups them by task, tier, model, provider or
-day; ``what_if`` re-prices them under a candidate registry; ``render`` writes either as a table, CSV or
-JSON. ``report`` chains them for ``tiergate audit``. Everything but ``load`` is a pure function.
+day; ``what_if`` re-prices them under a candidate registry. Everything but ``load`` is a pure function.
+``proxy.ledger.report`` writes either as a table, CSV or JSON, and chains them for ``tiergate audit``.
 
 Definitions (the README's "The workload audit" repeats them):
 
@@ -21,28 +21,24 @@ Definitions (the README's "The workload audit" repeats them):
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from proxy.ledger.schema import open_readonly
-from proxy.pricing import Pricer, price_ids
+from proxy.pricing import Pricer
 from proxy.registry import Registry, Target, Task
 from proxy.wire import Usage
 
 Row = Mapping[str, Any]
 GROUPINGS = ("task", "tier", "model", "provider", "day")
-FORMATS = ("table", "csv", "json")
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -318,176 +314,3 @@ def _change(
 def _most_common(values: Any) -> str | None:
     counts = Counter(v for v in values if v)
     return counts.most_common(1)[0][0] if counts else None
-
-
-# --- output -------------------------------------------------------------------------------------
-
-
-def render(result: Summary | WhatIf, fmt: str) -> str:
-    """``result`` as ``table`` (rounded, for people), ``csv`` or ``json`` (exact values, for tools)."""
-    if fmt not in FORMATS:
-        raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    records, first = _records(result)
-    if fmt == "csv":
-        return _csv(records, first)
-    if fmt == "json":
-        return json.dumps({**_about(result), "rows": records[:-1], "total": records[-1]}, indent=2) + "\n"
-    return _summary_table(result) if isinstance(result, Summary) else _what_if_table(result)
-
-
-def _records(result: Summary | WhatIf) -> tuple[list[dict[str, Any]], str]:
-    """Every line then the total as plain dicts; the first column is named after the grouping."""
-    if isinstance(result, WhatIf):
-        return [asdict(c) for c in (*result.tasks, result.total)], "task"
-    lines = [{result.by: g.key, **asdict(g)} for g in (*result.groups, result.total)]
-    for line in lines:
-        del line["key"]
-    return lines, result.by
-
-
-def _about(result: Summary | WhatIf) -> dict[str, Any]:
-    if isinstance(result, WhatIf):
-        return {"candidate": result.source}
-    return {"by": result.by, "from": result.first_ts, "to": result.last_ts}
-
-
-def _csv(records: list[dict[str, Any]], first: str) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(records[0]) if records else [first], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)  # floats are written with repr: exact, they parse back to the same value
-    return out.getvalue()
-
-
-def _summary_table(s: Summary) -> str:
-    if not s.total.calls:
-        return "No requests in the ledger for this period.\n"
-    title = f"Workload by {s.by}: {s.total.calls:,} calls, {_when(s.first_ts)} to {_when(s.last_ts)} UTC"
-    ranked = list(enumerate(s.groups, 1))
-    cost = _grid(
-        ["#", s.by, "calls", "input", "output", "cost", "%cost", "unpriced", "baseline", "savings"],
-        [[str(i), *_cost_cells(g)] for i, g in ranked],
-        ["", *_cost_cells(s.total)],
-    )
-    traffic = _grid(
-        ["#", s.by, "calls", "%calls", "p50 ms", "p95 ms", "errors", "discon.", "fallback", "estim."],
-        [[str(i), *_traffic_cells(g)] for i, g in ranked],
-        ["", *_traffic_cells(s.total)],
-    )
-    notes = []
-    if s.total.unpriced:
-        notes.append(f"unpriced: {s.total.unpriced} of {s.total.calls:,} calls had tokens but no known price;")
-        notes.append("cost and savings leave them out (price their model under `prices:` in rules.yaml).")
-    return _lines(title, "", "Cost", *cost, "", "Traffic", *traffic, *_footer(notes))
-
-
-def _cost_cells(g: Group) -> list[str]:
-    return [
-        g.key, f"{g.calls:,}", f"{g.input_tokens:,}", f"{g.output_tokens:,}", _usd(g.cost_usd), _pct(g.cost_share),
-        f"{g.unpriced:,}", _usd(g.baseline_cost_usd), _usd(g.savings_usd),
-    ]  # fmt: skip
-
-
-def _traffic_cells(g: Group) -> list[str]:
-    return [
-        g.key, f"{g.calls:,}", _pct(g.call_share), _ms(g.p50_ms), _ms(g.p95_ms), _pct(g.error_rate),
-        _pct(g.disconnect_rate), _pct(g.fallback_rate), _pct(g.estimated_share),
-    ]  # fmt: skip
-
-
-def _what_if_table(w: WhatIf) -> str:
-    if not w.total.calls:
-        return "No requests in the ledger for this period.\n"
-    grid = _grid(
-        ["task", "calls", "current", "what-if", "delta", "delta%", "change"],
-        [_change_cells(c) for c in w.tasks],
-        _change_cells(w.total),
-    )
-    notes = [
-        _note(w.tasks, lambda c: c.approximate, "approximate tokens (another provider type's tokenizer, or estimated)"),
-        _note(w.tasks, lambda c: c.unpriced, "no known price on one side (left out of the delta)"),
-        _note(w.tasks, lambda c: c.calls * (not c.in_candidate), "not in the candidate (priced as served)"),
-    ]
-    notes = [n for n in notes if n]
-    title = f"What-if: the {w.total.calls:,} logged calls priced under {w.source}"
-    return _lines(title, "", *grid, *_footer(notes))
-
-
-def _change_cells(c: TaskChange) -> list[str]:
-    now = f"{c.current_tier or '-'} {(c.current_model or '-').rpartition('::')[2]}"
-    then = f"{c.candidate_tier} {(c.candidate_model or '').rpartition('::')[2]}"
-    if c.task == "TOTAL":
-        change = ""
-    elif not c.in_candidate:
-        change = f"{now} (not in candidate)"
-    else:
-        change = f"= {then}" if now == then else f"{now} -> {then}"
-    return [
-        c.task, f"{c.calls:,}", _usd(c.current_cost_usd), _usd(c.candidate_cost_usd), _usd(c.delta_usd),
-        _pct(c.delta_ratio, signed=True), change,
-    ]  # fmt: skip
-
-
-def _note(changes: Sequence[TaskChange], count: Callable[[TaskChange], int], what: str) -> str:
-    hits = [f"{c.task} ({count(c)} of {c.calls})" for c in changes if count(c)]
-    return f"{what}:\n  {', '.join(hits)}" if hits else ""
-
-
-def _grid(header: list[str], body: list[list[str]], total: list[str]) -> list[str]:
-    """Aligned lines: text columns (the grouping, the change) left, numbers right; a rule around the body."""
-    widths = [max(len(line[i]) for line in (header, *body, total)) for i in range(len(header))]
-    left = {header.index(h) for h in header if h in {*GROUPINGS, "change"}}
-
-    def line(cells: list[str]) -> str:
-        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(padded).rstrip()
-
-    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-    return [line(header), rule, *(line(cells) for cells in body), rule, line(total)]
-
-
-def _footer(notes: list[str]) -> list[str]:
-    return ["", *notes] if notes else []
-
-
-def _lines(*lines: str) -> str:
-    return "\n".join(lines) + "\n"
-
-
-def _usd(value: float | None) -> str:
-    return "-" if value is None else f"{'-' if value < 0 else ''}${abs(value):,.4f}"
-
-
-def _pct(value: float | None, signed: bool = False) -> str:
-    return "-" if value is None else f"{value * 100:{'+' if signed else ''}.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def _when(ts: str | None) -> str:
-    return "-" if ts is None else ts[:19].replace("T", " ")
-
-
-# --- the CLI's one call -------------------------------------------------------------------------
-
-
-def report(
-    db: str,
-    *,
-    since: str | None = None,
-    by: str | None = None,
-    fmt: str = "table",
-    candidate: Registry | None = None,
-    now: datetime | None = None,
-) -> str:
-    """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``."""
-    if fmt not in FORMATS:
-        raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if candidate is not None and by not in (None, "task"):
-        raise AuditError("--what-if compares per task; drop --by")
-    rows = load(db, parse_since(since, now))
-    if candidate is not None:
-        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt)
-    return render(summarize(rows, by or "task"), fmt)
