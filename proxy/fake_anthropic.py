@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from proxy.fake_upstream import Behavior, FakeOpenAI, RecordedRequest, SimulatedReset, _encode, _read_body, _respond
+from proxy.fake_upstream import Behavior, FakeOpenAI, RecordedRequest, SimulatedReset, encode, read_body, respond
 
 _PREVIEW_WORDS = 12
 _JSON_PIECE = 8  # characters of tool input per input_json_delta
@@ -238,7 +238,7 @@ class FakeAnthropic(FakeOpenAI):
     """ASGI app for ``POST /v1/messages``; scripted with `push`/``script``/``choose`` like `FakeOpenAI`."""
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return
         try:
@@ -251,9 +251,9 @@ class FakeAnthropic(FakeOpenAI):
         n = len(self.requests)
         reply_headers = {"content-type": "application/json", "request-id": f"req_fake_{n}"}
         if (method, path) != ("POST", "/v1/messages"):
-            await _respond(send, 404, reply_headers, error_body(404, f"Not found: {method} {path}"))
+            await respond(send, 404, reply_headers, error_body(404, f"Not found: {method} {path}"))
         elif (problem := _problem(body, headers)) is not None:
-            await _respond(send, 400, reply_headers, error_body(400, problem))
+            await respond(send, 400, reply_headers, error_body(400, problem))
         else:
             chosen = self._choose(body) if self._choose is not None else None
             behavior = chosen or (self._script.popleft() if self._script else self.default)
@@ -269,11 +269,11 @@ class FakeAnthropic(FakeOpenAI):
         headers = {**headers, **{k.lower(): v for k, v in behavior.headers.items()}}
         if behavior.body is not None or behavior.status != 200:
             fallback = error_body(behavior.status, f"Fake Anthropic error {behavior.status}")
-            await _respond(send, behavior.status, headers, fallback if behavior.body is None else behavior.body)
+            await respond(send, behavior.status, headers, fallback if behavior.body is None else behavior.body)
             return
         message = {"id": f"msg_fake_{n}", **_plan(request, behavior)}
         if not stream:
-            await _respond(send, 200, headers, orjson.dumps(message))
+            await respond(send, 200, headers, orjson.dumps(message))
             return
         await _stream(send, headers, _events(message), behavior)
 
@@ -281,7 +281,7 @@ class FakeAnthropic(FakeOpenAI):
 async def _stream(
     send: Send, headers: Mapping[str, str], events: Iterable[tuple[str, dict[str, Any]]], behavior: ClaudeBehavior
 ) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": _encode(headers)})
+    await send({"type": "http.response.start", "status": 200, "headers": encode(headers)})
     reset, failure = behavior.reset_after_chunks, behavior.error_after_events
     for i, (name, data) in enumerate(events):
         if failure is not None and i > failure:

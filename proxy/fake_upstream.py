@@ -179,17 +179,19 @@ def _is_chat_request(body: Any) -> bool:
     return fields_ok and all(isinstance(m, dict) for m in body["messages"])
 
 
-async def _respond(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _encode(headers, len(body))})
+async def respond(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    """Send a whole response: status, ``headers`` with a content-length, then ``body``."""
+    await send({"type": "http.response.start", "status": status, "headers": encode(headers, len(body))})
     await send({"type": "http.response.body", "body": body})
 
 
-def _encode(headers: Mapping[str, str], length: int | None = None) -> list[tuple[bytes, bytes]]:
+def encode(headers: Mapping[str, str], length: int | None = None) -> list[tuple[bytes, bytes]]:
+    """``headers`` as ASGI header pairs (lower-cased names), plus a content-length when ``length`` is given."""
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     return raw if length is None else [*raw, (b"content-length", str(length).encode())]
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body, or None if the client left before sending it."""
     chunks: list[bytes] = []
     while (message := await receive())["type"] == "http.request":
@@ -238,7 +240,7 @@ class FakeOpenAI:
             await self._http(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return
         try:
@@ -252,15 +254,15 @@ class FakeOpenAI:
         reply_headers = {"content-type": "application/json", "x-request-id": f"req_fake_{n}"}
         route = path.removeprefix("/v1")  # base URLs may or may not end in /v1
         if route not in ("/models", "/chat/completions"):
-            await _respond(send, 404, reply_headers, error_body(404, f"Unknown path {path}"))
+            await respond(send, 404, reply_headers, error_body(404, f"Unknown path {path}"))
         elif (method, route) == ("GET", "/models"):
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "tiergate"} for m in MODELS]
-            await _respond(send, 200, reply_headers, orjson.dumps({"object": "list", "data": models}))
+            await respond(send, 200, reply_headers, orjson.dumps({"object": "list", "data": models}))
         elif (method, route) != ("POST", "/chat/completions"):
-            await _respond(send, 405, reply_headers, error_body(405, f"Method {method} not allowed"))
+            await respond(send, 405, reply_headers, error_body(405, f"Method {method} not allowed"))
         elif not _is_chat_request(body):
             problem = "Request body must be a JSON object with 'model' and 'messages'"
-            await _respond(send, 400, reply_headers, error_body(400, problem))
+            await respond(send, 400, reply_headers, error_body(400, problem))
         else:
             chosen = self._choose(body) if self._choose is not None else None
             behavior = chosen or (self._script.popleft() if self._script else self.default)
@@ -294,7 +296,7 @@ class FakeOpenAI:
         headers = {**headers, **{k.lower(): v for k, v in behavior.headers.items()}}
         if behavior.body is not None or behavior.status != 200:
             fallback = error_body(behavior.status, f"Fake upstream error {behavior.status}")
-            await _respond(send, behavior.status, headers, fallback if behavior.body is None else behavior.body)
+            await respond(send, behavior.status, headers, fallback if behavior.body is None else behavior.body)
             return
         reply = _plan(request, behavior)
         base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": request["model"]}
@@ -303,12 +305,12 @@ class FakeOpenAI:
             body = orjson.dumps(_completion(base, reply))
             if behavior.body_stall:
                 half = len(body) // 2
-                await send({"type": "http.response.start", "status": 200, "headers": _encode(headers, len(body))})
+                await send({"type": "http.response.start", "status": 200, "headers": encode(headers, len(body))})
                 await send({"type": "http.response.body", "body": body[:half], "more_body": True})
                 await asyncio.sleep(behavior.body_stall)
                 await send({"type": "http.response.body", "body": body[half:]})
                 return
-            await _respond(send, 200, headers, body)
+            await respond(send, 200, headers, body)
             return
         options = request.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -316,7 +318,7 @@ class FakeOpenAI:
 
 
 async def _stream(send: Send, headers: Mapping[str, str], chunks: Iterable[Any], behavior: Behavior) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": _encode(headers)})
+    await send({"type": "http.response.start", "status": 200, "headers": encode(headers)})
     reset = behavior.reset_after_chunks
     for i, chunk in enumerate(chunks):
         if reset is not None and i > reset:
