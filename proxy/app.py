@@ -32,7 +32,7 @@ from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
 from proxy.providers import provider_class
 from proxy.providers.base import Provider
-from proxy.ledger.records import RequestRecord, new_id, utc_now
+from proxy.ledger.records import RequestRecord, new_id
 from proxy.ledger.writer import LedgerWriter
 from proxy.pricing import Pricer
 from proxy.registry import Registry, Target
@@ -119,7 +119,7 @@ async def chat_completions(request: Request) -> Response:
     _authorize(request, gateway.settings)
     record = RequestRecord(
         id=new_id(),
-        ts=utc_now(),
+        ts=time.time(),
         task=request.headers.get("x-task-type") or "-",
         task_source="header" if request.headers.get("x-task-type") else "default",
         tier=None,

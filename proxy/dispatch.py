@@ -34,7 +34,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.ledger.records import AttemptRecord, RequestRecord, utc_now
+from proxy.ledger.records import AttemptRecord, RequestRecord
 from proxy.policy import Policy
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
 from proxy.router import Hop, Route
@@ -199,7 +199,7 @@ class Dispatcher:
         status = 200 if error is None else (error.status if isinstance(error, UpstreamStatus) else None)
         kind = None if error is None else (error.code or error.type)
         record.attempts.append(
-            AttemptRecord(len(record.attempts) + 1, utc_now(), hop.tier, hop.target, status, kind, elapsed)
+            AttemptRecord(len(record.attempts) + 1, time.time(), hop.tier, hop.target, status, kind, elapsed)
         )
 
     @staticmethod

@@ -68,7 +68,7 @@ def parse_since(value: str | None, now: datetime | None = None) -> str | None:
 
 
 def _ledger_ts(moment: datetime) -> str:
-    # The ledger's own format (records.utc_now), so the bound compares as text and uses the ts index.
+    # The ledger's own format (records.iso), so the bound compares as text and uses the ts index.
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

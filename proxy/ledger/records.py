@@ -32,14 +32,15 @@ def new_id() -> str:
     return f"{random.getrandbits(96):024x}"
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def iso(epoch: float) -> str:
+    """UTC ISO-8601 with milliseconds; formatted by the writer, off the request path."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
 class AttemptRecord:
     n: int
-    ts: str
+    ts: float  # epoch seconds (time.time()); the row stores it as ISO-8601
     tier: str | None
     target: Target
     status: int | None  # None: no HTTP status (connect error, timeout)
@@ -52,7 +53,7 @@ class RequestRecord:
     """Everything the request path knows about one client request when it ends."""
 
     id: str
-    ts: str
+    ts: float  # epoch seconds (time.time()); the row stores it as ISO-8601
     task: str
     task_source: str
     tier: str | None
@@ -94,7 +95,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
     overhead = None if upstream is None else max(record.latency_ms - upstream, 0.0)
     target = record.target
     row = (
-        record.id, record.ts, record.request_id, record.task, record.task_source, record.tier,
+        record.id, iso(record.ts), record.request_id, record.task, record.task_source, record.tier,
         record.requested_model, target.model if target else None, target.provider if target else None,
         record.status, record.error_type, int(record.stream),
         usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
@@ -106,7 +107,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.prompt_variant,
     )  # fmt: skip
     attempts = [
-        (record.id, a.n, a.ts, a.tier, a.target.provider, a.target.model, a.status, a.error_type, _ms(a.latency_ms))
+        (record.id, a.n, iso(a.ts), a.tier, a.target.provider, a.target.model, a.status, a.error_type, _ms(a.latency_ms))
         for a in record.attempts
     ]
     return row, attempts
