@@ -8,12 +8,18 @@ when possible, so the dispatcher can fall back.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
+from proxy.errors import UpstreamProtocolError
 from proxy.wire import Usage
+
+log = logging.getLogger("tiergate.providers")
 
 if TYPE_CHECKING:
     from proxy.registry import Provider as ProviderConfig
@@ -64,6 +70,18 @@ class ChunkStream(ABC):
 
     @abstractmethod
     async def aclose(self) -> None: ...
+
+
+def json_body(raw: bytes, provider: str, field: str, kind: type, what: str) -> dict[str, Any]:
+    """A 200 body parsed as a JSON object whose ``field`` is a ``kind``, else ``UpstreamProtocolError``."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("provider %s returned a body that is not JSON (%d bytes)", provider, len(raw))
+        raise UpstreamProtocolError("The upstream provider returned a response that is not valid JSON.") from None
+    if not isinstance(body, dict) or not isinstance(body.get(field), kind):
+        raise UpstreamProtocolError(f"The upstream provider returned a response that is not {what}.")
+    return body
 
 
 class Provider(ABC):

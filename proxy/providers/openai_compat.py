@@ -15,7 +15,7 @@ import orjson
 
 from proxy.errors import UpstreamProtocolError, UpstreamStatus
 from proxy.headers import passed_on
-from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
+from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider, json_body
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 from proxy.wire import Usage
@@ -33,13 +33,7 @@ class OpenAICompatible(Provider):
         raw = await response.read()
         if response.status != 200:
             raise error_from(response.status, raw, response.headers, self.name)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("provider %s returned a body that is not JSON (%d bytes)", self.name, len(raw))
-            raise UpstreamProtocolError("The upstream provider returned a response that is not valid JSON.") from None
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamProtocolError("The upstream provider returned a response that is not a chat completion.")
+        body = json_body(raw, self.name, "choices", list, "a chat completion")
         return Completion(
             body=body,
             usage=Usage.from_openai(body.get("usage")),

@@ -22,25 +22,23 @@ stop reasons), ``stream`` (``event:`` stream -> chunks), ``errors`` (error bodie
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import orjson
 
-from proxy.errors import ConfigError, UpstreamProtocolError
+from proxy.errors import ConfigError
 from proxy.headers import passed_on
 from proxy.providers.anthropic.errors import error_from
 from proxy.providers.anthropic.request import messages_request
 from proxy.providers.anthropic.response import completion_body
 from proxy.providers.anthropic.stream import _AnthropicStream
-from proxy.providers.base import Call, ChunkStream, Completion, Provider
+from proxy.providers.base import Call, ChunkStream, Completion, Provider, json_body
 from proxy.upstream import UpstreamResponse
 
 if TYPE_CHECKING:
     from proxy.registry import Provider as ProviderConfig
     from proxy.upstream import UpstreamClient
 
-log = logging.getLogger("tiergate.providers.anthropic")
 
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -71,13 +69,7 @@ class Anthropic(Provider):
         raw = await response.read()
         if response.status != 200:
             raise error_from(response.status, raw, response.headers, self.name)
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("provider %s returned a body that is not JSON (%d bytes)", self.name, len(raw))
-            raise UpstreamProtocolError("The upstream provider returned a response that is not valid JSON.") from None
-        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-            raise UpstreamProtocolError("The upstream provider returned a response that is not a message.")
+        message = json_body(raw, self.name, "content", list, "a message")
         body, usage = completion_body(message)
         return Completion(
             body=body, usage=usage, request_id=response.headers.get("request-id"), headers=passed_on(response.headers)
