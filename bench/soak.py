@@ -51,7 +51,16 @@ def soak(runs: int, requests: int, concurrency: int, ledger: bool) -> int:
         up_port, proxy_port = free_port(), free_port()
         upstream_argv = [*pin(LOAD_CORE), python, str(BENCH_DIR / "upstream.py"), "--port", str(up_port)]
         proxy_argv = [*pin(PROXY_CORE), tiergate, "serve", "--config", str(BENCH_DIR / "rules.yaml")]
-        proxy_argv += ["--host", HOST, "--port", str(proxy_port), "--db", str(raw / "soak.db"), "--log-level", "warning"]
+        proxy_argv += [
+            "--host",
+            HOST,
+            "--port",
+            str(proxy_port),
+            "--db",
+            str(raw / "soak.db"),
+            "--log-level",
+            "warning",
+        ]
         if not ledger:
             proxy_argv.append("--no-ledger")
         env = {"OPENAI_BASE_URL": f"http://{HOST}:{up_port}/v1", "OPENAI_API_KEY": UPSTREAM_KEY}

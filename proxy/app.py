@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,17 +24,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import headers as header_rules
-from proxy import registry as registry_mod
 from proxy import pricing, rewrite, router, streaming, wire
+from proxy import registry as registry_mod
 from proxy.breaker import Breakers
 from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
-from proxy.providers import provider_class
-from proxy.providers.base import Provider
 from proxy.ledger.records import RequestRecord, new_id
 from proxy.ledger.writer import LedgerWriter
 from proxy.pricing import Pricer
-from proxy.registry import Registry, Target
+from proxy.providers import provider_class
+from proxy.providers.base import Provider
+from proxy.registry import Registry
 from proxy.settings import Settings
 from proxy.upstream import UpstreamClient
 
@@ -63,9 +62,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         http = UpstreamClient(settings.transport)
-        providers = {
-            name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()
-        }
+        providers = {name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()}
         dispatcher = Dispatcher(providers, Breakers())
         # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
         # requests (a thread holding the GIL would stall the event loop).

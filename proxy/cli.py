@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-ledger", dest="ledger", action="store_const", const=False, help="do not write the ledger")
     serve.add_argument("--transport", help="upstream HTTP transport: aiohttp or httpcore (TIERGATE_TRANSPORT)")
     serve.add_argument("--log-level", help="debug, info, warning, error (TIERGATE_LOG_LEVEL)")
-    serve.add_argument("--workers", type=int, help="worker processes sharing the port and the ledger (TIERGATE_WORKERS, default 1)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes sharing the port and the ledger (TIERGATE_WORKERS, default 1)"
+    )
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser("check", help="validate a registry file with the server's own validator")

@@ -16,9 +16,7 @@ from proxy.registry import Target, Task
 _MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
-def for_target(
-    body: dict[str, Any], task: Task, target: Target, prompt: PromptVariant | None = None
-) -> dict[str, Any]:
+def for_target(body: dict[str, Any], task: Task, target: Target, prompt: PromptVariant | None = None) -> dict[str, Any]:
     """A new body for ``target`` (worded per ``prompt``); ``body`` itself is left as the client sent it."""
     out = dict(body)
     out["model"] = target.model

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send

@@ -68,7 +68,7 @@ class UpstreamResponse:
                 idle = self._idle
             except StopAsyncIteration:
                 return
-            except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, httpx.HTTPError, OSError) as exc:
                 raise translate(exc, broken=True) from exc
             yield chunk
 
@@ -88,7 +88,9 @@ class UpstreamClient:
     upstream URLs never uses, and that was about a tenth of tiergate's CPU per request.
     """
 
-    def __init__(self, transport: str = "aiohttp", *, connect_timeout: float = 5.0, max_connections: int = 1000) -> None:
+    def __init__(
+        self, transport: str = "aiohttp", *, connect_timeout: float = 5.0, max_connections: int = 1000
+    ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown upstream transport {transport!r} (choose from {', '.join(TRANSPORTS)})")
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -121,7 +123,7 @@ class UpstreamClient:
         )
         try:
             response = await self._transport.handle_async_request(request)
-        except (httpx.HTTPError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
             raise translate(exc) from exc
         response.request = request
         return UpstreamResponse(response, idle_timeout)

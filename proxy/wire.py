@@ -30,7 +30,9 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
     if model is None:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest("Invalid type for 'model': expected a non-empty string.", param="model", code="invalid_type")
+        raise InvalidRequest(
+            "Invalid type for 'model': expected a non-empty string.", param="model", code="invalid_type"
+        )
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest(
@@ -106,7 +108,10 @@ class Usage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "cache_write_tokens": self.cache_write_tokens},
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+            },
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
 

@@ -252,9 +252,13 @@ async def test_tool_call_streams_as_fragments(client: openai.AsyncOpenAI) -> Non
 async def test_tool_results_or_tool_choice_none_get_text(client: openai.AsyncOpenAI) -> None:
     answered = [
         *MESSAGES,
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_fake_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
-        ]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_fake_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_fake_1", "content": "42"},
     ]
     after_tool = await client.chat.completions.create(model="fake-model", messages=answered, tools=TOOLS)

@@ -6,10 +6,13 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,14 @@ from openai import AsyncOpenAI
 from proxy.fake_upstream import Behavior, FakeOpenAI, count_prompt_tokens
 from proxy.loopback import serve
 from proxy.registry import build
-from tests.conftest import RULES, UPSTREAM_KEY, CLIENT_KEY, ProxyFactory, sdk, shipped_registry
+from tests.conftest import CLIENT_KEY, RULES, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 
 # USD per 1M tokens (input, output), genai-prices' data for the shipped models.
-PRICES = {"gpt-5.4-nano": (0.20, 1.25), "gpt-5.4-mini": (0.75, 4.50), "gpt-5.5": (5.0, 30.0)}  # gpt-5.5 below its long-context tier
+PRICES = {
+    "gpt-5.4-nano": (0.20, 1.25),
+    "gpt-5.4-mini": (0.75, 4.50),
+    "gpt-5.5": (5.0, 30.0),
+}  # gpt-5.5 below its long-context tier
 TASK_MODEL = {"title_generation": "gpt-5.4-nano", "summary": "gpt-5.4-mini", "agent": "gpt-5.5"}
 
 
@@ -62,11 +69,18 @@ async def test_concurrent_calls_each_get_exactly_one_exact_row(
         task = tasks[i % 3]
         headers = {"X-Task-Type": task}
         if kind == "plain":
-            await client.chat.completions.create(model="auto", messages=messages(i), user=f"u{i}", extra_headers=headers)  # type: ignore[arg-type]
+            await client.chat.completions.create(
+                model="auto", messages=messages(i), user=f"u{i}", extra_headers=headers
+            )  # type: ignore[arg-type]
             return
         extra = {"stream_options": {"include_usage": True}} if kind == "stream_usage" else {}
         stream = await client.chat.completions.create(
-            model="auto", messages=messages(i), stream=True, user=f"u{i}", extra_headers=headers, **extra  # type: ignore[arg-type]
+            model="auto",
+            messages=messages(i),
+            stream=True,
+            user=f"u{i}",
+            extra_headers=headers,
+            **extra,  # type: ignore[arg-type]
         )
         seen = 0
         try:
@@ -138,7 +152,9 @@ async def test_errors_are_recorded_and_secrets_never_are(
             await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
         with pytest.raises(openai.BadRequestError) as unknown:
             await client.chat.completions.create(
-                model="auto", messages=messages(1), extra_headers={"X-Task-Type": "nope"}  # type: ignore[arg-type]
+                model="auto",
+                messages=messages(1),
+                extra_headers={"X-Task-Type": "nope"},  # type: ignore[arg-type]
             )
         await client.chat.completions.create(model="auto", messages=messages(2))  # type: ignore[arg-type]
         await client.close()
@@ -178,7 +194,9 @@ async def test_unknown_model_costs_null_and_overrides_win(
         client = sdk(url)
         for task in ("tiny", "summary"):
             await client.chat.completions.create(
-                model="auto", messages=messages(0), extra_headers={"X-Task-Type": task}  # type: ignore[arg-type]
+                model="auto",
+                messages=messages(0),
+                extra_headers={"X-Task-Type": task},  # type: ignore[arg-type]
             )
         await client.close()
     tiny, summary = rows(db)
@@ -258,9 +276,7 @@ def _immutable(path: Path, on: bool) -> bool:
     return done.returncode == 0
 
 
-async def test_read_only_database_then_recovery(
-    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path
-) -> None:
+async def test_read_only_database_then_recovery(start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path) -> None:
     if shutil.which("chattr") is None:
         pytest.skip("chattr is not installed")
     folder = tmp_path / "ro"
@@ -313,6 +329,34 @@ async def test_queue_overflow_is_counted_not_silent(
     assert "rows are being dropped" in caplog.text
 
 
+@asynccontextmanager
+async def served_by_cli(
+    upstream: str, db: Path, *flags: str
+) -> AsyncIterator[tuple[subprocess.Popen[str], httpx.AsyncClient]]:
+    """`tiergate serve` as a user runs it (a subprocess), and an HTTP client once it is healthy."""
+    env = {**os.environ, "OPENAI_BASE_URL": upstream + "/v1", "OPENAI_API_KEY": UPSTREAM_KEY}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(RULES), "--port", str(port), "--db", str(db)]
+    proc = subprocess.Popen([*argv, "--log-level", "warning", *flags], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(300):
+                try:
+                    await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    await asyncio.sleep(0.05)
+            yield proc, http
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 30)
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
 def test_sigterm_with_requests_in_flight_loses_no_row(tmp_path: Path) -> None:
     asyncio.run(_sigterm_scenario(tmp_path))
 
@@ -320,50 +364,19 @@ def test_sigterm_with_requests_in_flight_loses_no_row(tmp_path: Path) -> None:
 async def _sigterm_scenario(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     fake = FakeOpenAI(default=Behavior(delay_headers=0.8))
-    async with serve(fake) as upstream:
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": upstream + "/v1",
-            "OPENAI_API_KEY": UPSTREAM_KEY,
-            "TIERGATE_LOG_LEVEL": "warning",
-        }
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(RULES), "--port", str(port), "--db", str(db)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-                for _ in range(200):
-                    try:
-                        await http.get("/healthz")
-                        break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.05)
-                body = {"model": "auto", "messages": messages(0)}
-                flight = [asyncio.create_task(http.post("/v1/chat/completions", json=body)) for _ in range(10)]
-                stream_body = {**body, "stream": True}
-                flight += [asyncio.create_task(http.post("/v1/chat/completions", json=stream_body)) for _ in range(5)]
-                for _ in range(100):
-                    if len(fake.requests) == 15:
-                        break
-                    await asyncio.sleep(0.02)
-                proc.send_signal(signal.SIGTERM)  # every request is in flight upstream now
-                responses = await asyncio.gather(*flight)
-            assert [r.status_code for r in responses] == [200] * 15
-            await asyncio.to_thread(proc.wait, 30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            stderr = proc.stderr.read() if proc.stderr else ""
-    assert "Traceback" not in stderr
+    async with serve(fake) as upstream, served_by_cli(upstream, db) as (proc, http):
+        body = {"model": "auto", "messages": messages(0)}
+        flight = [asyncio.create_task(http.post("/v1/chat/completions", json=body)) for _ in range(10)]
+        stream_body = {**body, "stream": True}
+        flight += [asyncio.create_task(http.post("/v1/chat/completions", json=stream_body)) for _ in range(5)]
+        for _ in range(100):
+            if len(fake.requests) == 15:
+                break
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # every request is in flight upstream now
+        responses = await asyncio.gather(*flight)
+        assert [r.status_code for r in responses] == [200] * 15
+        await asyncio.to_thread(proc.wait, 30)
     got = rows(db)
     assert len(got) == 15 and all(r["status"] == 200 and r["usage_source"] == "upstream" for r in got)
 
@@ -373,37 +386,10 @@ def test_several_workers_write_one_ledger(tmp_path: Path) -> None:
 
 
 async def _workers_scenario(tmp_path: Path) -> None:
-    import socket
-
     db = tmp_path / "ledger.db"
-    fake = FakeOpenAI()
-    async with serve(fake) as upstream:
-        env = {**os.environ, "OPENAI_BASE_URL": upstream + "/v1", "OPENAI_API_KEY": UPSTREAM_KEY}
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(RULES), "--port", str(port),
-             "--db", str(db), "--workers", "2", "--log-level", "warning"],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                for _ in range(300):
-                    try:
-                        await http.get("/healthz")
-                        break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.05)
-                bodies = [{"model": "auto", "messages": messages(i), "user": f"w{i}"} for i in range(40)]
-                responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
-            assert [r.status_code for r in responses] == [200] * 40
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(proc.wait, 30)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    assert "Traceback" not in stderr
+    async with serve(FakeOpenAI()) as upstream, served_by_cli(upstream, db, "--workers", "2") as (_, http):
+        bodies = [{"model": "auto", "messages": messages(i), "user": f"w{i}"} for i in range(40)]
+        responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
+        assert [r.status_code for r in responses] == [200] * 40
     got = rows(db)
     assert sorted(r["client"] for r in got) == sorted(f"w{i}" for i in range(40))

@@ -263,7 +263,13 @@ async def test_every_stream_chunk_is_a_create_chat_completion_stream_response(
 
 @module_loop
 async def test_tool_call_stream_chunks_are_valid(proxy_url: str) -> None:
-    body = {"model": "auto", "messages": USER, "tools": TOOLS, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "auto",
+        "messages": USER,
+        "tools": TOOLS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     chunks = await post_stream(proxy_url, body)
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)

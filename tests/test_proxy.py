@@ -12,7 +12,6 @@ from openai import AsyncOpenAI
 
 from proxy.fake_upstream import Behavior, FakeOpenAI, count_prompt_tokens
 from proxy.loopback import serve
-from proxy.registry import build
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 
 USER = [{"role": "user", "content": "Name this chat about moving cron jobs to a queue"}]
@@ -20,7 +19,9 @@ USER = [{"role": "user", "content": "Name this chat about moving cron jobs to a 
 
 async def test_tagged_call_runs_on_its_tier_with_route_headers(client: AsyncOpenAI, fake: FakeOpenAI) -> None:
     raw = await client.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=USER, extra_headers={"X-Task-Type": "title_generation"}  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=USER,
+        extra_headers={"X-Task-Type": "title_generation"},  # type: ignore[arg-type]
     )
     completion = raw.parse()
     assert raw.headers["x-tiergate-task"] == "title_generation"
@@ -53,7 +54,9 @@ async def test_untagged_call_runs_as_default_task(client: AsyncOpenAI) -> None:
 async def test_unknown_task_type_is_a_400_listing_known_tasks(client: AsyncOpenAI, fake: FakeOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         await client.chat.completions.create(
-            model="auto", messages=USER, extra_headers={"X-Task-Type": "titel_generation"}  # type: ignore[arg-type]
+            model="auto",
+            messages=USER,
+            extra_headers={"X-Task-Type": "titel_generation"},  # type: ignore[arg-type]
         )
     assert err.value.code == "unknown_task_type"
     assert "title_generation" in err.value.message and "summary" in err.value.message
@@ -62,7 +65,9 @@ async def test_unknown_task_type_is_a_400_listing_known_tasks(client: AsyncOpenA
 
 async def test_tier_selector_and_allowed_model(client: AsyncOpenAI) -> None:
     raw = await client.chat.completions.with_raw_response.create(
-        model="tier:small", messages=USER, extra_headers={"X-Task-Type": "summary"}  # type: ignore[arg-type]
+        model="tier:small",
+        messages=USER,
+        extra_headers={"X-Task-Type": "summary"},  # type: ignore[arg-type]
     )
     assert (raw.headers["x-tiergate-tier"], raw.headers["x-tiergate-model"]) == ("small", "gpt-5.4-nano")
     assert raw.headers["x-tiergate-task"] == "summary"
@@ -71,11 +76,15 @@ async def test_tier_selector_and_allowed_model(client: AsyncOpenAI) -> None:
     assert err.value.param == "model"
     # `agent` allows gpt-5.5 as a user-facing model choice; a model not in the list is re-routed.
     raw = await client.chat.completions.with_raw_response.create(
-        model="gpt-5.5", messages=USER, extra_headers={"X-Task-Type": "agent"}  # type: ignore[arg-type]
+        model="gpt-5.5",
+        messages=USER,
+        extra_headers={"X-Task-Type": "agent"},  # type: ignore[arg-type]
     )
     assert raw.headers["x-tiergate-model"] == "gpt-5.5"
     raw = await client.chat.completions.with_raw_response.create(
-        model="gpt-5.5", messages=USER, extra_headers={"X-Task-Type": "summary"}  # type: ignore[arg-type]
+        model="gpt-5.5",
+        messages=USER,
+        extra_headers={"X-Task-Type": "summary"},  # type: ignore[arg-type]
     )
     assert raw.headers["x-tiergate-model"] == "gpt-5.4-mini"
 
@@ -131,7 +140,10 @@ async def test_client_key_never_goes_upstream_and_hop_by_hop_headers_are_strippe
 
 async def test_stream_relays_chunks_and_hides_injected_usage(client: AsyncOpenAI, fake: FakeOpenAI) -> None:
     stream = await client.chat.completions.create(
-        model="auto", messages=USER, stream=True, extra_headers={"X-Task-Type": "narrative"}  # type: ignore[arg-type]
+        model="auto",
+        messages=USER,
+        stream=True,
+        extra_headers={"X-Task-Type": "narrative"},  # type: ignore[arg-type]
     )
     chunks = [c async for c in stream]
     assert fake.requests[-1].body["stream_options"] == {"include_usage": True}  # injected upstream
@@ -165,9 +177,7 @@ async def test_stream_ends_with_done(proxy_url: str) -> None:
     assert all(e.startswith("data: ") for e in events)
 
 
-async def test_first_chunk_arrives_long_before_a_slow_upstream_finishes(
-    client: AsyncOpenAI, fake: FakeOpenAI
-) -> None:
+async def test_first_chunk_arrives_long_before_a_slow_upstream_finishes(client: AsyncOpenAI, fake: FakeOpenAI) -> None:
     fake.push(Behavior(text="one two three four five six", chunk_delay=0.15))
     started = time.perf_counter()
     stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)  # type: ignore[arg-type]
@@ -247,9 +257,7 @@ async def test_unknown_route_and_method_are_openai_shaped(proxy_url: str) -> Non
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_upstream_4xx_is_passed_on_with_its_error(
-    client: AsyncOpenAI, fake: FakeOpenAI, stream: bool
-) -> None:
+async def test_upstream_4xx_is_passed_on_with_its_error(client: AsyncOpenAI, fake: FakeOpenAI, stream: bool) -> None:
     upstream_error = b'{"error": {"message": "This model\'s maximum context length is 8192 tokens.", '
     upstream_error += b'"type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}'
     fake.push(Behavior(status=400, body=upstream_error))

@@ -113,7 +113,10 @@ def test_params_merge_tier_into_targets_and_shorthands() -> None:
         ({"tiers__small__targets": "openai::tiny"}, "tiers.small.targets: expected a list of targets"),
         ({"tiers__frontier__targets__0__provider": "azure"}, "tiers.frontier.targets[0].provider: 'azure' is not"),
         ({"tiers__frontier__targets__0__model": 3}, "tiers.frontier.targets[0].model: expected a string, got int"),
-        ({"tiers__frontier__targets__0__params": {"max_tokens": "lots"}}, "tiers.frontier.targets[0].params.max_tokens"),
+        (
+            {"tiers__frontier__targets__0__params": {"max_tokens": "lots"}},
+            "tiers.frontier.targets[0].params.max_tokens",
+        ),
         ({"tiers__small__params": {"temperature": 9}}, "tiers.small.params.temperature: expected a number"),
         ({"tiers__small__params": {"model": "x"}}, "tiers.small.params.model: is set by tiergate"),
         ({"tiers__small__targets": ["tiny"]}, "tiers.small.targets[0]: expected 'provider::model'"),
@@ -123,7 +126,10 @@ def test_params_merge_tier_into_targets_and_shorthands() -> None:
         ({"default_task": "nope"}, "default_task: 'nope' is not a defined task"),
         ({"tasks__agent__baseline": "huge"}, "tasks.agent.baseline: 'huge' is not a defined tier"),
         ({"tasks__agent__allow_models": ["gpt-9"]}, "tasks.agent.allow_models[0]: 'gpt-9' is not a model of any tier"),
-        ({"tasks__agent__allow_models": ["azure::gpt-9"]}, "tasks.agent.allow_models[0]: 'azure' is not a defined provider"),
+        (
+            {"tasks__agent__allow_models": ["azure::gpt-9"]},
+            "tasks.agent.allow_models[0]: 'azure' is not a defined provider",
+        ),
         ({"tasks__summary__max_tokens_cap": 0}, "tasks.summary.max_tokens_cap: expected a positive integer"),
         ({"tasks": {}}, "tasks: at least one task is required"),
         ({"extra": 1}, "extra: unknown key"),
@@ -147,7 +153,9 @@ def test_check_command_reports_ok_and_errors(tmp_path: Path, capsys: pytest.Capt
     assert cli.main(["check", str(RULES)]) == 0
     assert "ok — 8 tasks, 4 tiers, 7 targets, 3 providers" in capsys.readouterr().out
     bad = tmp_path / "rules.yaml"
-    bad.write_text(RULES.read_text().replace("tier: mid\n    description: summaries", "tier: mdi\n    description: summaries"))
+    bad.write_text(
+        RULES.read_text().replace("tier: mid\n    description: summaries", "tier: mdi\n    description: summaries")
+    )
     assert cli.main(["check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "tiergate: tasks.summary.tier: 'mdi' is not a defined tier (defined: frontier, mid, small, rules)"
@@ -160,5 +168,8 @@ def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) ->
         [sys.executable, "-m", "proxy.cli", "check", str(bad)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "tiergate: surprise: unknown key (allowed: default_task, policy, prices, providers, tasks, tiers, version)"
+    assert (
+        done.stderr.strip()
+        == "tiergate: surprise: unknown key (allowed: default_task, policy, prices, providers, tasks, tiers, version)"
+    )
     assert "Traceback" not in done.stderr

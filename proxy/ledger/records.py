@@ -107,7 +107,17 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.prompt_variant,
     )  # fmt: skip
     attempts = [
-        (record.id, a.n, iso(a.ts), a.tier, a.target.provider, a.target.model, a.status, a.error_type, _ms(a.latency_ms))
+        (
+            record.id,
+            a.n,
+            iso(a.ts),
+            a.tier,
+            a.target.provider,
+            a.target.model,
+            a.status,
+            a.error_type,
+            _ms(a.latency_ms),
+        )
         for a in record.attempts
     ]
     return row, attempts

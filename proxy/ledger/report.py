@@ -147,7 +147,7 @@ def _grid(header: list[str], body: list[list[str]], total: list[str]) -> list[st
     left = {header.index(h) for h in header if h in {*GROUPINGS, "change"}}
 
     def line(cells: list[str]) -> str:
-        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
         return "  ".join(padded).rstrip()
 
     rule = "-" * (sum(widths) + 2 * (len(widths) - 1))

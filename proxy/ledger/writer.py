@@ -25,12 +25,10 @@ from proxy.pricing import Pricer
 log = logging.getLogger("tiergate.ledger")
 
 _INSERT_REQUEST = (
-    f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
+    f"INSERT OR IGNORE INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
 )
 _INSERT_ATTEMPT = (
-    f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})"
+    f"INSERT OR IGNORE INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) VALUES ({', '.join('?' * len(ATTEMPT_COLUMNS))})"
 )
 _MAX_BACKOFF = 2.0
 _DROP_LOG_INTERVAL = 10.0
@@ -71,7 +69,12 @@ class LedgerWriter:
                 log.error("ledger queue full: rows are being dropped (%d dropped so far)", self.dropped)
 
     def health(self) -> dict[str, Any]:
-        return {"queued": self._queue.qsize() + self._taken, "written": self.written, "dropped": self.dropped, "error": self.failing}
+        return {
+            "queued": self._queue.qsize() + self._taken,
+            "written": self.written,
+            "dropped": self.dropped,
+            "error": self.failing,
+        }
 
     async def close(self, timeout: float = 10.0) -> None:
         """Wait (bounded) until everything queued is written, then stop and close the file."""

@@ -119,7 +119,10 @@ class _LocalStream(ChunkStream):
             delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
         for data in (
             {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]},
-            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"], "logprobs": None}]},
+            {
+                **base,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"], "logprobs": None}],
+            },
             {**base, "choices": [], "usage": body["usage"]},
         ):
             yield Chunk(orjson.dumps(data), data)

@@ -112,4 +112,6 @@ def error_from(
     log.warning("provider %s answered HTTP %d with a non-OpenAI body (%d bytes)", provider, status, len(raw))
     if expected:
         return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
-    return UpstreamStatus(status, {"message": f"The upstream provider returned HTTP {status}."}, headers=passed_on(headers))
+    return UpstreamStatus(
+        status, {"message": f"The upstream provider returned HTTP {status}."}, headers=passed_on(headers)
+    )
