@@ -25,7 +25,7 @@ from proxy import prompts
 from proxy.errors import ConfigError
 from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
-from proxy.providers import PROVIDER_TYPES
+from proxy.providers import PROVIDER_TYPES, provider_class
 
 # Body fields tiergate owns; a registry may not set them as params.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -229,6 +229,7 @@ def _provider(name: str, node: Any) -> Provider:
     if kind != "local" and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{path}.base_url", f"expected an http(s) URL, got {base_url!r}")
     options = _mapping(spec.get("options", {}), f"{path}.options")
+    provider_class(kind).validate_options(options, f"{path}.options")
     return Provider(
         name=name,
         type=kind,

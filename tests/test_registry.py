@@ -173,3 +173,24 @@ def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) ->
         == "tiergate: surprise: unknown key (allowed: default_task, policy, prices, providers, tasks, tiers, version)"
     )
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ({"type": "anthropic", "base_url": "http://x", "options": {"default_max_tokens": "lots"}},
+         "providers.p.options.default_max_tokens: expected an integer greater than 0, got 'lots'"),
+        ({"type": "anthropic", "base_url": "http://x", "options": {"anthropic_versoin": "2023-06-01"}},
+         "providers.p.options.anthropic_versoin: unknown option"),
+        ({"type": "openai", "base_url": "http://x", "options": {"max_tokens_field": "max_toks"}},
+         "providers.p.options.max_tokens_field: expected max_completion_tokens or max_tokens"),
+        ({"type": "local", "options": {"price_provider": 3}},
+         "providers.p.options.price_provider: expected a genai-prices provider id"),
+    ],
+)  # fmt: skip
+def test_provider_options_are_checked_at_load(provider: dict[str, Any], message: str) -> None:
+    d = doc()
+    d["providers"]["p"] = provider
+    with pytest.raises(ConfigError) as err:
+        build(d)
+    assert str(err.value).startswith(message), str(err.value)

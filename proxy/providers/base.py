@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from proxy.errors import UpstreamProtocolError
+from proxy.errors import ConfigError, UpstreamProtocolError
 from proxy.wire import Usage
 
 log = logging.getLogger("tiergate.providers")
@@ -89,6 +89,18 @@ class Provider(ABC):
 
     # genai-prices' provider id for pricing this adapter's models; ``options.price_provider`` overrides.
     default_price_id: ClassVar[str | None] = None
+    # The ``options:`` keys this adapter reads; any other key is a registry error.
+    option_keys: ClassVar[frozenset[str]] = frozenset({"price_provider"})
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
+        """Reject unknown or malformed options at load, so ``tiergate check`` catches them."""
+        for key in options:
+            if key not in cls.option_keys:
+                raise ConfigError(f"{path}.{key}", f"unknown option (allowed: {', '.join(sorted(cls.option_keys))})")
+        price = options.get("price_provider")
+        if price is not None and (not isinstance(price, str) or not price):
+            raise ConfigError(f"{path}.price_provider", "expected a genai-prices provider id (a string)")
 
     def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
         self.config = config

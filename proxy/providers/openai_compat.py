@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import UpstreamProtocolError, UpstreamStatus
+from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
 from proxy.headers import passed_on
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider, json_body
 from proxy.sse import iter_events
@@ -27,6 +27,16 @@ class OpenAICompatible(Provider):
     """``type: openai``. Options: ``max_tokens_field`` (default ``max_completion_tokens``)."""
 
     default_price_id = "openai"
+    option_keys = frozenset({"price_provider", "max_tokens_field"})
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
+        super().validate_options(options, path)
+        field = options.get("max_tokens_field", "max_completion_tokens")
+        if field not in ("max_completion_tokens", "max_tokens"):
+            raise ConfigError(
+                f"{path}.max_tokens_field", f"expected max_completion_tokens or max_tokens, got {field!r}"
+            )
 
     async def complete(self, call: Call) -> Completion:
         response = await self._send(call)

@@ -22,7 +22,8 @@ stop reasons), ``stream`` (``event:`` stream -> chunks), ``errors`` (error bodie
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -50,6 +51,16 @@ class Anthropic(Provider):
     """``type: anthropic``. Options: ``anthropic_version``, ``anthropic_beta``, ``default_max_tokens``."""
 
     default_price_id = "anthropic"
+    option_keys = frozenset({"price_provider", "anthropic_version", "anthropic_beta", "default_max_tokens"})
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
+        super().validate_options(options, path)
+        max_tokens = options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise ConfigError(f"{path}.default_max_tokens", f"expected an integer greater than 0, got {max_tokens!r}")
+        if not isinstance(options.get("anthropic_version", DEFAULT_VERSION), str):
+            raise ConfigError(f"{path}.anthropic_version", 'expected a date string such as "2023-06-01"')
 
     def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
         super().__init__(config, http)
@@ -57,10 +68,7 @@ class Anthropic(Provider):
         self.version = str(options.get("anthropic_version", DEFAULT_VERSION))
         beta = options.get("anthropic_beta")
         self.beta = ",".join(map(str, beta)) if isinstance(beta, list) else str(beta) if beta else ""
-        self.default_max_tokens = options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
-        if not isinstance(self.default_max_tokens, int) or self.default_max_tokens < 1:
-            path = f"providers.{config.name}.options.default_max_tokens"
-            raise ConfigError(path, f"expected an integer greater than 0, got {self.default_max_tokens!r}")
+        self.default_max_tokens: int = options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
         base = config.base_url.rstrip("/")
         self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
