@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "TIERGATE_"
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,21 @@ class Settings:
     workers: int = 1  # uvicorn worker processes; they share the ledger file (SQLite WAL)
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        # Checked here so a bad flag or variable is one line from the CLI, not a start-up traceback.
+        from proxy.upstream import TRANSPORTS
+
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"--transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port: {self.port} is not a TCP port")
+        if self.workers < 1:
+            raise ValueError(f"--workers: expected 1 or more, got {self.workers}")
+        if self.ledger_queue < 1:
+            raise ValueError(f"TIERGATE_LEDGER_QUEUE: expected 1 or more, got {self.ledger_queue}")
+        if self.log_level.lower() not in _LOG_LEVELS:
+            raise ValueError(f"--log-level: {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``TIERGATE_*`` variables (what ``from_env`` reads back)."""

@@ -83,3 +83,16 @@ def test_serve_with_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "tiergate: default_task: 'agnet' is not a defined task (defined: agent, narrative, ad_copy, summary, "
         "title_generation, classification, extraction, relevance)"
     ]
+
+
+def test_bad_serve_flags_are_one_line_and_exit_2() -> None:
+    for flags, message in (
+        (["--transport", "curl"], "tiergate: --transport: 'curl' is not one of aiohttp, httpcore"),
+        (["--workers", "0"], "tiergate: --workers: expected 1 or more, got 0"),
+        (["--log-level", "loud"], "tiergate: --log-level: 'loud' is not one of"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "serve", *flags], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().startswith(message) and "\n" not in done.stderr.strip()
