@@ -59,7 +59,3 @@ class Breakers:
         state = self._states.get(key)
         if state is not None:
             state.probing = False
-
-    def is_open(self, key: str) -> bool:
-        state = self._states.get(key)
-        return state is not None and state.open_until is not None

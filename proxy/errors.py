@@ -5,12 +5,12 @@
     │   └── UnknownTaskType       400 code=unknown_task_type
     ├── Unauthorized              401 (client key missing or wrong)
     ├── NotFound                  404 (unknown route or model id)
-    ├── NotImplementedByProvider  501 (a target whose provider has no adapter yet)
     └── UpstreamError             talking to a target went wrong
         ├── UpstreamStatus        the upstream answered 4xx/5xx; its status and error are passed on
         ├── UpstreamUnreachable   502 connect/reset before a response
         ├── UpstreamTimeout       504 connect/read timeout
-        └── UpstreamProtocolError 502 a response that is not what the wire format promises
+        ├── UpstreamProtocolError 502 a response that is not what the wire format promises
+        └── HandlerFailed, HandlerDeclined   502 a local handler raised / declined (providers/local.py)
 
     ConfigError                   a rules.yaml problem: one line that starts with the dotted path
 
@@ -83,12 +83,6 @@ class NotFound(TiergateError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
-
-
-class NotImplementedByProvider(TiergateError):
-    status = 501
-    type = "not_implemented_error"
-    code = "provider_not_implemented"
 
 
 class UpstreamError(TiergateError):
