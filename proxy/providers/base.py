@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from proxy.errors import ConfigError, UpstreamProtocolError
+from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
+from proxy.headers import passed_on
 from proxy.wire import Usage
 
 log = logging.getLogger("tiergate.providers")
@@ -82,6 +83,49 @@ def json_body(raw: bytes, provider: str, field: str, kind: type, what: str) -> d
     if not isinstance(body, dict) or not isinstance(body.get(field), kind):
         raise UpstreamProtocolError(f"The upstream provider returned a response that is not {what}.")
     return body
+
+
+def stream_event(data: bytes) -> dict[str, Any]:
+    """One stream event's data as a JSON object, else ``UpstreamProtocolError``."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError("The upstream provider sent a stream event that is not JSON.") from None
+    if not isinstance(parsed, dict):
+        raise UpstreamProtocolError("The upstream provider sent a stream event that is not an object.")
+    return parsed
+
+
+StatusError = Callable[[int, Mapping[str, Any], Mapping[str, str]], UpstreamStatus]
+
+
+def error_response(
+    status: int,
+    raw: bytes,
+    headers: Mapping[str, str],
+    provider: str,
+    from_error: StatusError,
+    *,
+    expected: str = "",
+    client_status: Callable[[int], int] = lambda status: status,
+) -> UpstreamStatus | UpstreamProtocolError:
+    """An upstream error response as our error: ``from_error`` maps the body's ``error`` object (each
+    wire format has its own); a body without one is a bare HTTP error, or a protocol error when the
+    response was supposed to be ``expected``."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        return from_error(status, error, headers)
+    log.warning(
+        "provider %s answered HTTP %d with a body that is not its error format (%d bytes)", provider, status, len(raw)
+    )
+    if expected:
+        return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
+    message = {"message": f"The upstream provider returned HTTP {status}."}
+    return UpstreamStatus(client_status(status), message, headers=passed_on(headers))
 
 
 class Provider(ABC):

@@ -7,7 +7,6 @@ checked to be what the wire format promises.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -15,12 +14,19 @@ import orjson
 
 from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
 from proxy.headers import passed_on
-from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider, json_body
+from proxy.providers.base import (
+    Call,
+    Chunk,
+    ChunkStream,
+    Completion,
+    Provider,
+    error_response,
+    json_body,
+    stream_event,
+)
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 from proxy.wire import Usage
-
-log = logging.getLogger("tiergate.providers.openai")
 
 
 class OpenAICompatible(Provider):
@@ -94,12 +100,7 @@ class _OpenAIStream(ChunkStream):
         async for _event, data in iter_events(self._response.iter_bytes()):
             if data == b"[DONE]":
                 return
-            try:
-                parsed = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError("The upstream provider sent a stream event that is not JSON.") from None
-            if not isinstance(parsed, dict):
-                raise UpstreamProtocolError("The upstream provider sent a stream event that is not an object.")
+            parsed = stream_event(data)
             if "error" in parsed:
                 raise error_from(502, data, {}, "stream")
             yield Chunk(data, parsed)
@@ -111,17 +112,9 @@ class _OpenAIStream(ChunkStream):
 def error_from(
     status: int, raw: bytes, headers: Mapping[str, str], provider: str, *, expected: str = ""
 ) -> UpstreamStatus | UpstreamProtocolError:
-    """Turn an upstream error response into an ``UpstreamStatus`` carrying its OpenAI-shaped error."""
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        return UpstreamStatus(status, error, headers=passed_on(headers))
-    log.warning("provider %s answered HTTP %d with a non-OpenAI body (%d bytes)", provider, status, len(raw))
-    if expected:
-        return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
-    return UpstreamStatus(
-        status, {"message": f"The upstream provider returned HTTP {status}."}, headers=passed_on(headers)
-    )
+    """An upstream error response as an ``UpstreamStatus`` carrying its OpenAI-shaped error."""
+    return error_response(status, raw, headers, provider, _status_error, expected=expected)
+
+
+def _status_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> UpstreamStatus:
+    return UpstreamStatus(status, dict(error), headers=passed_on(headers))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from proxy.errors import UpstreamProtocolError, UpstreamStatus
 from proxy.headers import passed_on
-
-log = logging.getLogger("tiergate.providers.anthropic")
+from proxy.providers.base import error_response
 
 # Anthropic error type -> HTTP status, for errors that arrive inside a 200 stream.
 ERROR_STATUS = {
@@ -29,19 +25,8 @@ ERROR_STATUS = {
 def error_from(
     status: int, raw: bytes, headers: Mapping[str, str], provider: str, *, expected: str = ""
 ) -> UpstreamStatus | UpstreamProtocolError:
-    """Turn an Anthropic error response into an ``UpstreamStatus`` carrying an OpenAI-shaped error."""
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        return status_error(status, error, headers)
-    log.warning("provider %s answered HTTP %d with a non-Anthropic body (%d bytes)", provider, status, len(raw))
-    if expected:
-        return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
-    message = {"message": f"The upstream provider returned HTTP {status}."}
-    return UpstreamStatus(_client_status(status), message, headers=passed_on(headers))
+    """An Anthropic error response as an ``UpstreamStatus`` carrying an OpenAI-shaped error."""
+    return error_response(status, raw, headers, provider, status_error, expected=expected, client_status=_client_status)
 
 
 def status_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> UpstreamStatus:

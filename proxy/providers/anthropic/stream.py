@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import UpstreamProtocolError, UpstreamUnreachable
+from proxy.errors import UpstreamUnreachable
 from proxy.headers import passed_on
 from proxy.providers.anthropic.errors import ERROR_STATUS, status_error
 from proxy.providers.anthropic.response import finish_reason, openai_usage, usage_from
-from proxy.providers.base import Chunk, ChunkStream
+from proxy.providers.base import Chunk, ChunkStream, stream_event
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 
@@ -26,12 +26,7 @@ class _AnthropicStream(ChunkStream):
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         translator = ChunkTranslator()
         async for event, data in iter_events(self._response.iter_bytes()):
-            try:
-                parsed = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError("The upstream provider sent a stream event that is not JSON.") from None
-            if not isinstance(parsed, dict):
-                raise UpstreamProtocolError("The upstream provider sent a stream event that is not an object.")
+            parsed = stream_event(data)
             for chunk in translator.feed(str(parsed.get("type") or event), parsed):
                 yield Chunk(orjson.dumps(chunk), chunk)
             if translator.finished:
