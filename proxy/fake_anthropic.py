@@ -237,6 +237,9 @@ def _problem(request: Any, headers: Mapping[str, str]) -> str | None:
 class FakeAnthropic(FakeOpenAI):
     """ASGI app for ``POST /v1/messages``; scripted with `push`/``script``/``choose`` like `FakeOpenAI`."""
 
+    error_label = "Fake Anthropic error"
+    error_body = staticmethod(error_body)
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = await read_body(receive)
         if raw is None:
@@ -262,15 +265,11 @@ class FakeAnthropic(FakeOpenAI):
     async def _reply(
         self, n: int, request: dict[str, Any], behavior: ClaudeBehavior, headers: dict[str, str], send: Send
     ) -> None:
-        await asyncio.sleep(behavior.delay_headers)
-        stream = request.get("stream") is True
-        if stream and behavior.status == 200:
-            headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
-        headers = {**headers, **{k.lower(): v for k, v in behavior.headers.items()}}
-        if behavior.body is not None or behavior.status != 200:
-            fallback = error_body(behavior.status, f"Fake Anthropic error {behavior.status}")
-            await respond(send, behavior.status, headers, fallback if behavior.body is None else behavior.body)
+        started = await self._start(request, behavior, headers, send)
+        if started is None:
             return
+        headers = started
+        stream = request.get("stream") is True
         message = {"id": f"msg_fake_{n}", **_plan(request, behavior)}
         if not stream:
             await respond(send, 200, headers, orjson.dumps(message))

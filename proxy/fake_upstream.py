@@ -215,6 +215,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 class FakeOpenAI:
     """ASGI app. The instance itself is the ASGI callable."""
 
+    # What an error status looks like on this fake's wire (FakeAnthropic overrides both).
+    error_label = "Fake upstream error"
+    error_body = staticmethod(error_body)
+
     def __init__(
         self,
         default: Behavior = Behavior(),
@@ -286,18 +290,28 @@ class FakeOpenAI:
         await asyncio.wait({producer})
         self.disconnects += 1
 
-    async def _answer(
-        self, n: int, request: dict[str, Any], behavior: Behavior, headers: dict[str, str], send: Send
-    ) -> None:
+    async def _start(
+        self, request: dict[str, Any], behavior: Behavior, headers: dict[str, str], send: Send
+    ) -> dict[str, str] | None:
+        """The behaviour's delay and headers; ``None`` when it answered with an error status or body."""
         await asyncio.sleep(behavior.delay_headers)
-        stream = request.get("stream") is True
-        if stream and behavior.status == 200:
+        if request.get("stream") is True and behavior.status == 200:
             headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
         headers = {**headers, **{k.lower(): v for k, v in behavior.headers.items()}}
         if behavior.body is not None or behavior.status != 200:
-            fallback = error_body(behavior.status, f"Fake upstream error {behavior.status}")
+            fallback = self.error_body(behavior.status, f"{self.error_label} {behavior.status}")
             await respond(send, behavior.status, headers, fallback if behavior.body is None else behavior.body)
+            return None
+        return headers
+
+    async def _answer(
+        self, n: int, request: dict[str, Any], behavior: Behavior, headers: dict[str, str], send: Send
+    ) -> None:
+        started = await self._start(request, behavior, headers, send)
+        if started is None:
             return
+        headers = started
+        stream = request.get("stream") is True
         reply = _plan(request, behavior)
         base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": request["model"]}
         base["system_fingerprint"] = "fp_fake"
