@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,18 @@ def rows(db: Path, table: str = "requests") -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY ts")]
     finally:
         conn.close()
+
+
+async def ledger_health(
+    http: httpx.AsyncClient, until: Callable[[dict[str, Any]], bool], tries: int = 100
+) -> dict[str, Any]:
+    """Poll ``/readyz`` until its ledger section satisfies ``until`` (or tries run out); return it."""
+    for _ in range(tries):
+        health: dict[str, Any] = (await http.get("/readyz")).json()["ledger"]
+        if until(health):
+            break
+        await asyncio.sleep(0.02)
+    return health
 
 
 def messages(i: int) -> list[dict[str, str]]:
@@ -210,11 +222,7 @@ async def test_unknown_model_costs_null_and_overrides_win(
 async def test_readyz_reports_the_ledger(proxy_url: str, client: AsyncOpenAI) -> None:
     await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
     async with httpx.AsyncClient(base_url=proxy_url) as http:
-        for _ in range(100):
-            ledger = (await http.get("/readyz")).json()["ledger"]
-            if ledger["written"] == 1:
-                break
-            await asyncio.sleep(0.02)
+        ledger = await ledger_health(http, lambda h: h["written"] == 1)
     assert ledger == {"queued": 0, "written": 1, "dropped": 0, "error": None}
 
 
@@ -227,18 +235,10 @@ async def test_unavailable_database_then_recovery_loses_no_row(
         for i in range(5):
             assert (await client.chat.completions.create(model="auto", messages=messages(i))).choices  # type: ignore[arg-type]
         async with httpx.AsyncClient(base_url=url) as http:
-            for _ in range(100):
-                health = (await http.get("/readyz")).json()["ledger"]
-                if health["error"]:
-                    break
-                await asyncio.sleep(0.02)
+            health = await ledger_health(http, lambda h: h["error"])
             assert health["error"] and health["queued"] == 5 and health["written"] == 0
             db.parent.mkdir()  # the disk comes back
-            for _ in range(200):
-                health = (await http.get("/readyz")).json()["ledger"]
-                if health["written"] == 5:
-                    break
-                await asyncio.sleep(0.02)
+            health = await ledger_health(http, lambda h: h["written"] == 5, tries=200)
         assert health == {"queued": 0, "written": 5, "dropped": 0, "error": None}
         await client.close()
     assert len(rows(db)) == 5
@@ -293,19 +293,11 @@ async def test_read_only_database_then_recovery(start_proxy: ProxyFactory, upstr
             for i in range(3):
                 assert (await client.chat.completions.create(model="auto", messages=messages(i))).choices  # type: ignore[arg-type]
             async with httpx.AsyncClient(base_url=url) as http:
-                for _ in range(100):
-                    health = (await http.get("/readyz")).json()["ledger"]
-                    if health["error"]:
-                        break
-                    await asyncio.sleep(0.02)
+                health = await ledger_health(http, lambda h: h["error"])
                 assert health["error"] and health["written"] == 0
                 _immutable(folder, False)
                 _immutable(db, False)
-                for _ in range(200):
-                    health = (await http.get("/readyz")).json()["ledger"]
-                    if health["written"] == 3:
-                        break
-                    await asyncio.sleep(0.02)
+                health = await ledger_health(http, lambda h: h["written"] == 3, tries=200)
             await client.close()
     finally:
         _immutable(folder, False)
