@@ -15,7 +15,7 @@ the request reaches them asking for JSON in their dialect, and fail on a marker 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -93,14 +93,20 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
+def _failure(prompt: str, error_body: Callable[[int, str], bytes]) -> Behavior | None:
+    """The scripted upstream errors, as the given fake's error body."""
+    if FAIL_400 in prompt:
+        return Behavior(status=400, body=error_body(400, MESSAGE_400))
+    if FAIL_429 in prompt:
+        return Behavior(status=429, headers={"retry-after": RETRY_AFTER}, body=error_body(429, MESSAGE_429))
+    return None
+
+
 def _openai_model(body: dict[str, Any]) -> Behavior | None:
     prompt = _last_user_text(body["messages"])
-    if FAIL_400 in prompt:
-        return Behavior(status=400, body=fake_upstream.error_body(400, MESSAGE_400))
-    if FAIL_429 in prompt:
-        return Behavior(
-            status=429, headers={"retry-after": RETRY_AFTER}, body=fake_upstream.error_body(429, MESSAGE_429)
-        )
+    failure = _failure(prompt, fake_upstream.error_body)
+    if failure is not None:
+        return failure
     response_format = body.get("response_format") or {}
     if response_format.get("type") == "json_schema":
         return Behavior(text=json.dumps(fake_input(response_format["json_schema"]["schema"])))
@@ -111,12 +117,9 @@ def _openai_model(body: dict[str, Any]) -> Behavior | None:
 
 def _anthropic_model(body: dict[str, Any]) -> Behavior | None:
     prompt = _last_user_text(body["messages"])
-    if FAIL_400 in prompt:
-        return Behavior(status=400, body=fake_anthropic.error_body(400, MESSAGE_400))
-    if FAIL_429 in prompt:
-        return Behavior(
-            status=429, headers={"retry-after": RETRY_AFTER}, body=fake_anthropic.error_body(429, MESSAGE_429)
-        )
+    failure = _failure(prompt, fake_anthropic.error_body)
+    if failure is not None:
+        return failure
     output_format = (body.get("output_config") or {}).get("format") or {}
     if output_format.get("type") == "json_schema":
         return Behavior(text=json.dumps(fake_input(output_format["schema"])))
