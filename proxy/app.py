@@ -24,8 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import headers as header_rules
-from proxy import pricing, rewrite, router, streaming, wire
-from proxy import registry as registry_mod
+from proxy import pricing, rewrite, router, rules, streaming, wire
 from proxy.breaker import Breakers
 from proxy.dispatch import Dispatcher
 from proxy.errors import InvalidRequest, NotFound, TiergateError, Unauthorized
@@ -57,7 +56,7 @@ class Gateway:
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """Build the ASGI app. ``registry`` defaults to loading ``settings.config``."""
-    loaded = registry if registry is not None else registry_mod.load(settings.config)
+    loaded = registry if registry is not None else rules.load(settings.config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -69,8 +68,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         await asyncio.to_thread(_warm_up)
         ledger = None
         if settings.ledger:
-            price_ids = {name: p.price_id for name, p in providers.items()}
-            ledger = LedgerWriter(settings.db, Pricer(loaded.prices, price_ids), max_queue=settings.ledger_queue)
+            pricer = Pricer(loaded.prices, pricing.price_ids(loaded))
+            ledger = LedgerWriter(settings.db, pricer, max_queue=settings.ledger_queue)
             await ledger.start()
         gateway = Gateway(settings, loaded, http, providers, dispatcher, ledger, router.Router(loaded))
         log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
@@ -234,7 +233,7 @@ def _model_objects(registry: Registry) -> list[dict[str, Any]]:
     # What a client may put in `model`: auto (the task decides), a tier selector, or a task name
     # listed for discoverability (the task itself comes from X-Task-Type).
     ids = ["auto", *(router.TIER_PREFIX + t for t in registry.tiers), *registry.tasks]
-    return [wire.model_object(i, "tiergate", _STARTED) for i in ids]
+    return [{"id": i, "object": "model", "created": _STARTED, "owned_by": "tiergate"} for i in ids]
 
 
 async def healthz(request: Request) -> Response:

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from proxy import registry as registry_mod
+from proxy import rules
 from proxy.errors import ConfigError
 from proxy.settings import Settings
 
@@ -76,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.upstream import check_transport
 
     settings = Settings.from_env(
         config=args.config,
@@ -87,7 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         workers=args.workers,
     )
-    registry = registry_mod.load(settings.config)  # fail fast, with one line, before any worker starts
+    check_transport(settings.transport)
+    registry = rules.load(settings.config)  # fail fast, with one line, before any worker starts
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = {
         "host": settings.host,
@@ -107,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    registry = registry_mod.load(args.config)
+    registry = rules.load(args.config)
     targets = sum(len(t.targets) for t in registry.tiers.values())
     print(
         f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
@@ -128,7 +130,7 @@ def _audit(args: argparse.Namespace) -> int:
     # The audit counts and names unpriced calls itself; the pricer's per-model warning would only repeat it.
     logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)
     db = args.db or Settings.from_env().db
-    candidate = registry_mod.load(args.what_if) if args.what_if else None
+    candidate = rules.load(args.what_if) if args.what_if else None
     print(report(db, since=args.since, by=args.by, fmt=args.format, candidate=candidate), end="")
     return 0
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from proxy import registry as registry_mod
+from proxy import rules
 from proxy.app import create_app
-from proxy.fake_anthropic import FakeAnthropic
-from proxy.fake_upstream import Behavior, FakeOpenAI
+from proxy.fakes.anthropic import FakeAnthropic
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.ledger.report import report as audit_report
-from proxy.loopback import serve
 from proxy.settings import Settings
 
 # A prompt with this marker meets a fake OpenAI outage (503), so the demo shows a failover.
@@ -70,7 +70,7 @@ async def run_demo(config: str, out: TextIO) -> int:
             "ANTHROPIC_BASE_URL": anthropic_url,
             "ANTHROPIC_API_KEY": "sk-ant-demo-upstream",
         }
-        registry = registry_mod.load(config, environ=environ)
+        registry = rules.load(config, environ=environ)
         with tempfile.TemporaryDirectory(prefix="tiergate-demo-") as tmp:
             settings = Settings(config=config, db=str(Path(tmp) / "demo.db"))
             async with serve(create_app(settings, registry)) as proxy_url:

@@ -19,9 +19,8 @@ from decimal import Decimal
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
-from proxy.providers import provider_class
 from proxy.registry import Price, Registry, Target
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 log = logging.getLogger("tiergate.pricing")
 _PER_MILLION = 1_000_000.0
@@ -146,15 +145,8 @@ class _Rates:
 
 
 def price_ids(registry: Registry) -> dict[str, str | None]:
-    """genai-prices' provider id per registry provider: ``options.price_provider``, else the adapter's default.
-
-    The same rule as ``Provider.price_id``, without building providers (the audit prices offline).
-    """
-    ids: dict[str, str | None] = {}
-    for name, provider in registry.providers.items():
-        override = provider.options.get("price_provider")
-        ids[name] = str(override) if override else provider_class(provider.type).default_price_id
-    return ids
+    """genai-prices' provider id per registry provider (resolved when the registry was loaded)."""
+    return {name: provider.price_id for name, provider in registry.providers.items()}
 
 
 def warm_up() -> None:

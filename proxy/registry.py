@@ -1,40 +1,23 @@
-"""rules.yaml -> a validated, frozen ``Registry``.
+"""The registry: the whole routing policy as frozen values (providers, tiers, tasks, prices, policy).
 
-The registry is the whole routing policy: providers (where calls go), tiers (ordered targets, the order
-is the fallback order), tasks (which tier each task type runs on). Loading is parse -> resolve
-``${VAR}`` / ``${VAR:-default}`` -> validate -> freeze. Every error is a ``ConfigError`` whose message
-starts with the dotted path of the offending value, e.g.
-``tasks.summary.tier: 'mdi' is not a defined tier (defined: frontier, mid, small)``.
-``tiergate check`` and server start-up run this same code.
+Providers say where calls go, tiers hold ordered targets (the order is the fallback order), tasks say
+which tier each task type runs on. ``proxy.rules`` builds one from rules.yaml; everything else only
+reads it. This module depends on nothing of tiergate's but prompt variants, so adapters, the router
+and the ledger can all use these types without depending on each other.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-from proxy import policy as policy_mod
-from proxy import prompts
-from proxy.errors import ConfigError
-from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
-from proxy.providers import PROVIDER_TYPES, provider_class
-
-# Body fields tiergate owns; a registry may not set them as params.
-_RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 @dataclass(frozen=True)
-class Provider:
+class ProviderConfig:
     """Where calls go: a provider type (adapter) plus its endpoint and credentials."""
 
     name: str
@@ -42,6 +25,8 @@ class Provider:
     base_url: str
     api_key: str = field(repr=False)  # never printed: repr, logs and errors leave it out
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # genai-prices' provider id: ``options.price_provider``, else the adapter type's default (resolved at load).
+    price_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +82,7 @@ class Price:
 @dataclass(frozen=True)
 class Registry:
     default_task: str
-    providers: Mapping[str, Provider]
+    providers: Mapping[str, ProviderConfig]
     tiers: Mapping[str, Tier]
     tasks: Mapping[str, Task]
     source: str = "<memory>"
@@ -112,334 +97,3 @@ class Registry:
                 if model in (target.model, target.key):
                     return tier, target
         return None
-
-
-def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
-    """Read, resolve, validate and freeze the registry at ``path``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
-    return loads(text, environ=environ, source=str(path))
-
-
-def loads(text: str, environ: Mapping[str, str] | None = None, source: str = "<string>") -> Registry:
-    """Like ``load`` for YAML text."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError("", f"{source}: {problem}{where}") from None
-    env = os.environ if environ is None else environ
-    return build(_resolve_env(raw, "", env), source=source)
-
-
-def _resolve_env(node: Any, path: str, env: Mapping[str, str]) -> Any:
-    if isinstance(node, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            value = env.get(name)
-            if value is None or (value == "" and default is not None):
-                if default is None:
-                    raise ConfigError(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
-                return default
-            return value
-
-        return _ENV_REF.sub(sub, node)
-    if isinstance(node, dict):
-        return {k: _resolve_env(v, _join(path, str(k)), env) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve_env(v, f"{path}[{i}]", env) for i, v in enumerate(node)]
-    return node
-
-
-def build(raw: Any, source: str = "<memory>") -> Registry:
-    """Validate an already-parsed document and freeze it into a ``Registry``."""
-    doc = _mapping(
-        raw,
-        "",
-        required={"providers", "tiers", "tasks"},
-        optional={"version", "default_task", "prices", "policy"},
-    )
-    version = doc.get("version", 1)
-    if version != 1:
-        raise ConfigError("version", f"unsupported registry version {version!r} (this tiergate reads version 1)")
-
-    providers = {name: _provider(name, node) for name, node in _named(doc["providers"], "providers")}
-    tiers = {name: _tier(name, node, providers) for name, node in _named(doc["tiers"], "tiers")}
-    if not tiers:
-        raise ConfigError("tiers", "at least one tier is required")
-    _check_fallback_tiers(tiers)
-    tasks = {name: _task(name, node, tiers, providers) for name, node in _named(doc["tasks"], "tasks")}
-    if not tasks:
-        raise ConfigError("tasks", "at least one task is required")
-
-    default_task = doc.get("default_task", next(iter(tasks)))
-    if not isinstance(default_task, str) or default_task not in tasks:
-        raise ConfigError("default_task", f"{default_task!r} is not a defined task ({_defined(tasks)})")
-
-    prices = {name: _price(node, f"prices.{name}") for name, node in _mapping(doc.get("prices", {}), "prices").items()}
-
-    return Registry(
-        default_task=default_task,
-        providers=MappingProxyType(providers),
-        tiers=MappingProxyType(tiers),
-        tasks=MappingProxyType(tasks),
-        source=source,
-        prices=MappingProxyType(prices),
-        policy=MappingProxyType(policy_mod.parse_layer(doc.get("policy", {}), "policy")),
-    )
-
-
-def _check_fallback_tiers(tiers: Mapping[str, Tier]) -> None:
-    for name, tier in tiers.items():
-        seen = [name]
-        nxt = tier.fallback_tier
-        while nxt is not None:
-            path = f"tiers.{seen[-1]}.fallback_tier"
-            if nxt not in tiers:
-                raise ConfigError(path, f"{nxt!r} is not a defined tier ({_defined(tiers)})")
-            if nxt in seen:
-                raise ConfigError(path, f"fallback tiers form a cycle: {' -> '.join([*seen, nxt])}")
-            seen.append(nxt)
-            nxt = tiers[nxt].fallback_tier
-
-
-def _price(node: Any, path: str) -> Price:
-    spec = _mapping(node, path, required={"input", "output"}, optional={"cached_input", "cache_write"})
-    values: dict[str, float] = {}
-    for key, value in spec.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{path}.{key}", f"expected a price in USD per 1M tokens (a number >= 0), got {value!r}")
-        values[key] = float(value)
-    return Price(**values)
-
-
-def _provider(name: str, node: Any) -> Provider:
-    path = f"providers.{name}"
-    spec = _mapping(node, path, required={"type"}, optional={"base_url", "api_key", "options"})
-    kind = _str(spec["type"], f"{path}.type")
-    if kind not in PROVIDER_TYPES:
-        raise ConfigError(f"{path}.type", f"{kind!r} is not a provider type ({', '.join(sorted(PROVIDER_TYPES))})")
-    base_url = _str(spec.get("base_url", ""), f"{path}.base_url", allow_empty=kind == "local")
-    if kind != "local" and not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{path}.base_url", f"expected an http(s) URL, got {base_url!r}")
-    options = _mapping(spec.get("options", {}), f"{path}.options")
-    provider_class(kind).validate_options(options, f"{path}.options")
-    return Provider(
-        name=name,
-        type=kind,
-        base_url=base_url.rstrip("/"),
-        api_key=_str(spec.get("api_key", ""), f"{path}.api_key", allow_empty=True),
-        options=MappingProxyType(dict(options)),
-    )
-
-
-def _tier(name: str, node: Any, providers: Mapping[str, Provider]) -> Tier:
-    path = f"tiers.{name}"
-    spec = _mapping(
-        node,
-        path,
-        required={"targets"},
-        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt"},
-    )
-    tier_params = _params(spec.get("params", {}), f"{path}.params")
-    tier_cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
-    raw_targets = spec["targets"]
-    if not isinstance(raw_targets, list):
-        raise ConfigError(f"{path}.targets", f"expected a list of targets, got {_kind(raw_targets)}")
-    if not raw_targets:
-        raise ConfigError(f"{path}.targets", "a tier needs at least one target")
-    targets = tuple(
-        _target(item, f"{path}.targets[{i}]", providers, tier_params, tier_cap) for i, item in enumerate(raw_targets)
-    )
-    fallback = spec.get("fallback_tier")
-    return Tier(
-        name=name,
-        targets=targets,
-        description=_str(spec.get("description", ""), f"{path}.description", True),
-        fallback_tier=None if fallback is None else _str(fallback, f"{path}.fallback_tier"),
-        policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
-        prompt=prompts.parse(spec["prompt"], f"{path}.prompt", name) if "prompt" in spec else None,
-    )
-
-
-def _target(
-    node: Any, path: str, providers: Mapping[str, Provider], tier_params: Mapping[str, Any], tier_cap: int | None
-) -> Target:
-    if isinstance(node, str):
-        # TensorZero-style shorthand: "provider::model".
-        provider, sep, model = node.partition("::")
-        if not sep or not model:
-            raise ConfigError(path, f"expected 'provider::model' or a mapping, got {node!r}")
-        spec: dict[str, Any] = {"provider": provider, "model": model}
-    else:
-        spec = _mapping(node, path, required={"provider"}, optional={"model", "params", "max_tokens_cap", "handler"})
-    provider_name = _str(spec["provider"], f"{path}.provider")
-    if provider_name not in providers:
-        raise ConfigError(f"{path}.provider", f"{provider_name!r} is not a defined provider ({_defined(providers)})")
-    handler = _handler(spec, path, providers[provider_name])
-    if "model" not in spec and handler is None:
-        raise ConfigError(f"{path}.model", "is required")
-    params = {**tier_params, **_params(spec.get("params", {}), f"{path}.params")}
-    cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
-    return Target(
-        provider=provider_name,
-        model=_str(spec.get("model", handler), f"{path}.model"),
-        params=MappingProxyType(params),
-        max_tokens_cap=_min_cap(cap, tier_cap),
-        handler=handler,
-    )
-
-
-def _handler(spec: Mapping[str, Any], path: str, provider: Provider) -> str | None:
-    """A local target's handler, imported now so a typo fails at load, not on the first request."""
-    if provider.type != "local":
-        if "handler" in spec:
-            raise ConfigError(f"{path}.handler", "only targets on a 'local' provider take a handler")
-        return None
-    if "handler" not in spec:
-        raise ConfigError(f"{path}.handler", "is required for a target on a 'local' provider")
-    handler = _str(spec["handler"], f"{path}.handler")
-    try:
-        load_handler(handler)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"{path}.handler", str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - the module itself failed while importing (its own bug)
-        raise ConfigError(f"{path}.handler", f"importing it failed: {type(exc).__name__}: {exc}") from None
-    return handler
-
-
-def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[str, Provider]) -> Task:
-    path = f"tasks.{name}"
-    if isinstance(node, str):
-        node = {"tier": node}  # shorthand: `title_generation: small`
-    spec = _mapping(
-        node,
-        path,
-        required={"tier"},
-        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description", "policy", "prompts"},
-    )
-    tier = _str(spec["tier"], f"{path}.tier")
-    if tier not in tiers:
-        raise ConfigError(f"{path}.tier", f"{tier!r} is not a defined tier ({_defined(tiers)})")
-    default_baseline = "frontier" if "frontier" in tiers else tier
-    baseline = _str(spec.get("baseline", default_baseline), f"{path}.baseline")
-    if baseline not in tiers:
-        raise ConfigError(f"{path}.baseline", f"{baseline!r} is not a defined tier ({_defined(tiers)})")
-    allow = spec.get("allow_models", [])
-    if not isinstance(allow, list) or not all(isinstance(m, str) and m for m in allow):
-        raise ConfigError(f"{path}.allow_models", "expected a list of model names")
-    for i, model in enumerate(allow):
-        provider, sep, _ = model.partition("::")
-        if sep and provider not in providers:
-            raise ConfigError(
-                f"{path}.allow_models[{i}]", f"{provider!r} is not a defined provider ({_defined(providers)})"
-            )
-        if not sep and not any(model == t.model for tr in tiers.values() for t in tr.targets):
-            raise ConfigError(
-                f"{path}.allow_models[{i}]",
-                f"{model!r} is not a model of any tier (name a tier's model, or use 'provider::model')",
-            )
-    return Task(
-        name=name,
-        tier=tier,
-        baseline=baseline,
-        params=MappingProxyType(_params(spec.get("params", {}), f"{path}.params")),
-        max_tokens_cap=_cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap"),
-        allow_models=tuple(allow),
-        description=_str(spec.get("description", ""), f"{path}.description", True),
-        policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
-        prompts=MappingProxyType(_task_prompts(spec.get("prompts", {}), f"{path}.prompts", name, tiers)),
-    )
-
-
-def _task_prompts(node: Any, path: str, task: str, tiers: Mapping[str, Tier]) -> dict[str, PromptVariant]:
-    out: dict[str, PromptVariant] = {}
-    for tier, variant in _mapping(node, path).items():
-        if tier not in tiers:
-            raise ConfigError(f"{path}.{tier}", f"{tier!r} is not a defined tier ({_defined(tiers)})")
-        out[tier] = prompts.parse(variant, f"{path}.{tier}", f"{task}@{tier}")
-    return out
-
-
-def _params(node: Any, path: str) -> dict[str, Any]:
-    params = dict(_mapping(node, path))
-    for key, value in params.items():
-        if key in _RESERVED_PARAMS:
-            raise ConfigError(f"{path}.{key}", "is set by tiergate and cannot be a param")
-        if key in ("max_tokens", "max_completion_tokens"):
-            _cap(value, f"{path}.{key}")
-        elif key in ("temperature", "top_p") and (
-            not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 2
-        ):
-            raise ConfigError(f"{path}.{key}", f"expected a number between 0 and 2, got {value!r}")
-    if "max_completion_tokens" in params:
-        # One spelling inside tiergate; each provider writes the field name its API wants.
-        params["max_tokens"] = params.pop("max_completion_tokens")
-    return params
-
-
-def _cap(value: Any, path: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(path, f"expected a positive integer, got {value!r}")
-    return value
-
-
-def _min_cap(a: int | None, b: int | None) -> int | None:
-    caps = [c for c in (a, b) if c is not None]
-    return min(caps) if caps else None
-
-
-def _mapping(
-    node: Any, path: str, required: set[str] | None = None, optional: set[str] | None = None
-) -> dict[str, Any]:
-    """Check ``node`` is a mapping with string keys; with key sets given, reject unknown and missing keys."""
-    if not isinstance(node, dict):
-        raise ConfigError(path or "(top level)", f"expected a mapping, got {_kind(node)}")
-    for key in node:
-        if not isinstance(key, str):
-            raise ConfigError(_join(path, str(key)), "keys must be strings")
-    if required is not None or optional is not None:
-        allowed = (required or set()) | (optional or set())
-        for key in node:
-            if key not in allowed:
-                raise ConfigError(_join(path, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        for key in sorted(required or ()):
-            if key not in node:
-                raise ConfigError(_join(path, key), "is required")
-    return node
-
-
-def _named(node: Any, path: str) -> list[tuple[str, Any]]:
-    items = list(_mapping(node, path).items())
-    for name, _ in items:
-        if not _NAME.match(name):
-            raise ConfigError(_join(path, name), "names may use letters, digits, '_', '-' and '.' only")
-    return items
-
-
-def _str(value: Any, path: str, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(path, f"expected a string, got {_kind(value)}")
-    if not value and not allow_empty:
-        raise ConfigError(path, "must not be empty")
-    return value
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
-
-
-def _defined(names: Mapping[str, Any]) -> str:
-    return "defined: " + ", ".join(names) if names else "none defined"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

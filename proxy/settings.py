@@ -27,10 +27,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         # Checked here so a bad flag or variable is one line from the CLI, not a start-up traceback.
-        from proxy.upstream import TRANSPORTS
-
-        if self.transport not in TRANSPORTS:
-            raise ValueError(f"--transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
+        # (The transport name is checked by the upstream client, which owns the table of transports.)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port: {self.port} is not a TCP port")
         if self.workers < 1:

@@ -1,8 +1,23 @@
-"""Incremental Server-Sent Events parsing over a byte stream that may split events anywhere."""
+"""Server-Sent Events: incremental parsing of an upstream's byte stream, and framing for the client."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: bytes) -> bytes:
+    """Frame one JSON payload as an SSE ``data:`` event."""
+    return b"data: " + payload + b"\n\n"
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """An in-stream error; the openai SDK raises ``APIError`` on a ``data`` object with an ``error`` key."""
+    return sse_event(orjson.dumps(body))
 
 
 async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:

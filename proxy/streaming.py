@@ -19,7 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.errors import TiergateError, UpstreamUnreachable
 from proxy.providers.base import ChunkStream
-from proxy.wire import DONE_EVENT, Usage, error_event, sse_event
+from proxy.sse import DONE_EVENT, error_event, sse_event
+from proxy.usage import Usage
 
 
 @dataclass(slots=True)

@@ -33,6 +33,12 @@ TRANSPORTS: dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]] = {
 }
 
 
+def check_transport(name: str) -> None:
+    """Raise ``ValueError`` (one line for the CLI) unless ``name`` is a row of ``TRANSPORTS``."""
+    if name not in TRANSPORTS:
+        raise ValueError(f"--transport: {name!r} is not one of {', '.join(TRANSPORTS)}")
+
+
 class UpstreamResponse:
     """An upstream response whose body has not been read yet; reads translate transport errors.
 
@@ -91,8 +97,7 @@ class UpstreamClient:
     def __init__(
         self, transport: str = "aiohttp", *, connect_timeout: float = 5.0, max_connections: int = 1000
     ) -> None:
-        if transport not in TRANSPORTS:
-            raise ValueError(f"unknown upstream transport {transport!r} (choose from {', '.join(TRANSPORTS)})")
+        check_transport(transport)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.transport = transport
         self._connect_timeout = connect_timeout

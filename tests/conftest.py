@@ -14,10 +14,10 @@ import pytest
 import yaml
 from openai import AsyncOpenAI
 
-from proxy import registry as registry_mod
+from proxy import rules
 from proxy.app import create_app
-from proxy.fake_upstream import FakeOpenAI
-from proxy.loopback import serve
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import FakeOpenAI
 from proxy.registry import Registry
 from proxy.settings import Settings
 
@@ -56,7 +56,7 @@ def shipped_registry(upstream_url: str, policy: dict[str, Any] | None = NO_RETRI
         for tier in doc["tiers"].values():
             tier.pop("policy", None)
         text = yaml.safe_dump(doc, sort_keys=False)
-    return registry_mod.loads(text, environ=environ, source=str(RULES))
+    return rules.loads(text, environ=environ, source=str(RULES))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from proxy.fake_anthropic import fake_input
+from proxy.fakes.anthropic import fake_input
 
 # A last user message containing this makes `answer` raise, as a buggy handler would.
 RAISE = "[raise]"

@@ -21,11 +21,12 @@ from openai import AsyncOpenAI
 
 from proxy.app import create_app
 from proxy.errors import UpstreamStatus
-from proxy.fake_anthropic import ClaudeBehavior, FakeAnthropic, count_input_tokens
-from proxy.fake_upstream import Behavior
-from proxy.loopback import serve
+from proxy.fakes.anthropic import ClaudeBehavior, FakeAnthropic, count_input_tokens
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior
 from proxy.providers.anthropic.stream import ChunkTranslator
-from proxy.registry import Registry, build
+from proxy.registry import Registry
+from proxy.rules import build
 from proxy.settings import Settings
 from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, sdk
 from tests.test_openai_spec import assert_valid, post_stream

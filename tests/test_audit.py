@@ -19,13 +19,14 @@ import pytest
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
-from proxy import registry as registry_mod
+from proxy import rules
 from proxy.cli import main
 from proxy.demo import WORKLOAD, run_demo
 from proxy.ledger import audit, report
 from proxy.ledger.records import REQUEST_COLUMNS
 from proxy.ledger.schema import MIGRATIONS, VERSION
 from proxy.pricing import Pricer, price_ids
+from proxy.registry import Registry
 from tests.conftest import RULES
 
 approx = pytest.approx  # money sums: exact to the last few ulps, the literals are decimal
@@ -119,8 +120,8 @@ def rows(db: str) -> list[dict[str, Any]]:
     return audit.load(db)
 
 
-def _candidate(text: str) -> registry_mod.Registry:
-    return registry_mod.loads(text, environ={}, source="candidate.yaml")
+def _candidate(text: str) -> Registry:
+    return rules.loads(text, environ={}, source="candidate.yaml")
 
 
 def _by_key(summary: audit.Summary) -> dict[str, audit.Group]:

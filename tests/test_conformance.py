@@ -26,13 +26,15 @@ import pytest_asyncio
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from proxy import fake_anthropic, fake_upstream
-from proxy import registry as registry_mod
+from proxy import rules
 from proxy.app import create_app
-from proxy.fake_anthropic import FakeAnthropic, fake_input
-from proxy.fake_upstream import Behavior, FakeOpenAI
-from proxy.loopback import serve
-from proxy.registry import Registry, build
+from proxy.fakes import anthropic as fake_anthropic
+from proxy.fakes import openai as fake_upstream
+from proxy.fakes.anthropic import FakeAnthropic, fake_input
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.registry import Registry
+from proxy.rules import build
 from proxy.settings import Settings
 from tests.conftest import RULES, sdk
 from tests.handlers_for_tests import RAISE, SECRET
@@ -210,7 +212,7 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
                 "ANTHROPIC_BASE_URL": claude_url,
                 "ANTHROPIC_API_KEY": "sk-ant-demo-upstream",
             }
-            registry = registry_mod.load(RULES, environ=environ)
+            registry = rules.load(RULES, environ=environ)
             hidden = (url, claude_url)
             found = Setup(kind, "", "summary", "openai", "gpt-5.4-mini", "openai", fake, _http_failure(), hidden)
         proxy_url = await stack.enter_async_context(serve(create_app(settings, registry)))

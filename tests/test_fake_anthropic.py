@@ -9,9 +9,9 @@ import anthropic
 import pytest
 import pytest_asyncio
 
-from proxy.fake_anthropic import ClaudeBehavior, FakeAnthropic
-from proxy.fake_upstream import Behavior
-from proxy.loopback import serve
+from proxy.fakes.anthropic import ClaudeBehavior, FakeAnthropic
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ASK = [{"role": "user", "content": "Name three queue brokers please"}]

@@ -21,9 +21,9 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from proxy.fake_upstream import Behavior, FakeOpenAI, count_prompt_tokens
-from proxy.loopback import serve
-from proxy.registry import build
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior, FakeOpenAI, count_prompt_tokens
+from proxy.rules import build
 from tests.conftest import CLIENT_KEY, RULES, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 
 # USD per 1M tokens (input, output), genai-prices' data for the shipped models.

@@ -23,10 +23,11 @@ import yaml
 from proxy import cli
 from proxy.app import create_app
 from proxy.errors import ConfigError
-from proxy.fake_upstream import FakeOpenAI
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import FakeOpenAI
 from proxy.handlers import ticket_labels
-from proxy.loopback import serve
-from proxy.registry import Registry, build
+from proxy.registry import Registry
+from proxy.rules import build
 from proxy.settings import Settings
 from tests.conftest import RULES, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 from tests.handlers_for_tests import SECRET

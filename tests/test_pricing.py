@@ -11,7 +11,7 @@ from genai_prices import calc_price
 
 from proxy.pricing import Pricer
 from proxy.registry import Price, Target
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 MODELS = [
     ("openai", "gpt-5.5"),  # tiered: every rate changes above 272k input tokens

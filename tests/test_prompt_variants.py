@@ -16,9 +16,10 @@ import pytest
 
 from proxy import prompts
 from proxy.errors import ConfigError
-from proxy.fake_upstream import Behavior, FakeOpenAI
+from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.prompts import PromptVariant
-from proxy.registry import Registry, build
+from proxy.registry import Registry
+from proxy.rules import build
 from tests.conftest import UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 from tests.test_ledger import rows
 

@@ -13,7 +13,7 @@ import pytest
 
 from proxy import cli
 from proxy.errors import ConfigError
-from proxy.registry import build, load, loads
+from proxy.rules import build, load, loads
 from tests.conftest import RULES
 
 BASE: dict[str, Any] = {

@@ -26,9 +26,10 @@ import pytest_asyncio
 from openai import AsyncOpenAI
 from starlette.types import Receive, Scope, Send
 
-from proxy.fake_upstream import Behavior, FakeOpenAI
-from proxy.loopback import serve
-from proxy.registry import Registry, build
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.registry import Registry
+from proxy.rules import build
 from tests.conftest import CLOSED_URL, ProxyFactory, sdk
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

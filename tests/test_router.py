@@ -6,8 +6,8 @@ import pytest
 
 from proxy import rewrite
 from proxy.errors import InvalidRequest, UnknownTaskType
-from proxy.registry import load
 from proxy.router import resolve
+from proxy.rules import load
 from tests.conftest import RULES
 
 REGISTRY = load(RULES, environ={})

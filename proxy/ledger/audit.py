@@ -35,7 +35,7 @@ from typing import Any
 from proxy.ledger.schema import open_readonly
 from proxy.pricing import Pricer
 from proxy.registry import Registry, Target, Task
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 Row = Mapping[str, Any]
 GROUPINGS = ("task", "tier", "model", "provider", "day")

@@ -15,7 +15,7 @@ from typing import Any
 from proxy.pricing import Pricer
 from proxy.registry import Target
 from proxy.tokens import estimate_completion, estimate_prompt
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 REQUEST_COLUMNS = (
     "id", "ts", "request_id", "task", "task_source", "tier", "requested_model", "model", "provider", "status",

@@ -18,13 +18,12 @@ import orjson
 
 from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
 from proxy.headers import passed_on
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 log = logging.getLogger("tiergate.providers")
 
 if TYPE_CHECKING:
-    from proxy.registry import Provider as ProviderConfig
-    from proxy.registry import Target
+    from proxy.registry import ProviderConfig, Target
     from proxy.upstream import UpstreamClient
 
 
@@ -135,6 +134,9 @@ class Provider(ABC):
     default_price_id: ClassVar[str | None] = None
     # The ``options:`` keys this adapter reads; any other key is a registry error.
     option_keys: ClassVar[frozenset[str]] = frozenset({"price_provider"})
+    # Whether the provider is reached at an http(s) ``base_url``, and whether its targets name a handler.
+    needs_base_url: ClassVar[bool] = True
+    runs_handlers: ClassVar[bool] = False
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -153,11 +155,6 @@ class Provider(ABC):
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def price_id(self) -> str | None:
-        override = self.config.options.get("price_provider")
-        return str(override) if override else self.default_price_id
 
     @abstractmethod
     async def complete(self, call: Call) -> Completion:

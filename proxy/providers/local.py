@@ -21,7 +21,7 @@ from proxy.errors import UpstreamError
 from proxy.handlers import Handler, load_handler
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
 from proxy.tokens import APPROXIMATE, count, estimate_prompt
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 log = logging.getLogger("tiergate.providers.local")
 
@@ -40,6 +40,8 @@ class HandlerDeclined(UpstreamError):
 
 class Local(Provider):
     default_price_id = "local"  # priced at zero by proxy.pricing
+    needs_base_url = False
+    runs_handlers = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -26,7 +26,7 @@ from proxy.providers.base import (
 )
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 
 class OpenAICompatible(Provider):

@@ -37,7 +37,7 @@ from proxy.providers.base import Call, ChunkStream, Completion, Provider, json_b
 from proxy.upstream import UpstreamResponse
 
 if TYPE_CHECKING:
-    from proxy.registry import Provider as ProviderConfig
+    from proxy.registry import ProviderConfig
     from proxy.upstream import UpstreamClient
 
 

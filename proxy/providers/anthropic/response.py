@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from proxy.wire import Usage
+from proxy.usage import Usage
 
 FINISH_REASONS = {
     "end_turn": "stop",

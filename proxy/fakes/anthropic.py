@@ -15,7 +15,7 @@ It speaks the real wire format (message bodies, ``event:`` SSE streams with ``pi
 
 Like the real API it answers 400 ``invalid_request_error`` to unknown top-level fields, roles other
 than user/assistant, a missing ``anthropic-version`` header, and sampling params under 2026-10-21.
-`proxy.fake_upstream.Behavior` scripts it as it scripts the OpenAI fake (``reset_after_chunks=N``
+`proxy.fakes.openai.Behavior` scripts it as it scripts the OpenAI fake (``reset_after_chunks=N``
 counts events after ``message_start``; ``omit_usage`` and ``body_stall`` are ignored: Anthropic always
 reports usage); `ClaudeBehavior` adds the Anthropic-only knobs.
 """
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from proxy.fake_upstream import Behavior, FakeOpenAI, RecordedRequest, SimulatedReset, encode, read_body, respond
+from proxy.fakes.openai import Behavior, FakeOpenAI, RecordedRequest, SimulatedReset, encode, read_body, respond
 
 _PREVIEW_WORDS = 12
 _JSON_PIECE = 8  # characters of tool input per input_json_delta
