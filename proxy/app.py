@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -54,15 +54,25 @@ class Gateway:
     router: router.Router
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
-    """Build the ASGI app. ``registry`` defaults to loading ``settings.config``."""
+def create_app(
+    settings: Settings,
+    registry: Registry | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Starlette:
+    """Build the ASGI app. ``registry`` defaults to loading ``settings.config``.
+
+    ``clock`` (breaker cooldowns, deadlines) and ``sleep`` (backoff waits) are the seams through which
+    tests drive time instead of waiting for it.
+    """
     loaded = registry if registry is not None else rules.load(settings.config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         http = UpstreamClient(settings.transport)
         providers = {name: provider_class(config.type)(config, http) for name, config in loaded.providers.items()}
-        dispatcher = Dispatcher(providers, Breakers())
+        dispatcher = Dispatcher(providers, Breakers(clock), sleep=sleep, clock=clock)
         # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
         # requests (a thread holding the GIL would stall the event loop).
         await asyncio.to_thread(_warm_up)

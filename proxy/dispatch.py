@@ -52,11 +52,14 @@ class Dispatcher:
         *,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # ``sleep`` (backoff waits) and ``clock`` (deadlines) are seams: tests drive time through them.
         self._providers = providers
         self._breakers = breakers
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._clock = clock
 
     async def complete(
         self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
@@ -93,7 +96,7 @@ class Dispatcher:
         record: RequestRecord,
         once: Callable[[Call], Awaitable[T]],
     ) -> T:
-        run = _Run(asyncio.get_running_loop().time() + route.policy.deadline_s)
+        run = _Run(self._clock() + route.policy.deadline_s)
         tried = False
         for index, hop in enumerate(route.hops):
             # A breaker is asked only when its hop is about to be tried: asking claims the single
@@ -124,7 +127,6 @@ class Dispatcher:
         once: Callable[[Call], Awaitable[T]],
     ) -> T | object:
         """Try one hop up to 1 + retries times: its result, ``_NEXT`` to move on, or the final error."""
-        loop = asyncio.get_running_loop()
         policy = hop.policy
         call = Call(
             target=hop.target,
@@ -139,7 +141,7 @@ class Dispatcher:
         record.target, record.tier = hop.target, hop.tier
         record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
         for n in range(policy.retries + 1):
-            remaining = run.deadline - loop.time()
+            remaining = run.deadline - self._clock()
             if remaining <= 0:
                 self._breakers.release(hop.target.key)
                 raise self._final(run.verdict(), record)
@@ -178,7 +180,7 @@ class Dispatcher:
             if not error.retry_same_target or n == policy.retries:
                 return _NEXT
             delay = self._delay(error, n, policy)
-            if delay is None or loop.time() + delay >= run.deadline:
+            if delay is None or self._clock() + delay >= run.deadline:
                 return _NEXT  # the upstream wants a longer pause than we may wait: next target
             await self._sleep(delay)
             if not self._breakers.allow(hop.target.key):
