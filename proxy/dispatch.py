@@ -13,7 +13,9 @@ decides *how*:
   ``deadline_s`` all attempts together;
 - targets whose breaker is open are skipped; if all are, the one that reopens first is tried anyway.
 
-Every try is noted on the request's ledger record; errors leave with the headers the SDKs act on.
+Dispatch owns its account of what happened: every try is an ``Attempt`` (plain values) in the
+``Outcome`` it returns, which the edge turns into ledger rows. An ``Outcome`` carries the value (a
+completion or an open stream) or the error the client gets, with the headers the SDKs act on.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from proxy import rewrite
-from proxy.breaker import Breakers
+from proxy.breaker import Breakers, Permit
 from proxy.errors import (
     TiergateError,
     UpstreamError,
@@ -34,14 +37,48 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.ledger.records import AttemptRecord, RequestRecord
 from proxy.policy import Policy
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
+from proxy.registry import Target
 from proxy.router import Hop, Route
 
 T = TypeVar("T")
 # The openai SDK gives up at once on a retry-after above 120 s; never pass on more.
 _CLIENT_RETRY_AFTER_CAP_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one target."""
+
+    n: int  # 1, 2, ... in the order the tries were made
+    ts: float  # epoch seconds when the try started
+    tier: str
+    target: Target
+    status: int | None  # the HTTP status the upstream answered; None when it never did
+    error: str | None  # the error's code (or type); None for a success
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class Outcome(Generic[T]):
+    """What dispatching one request did: its value or its error, and every attempt on the way."""
+
+    value: T | None = None
+    error: TiergateError | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    hop: Hop | None = None  # the hop that served, or the last one tried
+    index: int = 0  # that hop's place in the route
+
+    @property
+    def fallback(self) -> bool:
+        """Served by, or last failed on, a target other than the route's first (the one definition)."""
+        return self.hop is not None and self.index > 0
+
+    @property
+    def upstream_ms(self) -> float | None:
+        """Time spent in attempts, summed; None when no upstream was tried."""
+        return sum(a.latency_ms for a in self.attempts) if self.attempts else None
 
 
 class Dispatcher:
@@ -61,18 +98,17 @@ class Dispatcher:
         self._sleep = sleep
         self._clock = clock
 
-    async def complete(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
-    ) -> Completion:
+    async def complete(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> Outcome[Completion]:
+        """Run a non-streaming request; the outcome holds the completion or the client's error."""
+
         async def once(call: Call) -> Completion:
             return await self._providers[call.target.provider].complete(call)
 
-        return await self._run(route, body, headers, record, once)
+        return await self._run(route, body, headers, once)
 
-    async def stream(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], record: RequestRecord
-    ) -> ChunkStream:
-        return await self._run(route, body, headers, record, self._open_stream)
+    async def stream(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> Outcome[ChunkStream]:
+        """Open a stream whose first chunk has arrived; the outcome holds it or the client's error."""
+        return await self._run(route, body, headers, self._open_stream)
 
     async def _open_stream(self, call: Call) -> ChunkStream:
         """Open a stream and wait for its first chunk, so a failure before it can still fall over."""
@@ -82,110 +118,157 @@ class Dispatcher:
             first = await anext(chunks)
         except StopAsyncIteration:
             await stream.aclose()
-            raise UpstreamProtocolError("The upstream provider ended the stream without sending anything.") from None
+            raise UpstreamProtocolError(
+                "The upstream provider ended the stream without sending anything.", upstream_status=200
+            ) from None
+        except UpstreamError as exc:
+            await stream.aclose()
+            # An adapter returns a stream only once the upstream answered 200 (its contract).
+            exc.upstream_status = 200
+            raise
         except BaseException:
             await stream.aclose()
             raise
         return _Primed(first, chunks, stream)
 
     async def _run(
+        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], once: Callable[[Call], Awaitable[T]]
+    ) -> Outcome[T]:
+        outcome: Outcome[T] = Outcome()
+        run = _Run(self._clock() + route.policy.deadline_s)
+        try:
+            outcome.value = await self._hops(run, route, body, headers, outcome, once)
+        except TiergateError as exc:
+            outcome.error = self._final(exc, outcome)
+        return outcome
+
+    async def _hops(
         self,
+        run: _Run,
         route: Route,
         body: dict[str, Any],
         headers: Mapping[str, str],
-        record: RequestRecord,
+        outcome: Outcome[T],
         once: Callable[[Call], Awaitable[T]],
     ) -> T:
-        run = _Run(self._clock() + route.policy.deadline_s)
         tried = False
         for index, hop in enumerate(route.hops):
-            # A breaker is asked only when its hop is about to be tried: asking claims the single
+            # A breaker is asked only when its hop is about to be tried: asking may claim the single
             # half-open probe, which must not be claimed by a request that never uses it.
-            if not self._breakers.allow(hop.target.key):
+            permit = self._breakers.acquire(hop.target.key)
+            if permit is None:
                 continue
             tried = True
-            outcome = await self._try_hop(run, index, hop, route, body, headers, record, once)
-            if outcome is not _NEXT:
-                return outcome  # type: ignore[return-value]
+            result = await self._try_hop(run, index, hop, permit, route, body, headers, outcome, once)
+            if result is not _NEXT:
+                return result  # type: ignore[return-value]
         if not tried:
             # Every breaker is open: try the target that reopens first rather than fail untried.
             index = min(range(len(route.hops)), key=lambda k: self._breakers.reopens_in(route.hops[k].target.key))
-            outcome = await self._try_hop(run, index, route.hops[index], route, body, headers, record, once)
-            if outcome is not _NEXT:
-                return outcome  # type: ignore[return-value]
-        raise self._final(run.verdict(), record)
+            hop = route.hops[index]
+            result = await self._try_hop(
+                run, index, hop, self._breakers.force(hop.target.key), route, body, headers, outcome, once
+            )
+            if result is not _NEXT:
+                return result  # type: ignore[return-value]
+        raise run.verdict()
 
     async def _try_hop(
         self,
         run: _Run,
         index: int,
         hop: Hop,
+        permit: Permit,
         route: Route,
         body: dict[str, Any],
         headers: Mapping[str, str],
-        record: RequestRecord,
+        outcome: Outcome[T],
         once: Callable[[Call], Awaitable[T]],
     ) -> T | object:
-        """Try one hop up to 1 + retries times: its result, ``_NEXT`` to move on, or the final error."""
+        """Try one hop up to 1 + retries times: its result, or ``_NEXT`` to move on; raises the final error.
+
+        Whatever happens in here (a rewrite that raises, a deadline, the client leaving), the permit
+        in hand is settled on the way out.
+        """
+        outcome.hop, outcome.index = hop, index
         policy = hop.policy
-        call = Call(
-            target=hop.target,
-            body=rewrite.for_target(body, route.task, hop.target, hop.prompt),
-            headers=headers,
-            # The socket may stay silent until the first byte is due; after it, idle_s applies
-            # (enforced per read by the upstream response).
-            read_timeout=max(policy.first_byte_s, policy.idle_s),
-            idle_timeout=policy.idle_s,
-            connect_timeout=policy.connect_s,
-        )
-        record.target, record.tier = hop.target, hop.tier
-        record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
-        for n in range(policy.retries + 1):
-            remaining = run.deadline - self._clock()
-            if remaining <= 0:
-                self._breakers.release(hop.target.key)
-                raise self._final(run.verdict(), record)
-            started = time.perf_counter()
+        current: Permit | None = permit
+        try:
+            call = Call(
+                target=hop.target,
+                body=rewrite.for_target(body, route.task, hop.target, hop.prompt),
+                headers=headers,
+                # The socket may stay silent until the first byte is due; after it, idle_s applies
+                # (enforced per read by the upstream response).
+                read_timeout=max(policy.first_byte_s, policy.idle_s),
+                idle_timeout=policy.idle_s,
+                connect_timeout=policy.connect_s,
+            )
+            for n in range(policy.retries + 1):
+                if current is None:
+                    current = self._breakers.acquire(hop.target.key)
+                    if current is None:
+                        return _NEXT  # opened by other requests' failures meanwhile
+                remaining = run.deadline - self._clock()
+                if remaining <= 0:
+                    raise run.verdict()
+                result, error = await self._try_once(call, hop, current, remaining, outcome, run, once)
+                current = None  # settled by _try_once
+                if error is None:
+                    return result
+                if _context_overflow(error) and policy.context_fallback:
+                    return _NEXT  # a bigger context on the next target may fit
+                if not error.retryable:
+                    raise error
+                if not error.retry_same_target or n == policy.retries:
+                    return _NEXT
+                delay = self._delay(error, n, policy)
+                if delay is None or self._clock() + delay >= run.deadline:
+                    return _NEXT  # the upstream wants a longer pause than we may wait: next target
+                await self._sleep(delay)
+            return _NEXT
+        finally:
+            if current is not None:
+                self._breakers.release(current)
+
+    async def _try_once(
+        self,
+        call: Call,
+        hop: Hop,
+        permit: Permit,
+        remaining: float,
+        outcome: Outcome[Any],
+        run: _Run,
+        once: Callable[[Call], Awaitable[T]],
+    ) -> tuple[T | None, UpstreamError | None]:
+        """One try: ``(result, None)`` or ``(None, error)`` for an upstream failure; settles ``permit``."""
+        policy = hop.policy
+        started_at, started = time.time(), time.perf_counter()
+        try:
             try:
-                try:
-                    async with asyncio.timeout(min(policy.first_byte_s, remaining)):
-                        result = await once(call)
-                except TimeoutError:
-                    raise UpstreamTimeout("The upstream provider did not answer in time.") from None
-            except UpstreamError as exc:
-                # A client mistake (400, 404) or a handler's decline says nothing about the target's health.
-                if exc.counts_against_target and exc.retryable:
-                    self._breakers.failure(hop.target.key, policy.breaker_failures, policy.breaker_cooldown_s)
-                else:
-                    self._breakers.release(hop.target.key)
-                self._note(record, hop, started, exc)
-                run.failed(exc)
-                error: UpstreamError = exc
-            except TiergateError as exc:  # not the upstream's fault (e.g. no adapter): no retry
-                self._breakers.release(hop.target.key)
-                self._note(record, hop, started, exc)
-                raise self._final(run.verdict(exc), record) from None
-            except BaseException:
-                self._breakers.release(hop.target.key)  # cancelled (client left): no verdict
-                raise
+                async with asyncio.timeout(min(policy.first_byte_s, remaining)):
+                    result = await once(call)
+            except TimeoutError:
+                raise UpstreamTimeout("The upstream provider did not answer in time.") from None
+        except UpstreamError as exc:
+            # A client mistake (400, 404) or a handler's decline says nothing about the target's health.
+            if exc.counts_against_target and exc.retryable:
+                self._breakers.failed(permit, policy.breaker_failures, policy.breaker_cooldown_s)
             else:
-                self._breakers.success(hop.target.key)
-                self._note(record, hop, started, None)
-                record.fallback = index > 0
-                return result
-            if _context_overflow(error) and policy.context_fallback:
-                return _NEXT  # a bigger context on the next target may fit
-            if not error.retryable:
-                raise self._final(error, record)
-            if not error.retry_same_target or n == policy.retries:
-                return _NEXT
-            delay = self._delay(error, n, policy)
-            if delay is None or self._clock() + delay >= run.deadline:
-                return _NEXT  # the upstream wants a longer pause than we may wait: next target
-            await self._sleep(delay)
-            if not self._breakers.allow(hop.target.key):
-                return _NEXT  # opened by other requests' failures meanwhile
-        return _NEXT
+                self._breakers.release(permit)
+            _note(outcome, hop, started_at, started, exc)
+            run.failed(exc)
+            return None, exc
+        except TiergateError as exc:  # not the upstream's fault (e.g. a body the adapter refuses): no retry
+            self._breakers.release(permit)
+            _note(outcome, hop, started_at, started, exc)
+            raise run.verdict(exc) from None
+        except BaseException:
+            self._breakers.release(permit)  # cancelled (the client left) or a bug: no verdict on the target
+            raise
+        self._breakers.succeeded(permit)
+        _note(outcome, hop, started_at, started, None)
+        return result, None
 
     def _delay(self, error: TiergateError, n: int, policy: Policy) -> float | None:
         asked = retry_after(error.headers)
@@ -195,17 +278,7 @@ class Dispatcher:
         return max(base * (1.0 + self._rng.uniform(-policy.jitter, policy.jitter)), 0.0)
 
     @staticmethod
-    def _note(record: RequestRecord, hop: Hop, started: float, error: TiergateError | None) -> None:
-        elapsed = (time.perf_counter() - started) * 1000.0
-        record.upstream_ms = (record.upstream_ms or 0.0) + elapsed
-        status = 200 if error is None else (error.status if isinstance(error, UpstreamStatus) else None)
-        kind = None if error is None else (error.code or error.type)
-        record.attempts.append(
-            AttemptRecord(len(record.attempts) + 1, time.time(), hop.tier, hop.target, status, kind, elapsed)
-        )
-
-    @staticmethod
-    def _final(error: TiergateError, record: RequestRecord) -> TiergateError:
+    def _final(error: TiergateError, outcome: Outcome[Any]) -> TiergateError:
         """The error the client gets: its status, plus the headers that tell an SDK what to do."""
         headers = error.headers
         seconds = retry_after(headers)
@@ -214,10 +287,27 @@ class Dispatcher:
             headers["retry-after"] = str(int(_CLIENT_RETRY_AFTER_CAP_S))
         retryable = isinstance(error, UpstreamError) and error.retryable
         headers["x-should-retry"] = "true" if retryable else "false"
-        record.fallback = len({a.target.key for a in record.attempts}) > 1
-        headers["x-tiergate-attempts"] = str(len(record.attempts))
-        headers["x-tiergate-fallback"] = "true" if record.fallback else "false"
+        headers["x-tiergate-attempts"] = str(len(outcome.attempts))
+        headers["x-tiergate-fallback"] = "true" if outcome.fallback else "false"
         return error
+
+
+def _note(outcome: Outcome[Any], hop: Hop, started_at: float, started: float, error: TiergateError | None) -> None:
+    if error is None:
+        status: int | None = 200
+    else:
+        status = error.upstream_status if isinstance(error, UpstreamError) else None
+    outcome.attempts.append(
+        Attempt(
+            n=len(outcome.attempts) + 1,
+            ts=started_at,
+            tier=hop.tier,
+            target=hop.target,
+            status=status,
+            error=None if error is None else (error.code or error.type),
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+    )
 
 
 _NEXT = object()  # _try_hop's "move on to the next hop"

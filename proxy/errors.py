@@ -93,6 +93,9 @@ class UpstreamError(TiergateError):
     retryable = True
     counts_against_target = True  # whether it feeds the target's circuit breaker
     retry_same_target = True  # False: the same target would answer the same (move on at once)
+    # The HTTP status the upstream itself answered, when it answered at all (a 200 whose body was
+    # not the wire format is a protocol error with upstream_status 200; a connect error has none).
+    upstream_status: int | None = None
 
 
 class UpstreamStatus(UpstreamError):
@@ -109,6 +112,7 @@ class UpstreamStatus(UpstreamError):
         error: dict[str, Any],
         *,
         headers: dict[str, str] | None = None,
+        upstream_status: int | None = None,
     ) -> None:
         if status in (401, 403):
             message = (
@@ -126,6 +130,7 @@ class UpstreamStatus(UpstreamError):
         )
         self.type = str(error.get("type") or ("invalid_request_error" if status < 500 else "upstream_error"))
         self.retryable = status in RETRYABLE_STATUSES
+        self.upstream_status = status if upstream_status is None else upstream_status
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -142,6 +147,10 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     status = 502
     code = "upstream_bad_response"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
 
 
 class ConfigError(Exception):

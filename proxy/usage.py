@@ -1,4 +1,10 @@
-"""Token counts of one call, in OpenAI's sense, read from and written as OpenAI ``usage`` objects."""
+"""Token counts of one call, in OpenAI's sense, read from and written as OpenAI ``usage`` objects.
+
+One rule holds for every ``Usage``, however it was made: cached and cache-written tokens are parts
+of the prompt, so together they never exceed ``prompt_tokens``. Upstreams do break it (a gateway that
+reports cached tokens of the whole conversation, say); such counts are clamped and ``clamped`` is set,
+so pricing can never go negative and the ledger can flag the row.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,18 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    clamped: bool = False  # the counts broke the rule above and were clamped to it
+
+    def __post_init__(self) -> None:
+        cached = min(self.cached_tokens, self.prompt_tokens)
+        written = min(self.cache_write_tokens, self.prompt_tokens - cached)
+        reasoning = min(self.reasoning_tokens, self.completion_tokens)
+        if (cached, written, reasoning) != (self.cached_tokens, self.cache_write_tokens, self.reasoning_tokens):
+            # frozen: the one place a Usage is corrected, before anybody has seen it
+            object.__setattr__(self, "cached_tokens", cached)
+            object.__setattr__(self, "cache_write_tokens", written)
+            object.__setattr__(self, "reasoning_tokens", reasoning)
+            object.__setattr__(self, "clamped", True)
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:

@@ -375,7 +375,8 @@ async def test_09_a_200_with_a_malformed_body_is_retried(
     assert completion.choices[0].message.content.startswith("Fake reply from model-a")
     assert secondary.fake.requests == []
     [row] = ledger(db)
-    assert row["tries"] == [(1, "primary", "model-a", None, "upstream_bad_response"), (2, "primary", "model-a", *OK)]
+    # the upstream did answer 200 (bug 14: the attempt kept status NULL): only its body was bad
+    assert row["tries"] == [(1, "primary", "model-a", 200, "upstream_bad_response"), (2, "primary", "model-a", *OK)]
     assert summary(row) == (200, None, 2, 0, "upstream", "small", "model-a")
 
 

@@ -125,7 +125,8 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
 
 def _settle_usage(record: RequestRecord) -> tuple[Usage | None, str]:
     if record.usage is not None:
-        return record.usage, "upstream"
+        # "clamped": the upstream reported more cached than prompt tokens (see proxy.usage)
+        return record.usage, "clamped" if record.usage.clamped else "upstream"
     accepted = any(a.status == 200 for a in record.attempts)
     if record.target is None or not (record.produced_output or accepted):
         return None, "none"

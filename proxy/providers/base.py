@@ -78,9 +78,13 @@ def json_body(raw: bytes, provider: str, field: str, kind: type, what: str) -> d
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         log.warning("provider %s returned a body that is not JSON (%d bytes)", provider, len(raw))
-        raise UpstreamProtocolError("The upstream provider returned a response that is not valid JSON.") from None
+        raise UpstreamProtocolError(
+            "The upstream provider returned a response that is not valid JSON.", upstream_status=200
+        ) from None
     if not isinstance(body, dict) or not isinstance(body.get(field), kind):
-        raise UpstreamProtocolError(f"The upstream provider returned a response that is not {what}.")
+        raise UpstreamProtocolError(
+            f"The upstream provider returned a response that is not {what}.", upstream_status=200
+        )
     return body
 
 
@@ -122,9 +126,9 @@ def error_response(
         "provider %s answered HTTP %d with a body that is not its error format (%d bytes)", provider, status, len(raw)
     )
     if expected:
-        return UpstreamProtocolError(f"The upstream provider did not return {expected}.")
+        return UpstreamProtocolError(f"The upstream provider did not return {expected}.", upstream_status=status)
     message = {"message": f"The upstream provider returned HTTP {status}."}
-    return UpstreamStatus(client_status(status), message, headers=passed_on(headers))
+    return UpstreamStatus(client_status(status), message, headers=passed_on(headers), upstream_status=status)
 
 
 class Provider(ABC):

@@ -89,7 +89,9 @@ class Anthropic(Provider):
             raise error_from(response.status, await response.read(), response.headers, self.name)
         if "text/event-stream" not in response.headers.get("content-type", ""):
             raw = await response.read()
-            raise error_from(502, raw, response.headers, self.name, expected="an event stream")
+            error = error_from(502, raw, response.headers, self.name, expected="an event stream")
+            error.upstream_status = response.status
+            raise error
         return _AnthropicStream(response)
 
     async def _send(self, call: Call, *, stream: bool) -> UpstreamResponse:

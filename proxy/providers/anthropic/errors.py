@@ -36,7 +36,7 @@ def status_error(status: int, error: Mapping[str, Any], headers: Mapping[str, st
     # OpenAI's code for an over-long prompt, which clients (and context_fallback) recognise.
     code = "context_length_exceeded" if message.startswith("prompt is too long") else kind
     body = {"message": message, "type": kind, "param": None, "code": code}
-    return UpstreamStatus(_client_status(status), body, headers=passed_on(headers))
+    return UpstreamStatus(_client_status(status), body, headers=passed_on(headers), upstream_status=status)
 
 
 def _client_status(status: int) -> int:

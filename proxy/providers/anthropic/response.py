@@ -46,7 +46,7 @@ def completion_body(message: Mapping[str, Any]) -> tuple[dict[str, Any], Usage]:
         "created": int(time.time()),
         "model": str(message.get("model") or ""),
         "choices": [choice],
-        "usage": openai_usage(usage),
+        "usage": usage.to_openai(),
     }
     return body, usage
 
@@ -72,17 +72,6 @@ def usage_from(raw: Any) -> Usage:
         cache_write_tokens=written,
         reasoning_tokens=thinking,
     )
-
-
-def openai_usage(usage: Usage) -> dict[str, Any]:
-    """An OpenAI ``usage`` object, with ``cache_write_tokens`` (``Usage.to_openai`` leaves it out)."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": usage.cache_write_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
 
 
 def _count(value: Any) -> int:

@@ -11,7 +11,7 @@ import orjson
 from proxy.errors import UpstreamUnreachable
 from proxy.headers import passed_on
 from proxy.providers.anthropic.errors import ERROR_STATUS, status_error
-from proxy.providers.anthropic.response import finish_reason, openai_usage, usage_from
+from proxy.providers.anthropic.response import finish_reason, usage_from
 from proxy.providers.base import Chunk, ChunkStream, stream_event
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
@@ -91,7 +91,7 @@ class ChunkTranslator:
     def _on_message_stop(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         self.finished = True
         # Always sent: the relay records it, and drops it for clients that did not ask for usage.
-        usage = openai_usage(usage_from(self.usage))
+        usage = usage_from(self.usage).to_openai()
         return [{**self._chunk({}), "choices": [], "usage": usage}]
 
     def _on_error(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:

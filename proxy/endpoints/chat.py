@@ -1,0 +1,152 @@
+"""``POST /v1/chat/completions``: parse -> route -> dispatch -> relay or respond -> one ledger record.
+
+Dispatch reports what it did as an ``Outcome``; this edge turns it into the response headers and the
+ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). Every request that got
+past authentication leaves exactly one record, whether it succeeded, failed, or crashed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy import headers as header_rules
+from proxy import rewrite, streaming, wire
+from proxy.dispatch import Outcome
+from proxy.errors import TiergateError
+from proxy.gateway import Gateway
+from proxy.ledger.records import AttemptRecord, RequestRecord, new_id
+from proxy.router import Route
+
+
+async def chat_completions(request: Request) -> Response | streaming.SSEResponse:
+    gateway: Gateway = request.state.gateway
+    client = gateway.keys.authenticate(request.headers)
+    task_header = request.headers.get("x-task-type")
+    record = RequestRecord(
+        id=new_id(),
+        ts=time.time(),
+        task=task_header or "-",
+        task_source="header" if task_header else "default",
+        tier=None,
+        requested_model=None,
+        stream=False,
+        status=0,
+        latency_ms=0.0,
+        client=client,
+    )
+    # The id a client sees when tiergate has no upstream's to pass on; a crash's 500 carries it too.
+    request.state.request_id = "req_" + record.id
+    started = time.perf_counter()
+    try:
+        response = await _chat(request, gateway, record, started)
+    except TiergateError as exc:
+        record.request_id = exc.headers.setdefault("x-request-id", request.state.request_id)
+        _finish(gateway, record, started, exc.status, exc.code or exc.type)
+        raise
+    except Exception:
+        record.request_id = request.state.request_id
+        _finish(gateway, record, started, 500, "internal_error")
+        raise
+    if not isinstance(response, streaming.SSEResponse):
+        _finish(gateway, record, started, 200, None)
+    return response
+
+
+async def _chat(
+    request: Request, gateway: Gateway, record: RequestRecord, started: float
+) -> Response | streaming.SSEResponse:
+    body = wire.parse_chat_request(await request.body())
+    record.requested_model = body["model"]
+    record.stream = bool(body.get("stream"))
+    record.messages = body.get("messages")
+    user = body.get("user")
+    if isinstance(user, str):
+        record.client = user
+    route = gateway.router.resolve(request.headers.get("x-task-type"), body["model"])
+    record.task, record.task_source, record.tier = route.task.name, route.task_source, route.tier.name
+    record.baseline_tier = route.task.baseline
+    record.baseline = gateway.registry.tiers[route.task.baseline].targets[0]
+    forwarded = header_rules.forwardable(request.headers.items())
+
+    if record.stream:
+        opened = await gateway.dispatcher.stream(route, body, forwarded)
+        _note(record, opened)
+        if opened.error is not None:
+            raise opened.error
+        chunks = opened.value
+        assert chunks is not None
+        stats = streaming.StreamStats(started=started)
+        relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body))
+        headers = {**chunks.headers, **_route_headers(route, opened, chunks.request_id or request.state.request_id)}
+        record.request_id = headers["x-request-id"]
+        relay_started = time.perf_counter()
+
+        def on_close(stats: streaming.StreamStats) -> None:
+            record.usage = stats.usage
+            record.ttft_ms = stats.ttft_ms
+            record.produced_output = stats.chunks > 0
+            record.streamed_text = stats.text() if stats.usage is None else None
+            record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - relay_started) * 1000.0
+            if stats.error is not None:
+                _finish(gateway, record, started, 200, stats.error.code or stats.error.type)
+            elif stats.client_disconnected:
+                _finish(gateway, record, started, 499, "client_disconnected")
+            else:
+                _finish(gateway, record, started, 200, None)
+
+        return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
+
+    done = await gateway.dispatcher.complete(route, body, forwarded)
+    _note(record, done)
+    if done.error is not None:
+        raise done.error
+    completion = done.value
+    assert completion is not None
+    record.usage = completion.usage
+    content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
+    headers = {**completion.headers, **_route_headers(route, done, completion.request_id or request.state.request_id)}
+    record.request_id = headers["x-request-id"]
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _note(record: RequestRecord, outcome: Outcome[Any]) -> None:
+    """Copy what dispatch did onto the ledger record."""
+    hop = outcome.hop
+    if hop is not None:
+        record.target, record.tier = hop.target, hop.tier
+        record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
+    record.fallback = outcome.fallback
+    record.upstream_ms = outcome.upstream_ms
+    record.attempts = [
+        AttemptRecord(a.n, a.ts, a.tier, a.target, a.status, a.error, a.latency_ms) for a in outcome.attempts
+    ]
+
+
+def _finish(gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None) -> None:
+    """Close the request's ledger record and hand it to the writer (never blocks)."""
+    record.status = status
+    record.error_type = error
+    record.latency_ms = (time.perf_counter() - started) * 1000.0
+    if record.usage is not None:
+        record.messages = None  # only kept for estimating missing usage
+    if gateway.ledger is not None:
+        gateway.ledger.submit(record)
+
+
+def _route_headers(route: Route, outcome: Outcome[Any], request_id: str) -> dict[str, str]:
+    hop = outcome.hop
+    assert hop is not None  # a value means some hop served it
+    return {
+        "x-tiergate-attempts": str(len(outcome.attempts)),
+        "x-tiergate-fallback": "true" if outcome.fallback else "false",
+        "x-tiergate-task": route.task.name,
+        "x-tiergate-tier": hop.tier,
+        "x-tiergate-model": hop.target.model,
+        "x-tiergate-provider": hop.target.provider,
+        "x-request-id": request_id,
+    }

@@ -1,0 +1,26 @@
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (it can serve: registry loaded, ledger writing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.gateway import Gateway
+
+
+async def healthz(request: Request) -> Response:
+    return Response(orjson.dumps({"status": "ok"}), media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    body: dict[str, Any] = {
+        "status": "ready",
+        "tasks": len(gateway.registry.tasks),
+        "tiers": len(gateway.registry.tiers),
+        "ledger": gateway.ledger.health() if gateway.ledger is not None else None,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
