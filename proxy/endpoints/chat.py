@@ -8,7 +8,8 @@ past authentication leaves exactly one record, whether it succeeded, failed, or 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -74,16 +75,9 @@ async def _chat(
     forwarded = header_rules.forwardable(request.headers.items())
 
     if record.stream:
-        opened = await gateway.dispatcher.stream(route, body, forwarded)
-        _note(record, opened)
-        if opened.error is not None:
-            raise opened.error
-        chunks = opened.value
-        assert chunks is not None
+        chunks, headers = _accept(request, record, route, await gateway.dispatcher.stream(route, body, forwarded))
         stats = streaming.StreamStats(started=started)
         relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body))
-        headers = {**chunks.headers, **_route_headers(route, opened, chunks.request_id or request.state.request_id)}
-        record.request_id = headers["x-request-id"]
         relay_started = time.perf_counter()
 
         def on_close(stats: streaming.StreamStats) -> None:
@@ -101,17 +95,35 @@ async def _chat(
 
         return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
 
-    done = await gateway.dispatcher.complete(route, body, forwarded)
-    _note(record, done)
-    if done.error is not None:
-        raise done.error
-    completion = done.value
-    assert completion is not None
+    completion, headers = _accept(request, record, route, await gateway.dispatcher.complete(route, body, forwarded))
     record.usage = completion.usage
     content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
-    headers = {**completion.headers, **_route_headers(route, done, completion.request_id or request.state.request_id)}
-    record.request_id = headers["x-request-id"]
     return Response(content, media_type="application/json", headers=headers)
+
+
+class _Answer(Protocol):
+    """A completion or an open stream: both carry the upstream's request id and passed-on headers."""
+
+    @property
+    def request_id(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+A = TypeVar("A", bound=_Answer)
+
+
+def _accept(request: Request, record: RequestRecord, route: Route, outcome: Outcome[A]) -> tuple[A, dict[str, str]]:
+    """Note what dispatch did on the record; the answer and its response headers, or raise its error."""
+    _note(record, outcome)
+    if outcome.error is not None:
+        raise outcome.error
+    answer = outcome.value
+    assert answer is not None  # an outcome holds a value or an error
+    headers = {**answer.headers, **_route_headers(route, outcome, answer.request_id or request.state.request_id)}
+    record.request_id = headers["x-request-id"]
+    return answer, headers
 
 
 def _note(record: RequestRecord, outcome: Outcome[Any]) -> None:
