@@ -7,6 +7,7 @@ result is frozen; the dispatcher reads it per hop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -77,8 +78,8 @@ def _value(value: Any, path: str, kind: type) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(path, f"expected true or false, got {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(path, f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(path, f"expected a finite number, got {value!r}")
     if kind is int:
         if not isinstance(value, int) or value < 0:
             raise ConfigError(path, f"expected a whole number >= 0, got {value!r}")

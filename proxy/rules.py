@@ -9,6 +9,7 @@ starts with the dotted path of the offending value, e.g.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -16,10 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from proxy import policy as policy_mod
-from proxy import prompts
+from proxy import prompts, yamldoc
 from proxy.errors import ConfigError
 from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
@@ -44,13 +43,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry
 
 def loads(text: str, environ: Mapping[str, str] | None = None, source: str = "<string>") -> Registry:
     """Like ``load`` for YAML text."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError("", f"{source}: {problem}{where}") from None
+    raw = yamldoc.load(text, source)
     env = os.environ if environ is None else environ
     return build(_resolve_env(raw, "", env), source=source)
 
@@ -67,7 +60,13 @@ def _resolve_env(node: Any, path: str, env: Mapping[str, str]) -> Any:
                 return default
             return value
 
-        return _ENV_REF.sub(sub, node)
+        resolved = _ENV_REF.sub(sub, node)
+        if "${" in _ENV_REF.sub("", node):
+            # "${OPENAI_API_KEY" (no brace) or "${1BAD}" would otherwise reach a provider verbatim.
+            raise ConfigError(
+                path, "a '${' with no matching '}' or a bad variable name (write ${NAME} or ${NAME:-default})"
+            )
+        return resolved
     if isinstance(node, dict):
         return {k: _resolve_env(v, _join(path, str(k)), env) for k, v in node.items()}
     if isinstance(node, list):
@@ -131,7 +130,7 @@ def _price(node: Any, path: str) -> Price:
     spec = _mapping(node, path, required={"input", "output"}, optional={"cached_input", "cache_write"})
     values: dict[str, float] = {}
     for key, value in spec.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
             raise ConfigError(f"{path}.{key}", f"expected a price in USD per 1M tokens (a number >= 0), got {value!r}")
         values[key] = float(value)
     return Price(**values)
