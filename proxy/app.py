@@ -34,6 +34,7 @@ from proxy.ledger.records import new_id
 from proxy.ledger.writer import LedgerWriter
 from proxy.pricing import Pricer
 from proxy.providers import provider_class
+from proxy.redact import Redactor
 from proxy.registry import Registry
 from proxy.router import Router
 from proxy.settings import Settings
@@ -63,7 +64,8 @@ def create_app(
         async with AsyncExitStack() as resources:
             http = UpstreamClient(settings.transport)
             resources.push_async_callback(http.aclose)
-            providers = {name: provider_class(c.type)(c, http) for name, c in loaded.providers.items()}
+            redactor = Redactor([*(p.api_key for p in loaded.providers.values()), *settings.api_keys])
+            providers = {name: provider_class(c.type)(c, http, redactor) for name, c in loaded.providers.items()}
             dispatcher = Dispatcher(providers, Breakers(clock), sleep=sleep, clock=clock)
             # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
             # requests (a thread holding the GIL would stall the event loop).

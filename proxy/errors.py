@@ -21,7 +21,6 @@ carry upstream URLs, keys or stack traces (those go to the log).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 
@@ -101,9 +100,9 @@ class UpstreamError(TiergateError):
 class UpstreamStatus(UpstreamError):
     """The upstream answered with an error status; its OpenAI-shaped error is passed on.
 
-    Two exceptions to "as-is": a 401/403 is about tiergate's provider key, not the client's, so its
-    message (which may quote part of that key) is replaced; and anything shaped like an API key is
-    masked in every message.
+    ``error``'s fields come from upstream bytes and must have passed through the provider's
+    ``Redactor`` (``providers.base.upstream_status`` does that). A 401/403 is about tiergate's provider
+    key, not the client's, so its message (which may quote part of that key) is replaced outright.
     """
 
     def __init__(
@@ -120,7 +119,7 @@ class UpstreamStatus(UpstreamError):
                 "check the provider key tiergate is configured with."
             )
         else:
-            message = mask_keys(str(error.get("message") or f"upstream returned HTTP {status}"))
+            message = str(error.get("message") or f"upstream returned HTTP {status}")
         super().__init__(
             message,
             param=error.get("param") if isinstance(error.get("param"), str) else None,
@@ -159,14 +158,6 @@ class ConfigError(Exception):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
-
-
-_KEY_LIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*.]{6,}|\bkey-[A-Za-z0-9]{16,}")
-
-
-def mask_keys(text: str) -> str:
-    """``text`` with anything shaped like an API key replaced by ``***``."""
-    return _KEY_LIKE.sub("***", text)
 
 
 # Statuses after which another try (same target later, or the next target) can help.

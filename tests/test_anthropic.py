@@ -25,6 +25,7 @@ from proxy.fakes.anthropic import ClaudeBehavior, FakeAnthropic, count_input_tok
 from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior
 from proxy.providers.anthropic.stream import ChunkTranslator
+from proxy.redact import Redactor
 from proxy.registry import Registry
 from proxy.rules import build
 from proxy.settings import Settings
@@ -528,7 +529,7 @@ async def test_ledger_row_prices_cache_tokens(
 
 
 async def test_translator_takes_cumulative_usage_from_message_delta_and_ignores_unknown_events() -> None:
-    translator = ChunkTranslator()
+    translator = ChunkTranslator(Redactor())
     start = {"id": "msg_1", "model": MODEL, "usage": {"input_tokens": 10, "cache_read_input_tokens": 5}}
     assert len(translator.feed("message_start", {"message": start})) == 1
     assert translator.feed("brand_new_event", {"anything": 1}) == []
@@ -540,5 +541,5 @@ async def test_translator_takes_cumulative_usage_from_message_delta_and_ignores_
     assert translator.finished
     assert last["usage"]["prompt_tokens"] == 17 and last["usage"]["completion_tokens"] == 9
     with pytest.raises(UpstreamStatus) as err:
-        ChunkTranslator().feed("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+        ChunkTranslator(Redactor()).feed("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
     assert (err.value.status, err.value.code, err.value.retryable) == (503, "overloaded_error", True)

@@ -126,15 +126,27 @@ async def test_client_key_never_goes_upstream_and_hop_by_hop_headers_are_strippe
                 "proxy-authorization": "Basic secret",
                 "x-custom-trace": "abc",
                 "x-task-type": "summary",
+                # a client must not choose which organisation or project the shared key bills
+                "openai-organization": "org-someone-else",
+                "openai-project": "proj_someone_else",
+                "x-goog-api-key": "AIzaSyClientOwnGoogleKey000000000000",
+                "api-key": "azure-client-key",
+                "cookie": "session=abc",
+                "user-agent": "AsyncOpenAI/Python 3.57.0",
+                "x-stainless-lang": "python",
             },
         )
     assert response.status_code == 200
     sent = fake.requests[-1].headers
     assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    for name in ("x-api-key", "te", "upgrade", "proxy-authorization", "x-task-type"):
+    for name in (
+        "x-api-key", "te", "upgrade", "proxy-authorization", "x-task-type", "x-custom-trace",
+        "openai-organization", "openai-project", "x-goog-api-key", "api-key", "cookie",
+    ):  # fmt: skip
         assert name not in sent, name
     assert CLIENT_KEY not in str(sent)
-    assert sent["x-custom-trace"] == "abc"
+    # forwarded by allow-list: what identifies the client software, nothing else
+    assert (sent["user-agent"], sent["x-stainless-lang"]) == ("AsyncOpenAI/Python 3.57.0", "python")
     assert UPSTREAM_KEY not in response.text and UPSTREAM_KEY not in str(response.headers)
 
 

@@ -18,6 +18,7 @@ import orjson
 
 from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
 from proxy.headers import passed_on
+from proxy.redact import Redactor
 from proxy.usage import Usage
 
 log = logging.getLogger("tiergate.providers")
@@ -99,7 +100,32 @@ def stream_event(data: bytes) -> dict[str, Any]:
     return parsed
 
 
-StatusError = Callable[[int, Mapping[str, Any], Mapping[str, str]], UpstreamStatus]
+StatusError = Callable[[int, Mapping[str, Any], Mapping[str, str], Redactor], UpstreamStatus]
+
+
+def upstream_status(
+    status: int,
+    error: Mapping[str, Any],
+    headers: Mapping[str, str],
+    redactor: Redactor,
+    *,
+    client_status: int | None = None,
+    code: str | None = None,
+) -> UpstreamStatus:
+    """An upstream's ``error`` object as an ``UpstreamStatus``, every field through ``redactor`` first:
+    the message masked and cut, ``type``/``code``/``param`` kept only when they are plain identifiers."""
+    fields = {
+        "message": redactor.text(str(error.get("message") or "")) or None,
+        "type": redactor.identifier(error.get("type")),
+        "param": redactor.identifier(error.get("param")),
+        "code": code if code is not None else redactor.identifier(error.get("code")),
+    }
+    return UpstreamStatus(
+        status if client_status is None else client_status,
+        fields,
+        headers=passed_on(headers, redactor),
+        upstream_status=status,
+    )
 
 
 def error_response(
@@ -108,27 +134,37 @@ def error_response(
     headers: Mapping[str, str],
     provider: str,
     from_error: StatusError,
+    redactor: Redactor,
     *,
     expected: str = "",
     client_status: Callable[[int], int] = lambda status: status,
 ) -> UpstreamStatus | UpstreamProtocolError:
     """An upstream error response as our error: ``from_error`` maps the body's ``error`` object (each
     wire format has its own); a body without one is a bare HTTP error, or a protocol error when the
-    response was supposed to be ``expected``."""
+    response was supposed to be ``expected``. A redirect is never followed and never relayed (the client
+    would get a 3xx without its ``Location``): it is a bad response, most likely a wrong ``base_url``."""
+    if 300 <= status < 400:
+        log.warning("provider %s answered with a redirect (HTTP %d); redirects are not followed", provider, status)
+        redirect = UpstreamProtocolError(
+            f"The upstream provider answered with a redirect (HTTP {status}); tiergate does not follow redirects.",
+            upstream_status=status,
+        )
+        redirect.retry_same_target = False  # it would redirect again
+        return redirect
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
-        return from_error(status, error, headers)
+        return from_error(status, error, headers, redactor)
     log.warning(
         "provider %s answered HTTP %d with a body that is not its error format (%d bytes)", provider, status, len(raw)
     )
     if expected:
         return UpstreamProtocolError(f"The upstream provider did not return {expected}.", upstream_status=status)
     message = {"message": f"The upstream provider returned HTTP {status}."}
-    return UpstreamStatus(client_status(status), message, headers=passed_on(headers), upstream_status=status)
+    return UpstreamStatus(client_status(status), message, headers=passed_on(headers, redactor), upstream_status=status)
 
 
 class Provider(ABC):
@@ -152,9 +188,11 @@ class Provider(ABC):
         if price is not None and (not isinstance(price, str) or not price):
             raise ConfigError(f"{path}.price_provider", "expected a genai-prices provider id (a string)")
 
-    def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
+    def __init__(self, config: ProviderConfig, http: UpstreamClient, redactor: Redactor) -> None:
         self.config = config
         self.http = http
+        # Every upstream byte that is not a successful answer's content passes through it (proxy.redact).
+        self.redactor = redactor
 
     @property
     def name(self) -> str:

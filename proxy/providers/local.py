@@ -66,7 +66,8 @@ class Local(Provider):
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:  # noqa: BLE001 - any handler bug becomes a failed attempt
-            log.warning("handler %s raised %s: %s", call.target.handler, type(exc).__name__, exc)
+            reason = self.redactor.text(str(exc))  # a handler may have read a secret from its environment
+            log.warning("handler %s raised %s: %s", call.target.handler, type(exc).__name__, reason)
             raise HandlerFailed(f"The local handler for {call.target.model} failed.") from None
         if result is None:
             raise HandlerDeclined(f"The local handler for {call.target.model} declined this request.")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
-from proxy.headers import passed_on
+from proxy.headers import passed_on, request_id
 from proxy.providers.base import (
     Call,
     Chunk,
@@ -23,7 +23,9 @@ from proxy.providers.base import (
     error_response,
     json_body,
     stream_event,
+    upstream_status,
 )
+from proxy.redact import Redactor
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 from proxy.usage import Usage
@@ -48,26 +50,26 @@ class OpenAICompatible(Provider):
         response = await self._send(call)
         raw = await response.read()
         if response.status != 200:
-            raise error_from(response.status, raw, response.headers, self.name)
+            raise error_from(response.status, raw, response.headers, self.name, self.redactor)
         body = json_body(raw, self.name, "choices", list, "a chat completion")
         return Completion(
             body=body,
             usage=Usage.from_openai(body.get("usage")),
-            request_id=response.headers.get("x-request-id"),
-            headers=passed_on(response.headers),
+            request_id=request_id(response.headers.get("x-request-id"), self.redactor),
+            headers=passed_on(response.headers, self.redactor),
             raw=raw,
         )
 
     async def stream(self, call: Call) -> ChunkStream:
         response = await self._send(call)
         if response.status != 200:
-            raise error_from(response.status, await response.read(), response.headers, self.name)
+            raise error_from(response.status, await response.read(), response.headers, self.name, self.redactor)
         if "text/event-stream" not in response.headers.get("content-type", ""):
             raw = await response.read()
-            error = error_from(502, raw, response.headers, self.name, expected="an event stream")
+            error = error_from(502, raw, response.headers, self.name, self.redactor, expected="an event stream")
             error.upstream_status = response.status
             raise error
-        return _OpenAIStream(response)
+        return _OpenAIStream(response, self.redactor)
 
     async def _send(self, call: Call) -> UpstreamResponse:
         headers = dict(call.headers)
@@ -93,10 +95,11 @@ class OpenAICompatible(Provider):
 
 
 class _OpenAIStream(ChunkStream):
-    def __init__(self, response: UpstreamResponse) -> None:
+    def __init__(self, response: UpstreamResponse, redactor: Redactor) -> None:
         self._response = response
-        self.request_id = response.headers.get("x-request-id")
-        self.headers = passed_on(response.headers)
+        self._redactor = redactor
+        self.request_id = request_id(response.headers.get("x-request-id"), redactor)
+        self.headers = passed_on(response.headers, redactor)
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         async for _event, data in iter_events(self._response.iter_bytes()):
@@ -104,7 +107,7 @@ class _OpenAIStream(ChunkStream):
                 return
             parsed = stream_event(data)
             if "error" in parsed:
-                raise error_from(502, data, {}, "stream")
+                raise error_from(502, data, {}, "stream", self._redactor)
             yield Chunk(data, parsed)
 
     async def aclose(self) -> None:
@@ -112,11 +115,7 @@ class _OpenAIStream(ChunkStream):
 
 
 def error_from(
-    status: int, raw: bytes, headers: Mapping[str, str], provider: str, *, expected: str = ""
+    status: int, raw: bytes, headers: Mapping[str, str], provider: str, redactor: Redactor, *, expected: str = ""
 ) -> UpstreamStatus | UpstreamProtocolError:
     """An upstream error response as an ``UpstreamStatus`` carrying its OpenAI-shaped error."""
-    return error_response(status, raw, headers, provider, _status_error, expected=expected)
-
-
-def _status_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> UpstreamStatus:
-    return UpstreamStatus(status, dict(error), headers=passed_on(headers))
+    return error_response(status, raw, headers, provider, upstream_status, redactor, expected=expected)

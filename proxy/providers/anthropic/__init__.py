@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from proxy.errors import ConfigError
-from proxy.headers import passed_on
+from proxy.headers import passed_on, request_id
 from proxy.providers.anthropic.errors import error_from
 from proxy.providers.anthropic.request import messages_request
 from proxy.providers.anthropic.response import completion_body
@@ -37,6 +37,7 @@ from proxy.providers.base import Call, ChunkStream, Completion, Provider, json_b
 from proxy.upstream import UpstreamResponse
 
 if TYPE_CHECKING:
+    from proxy.redact import Redactor
     from proxy.registry import ProviderConfig
     from proxy.upstream import UpstreamClient
 
@@ -62,8 +63,8 @@ class Anthropic(Provider):
         if not isinstance(options.get("anthropic_version", DEFAULT_VERSION), str):
             raise ConfigError(f"{path}.anthropic_version", 'expected a date string such as "2023-06-01"')
 
-    def __init__(self, config: ProviderConfig, http: UpstreamClient) -> None:
-        super().__init__(config, http)
+    def __init__(self, config: ProviderConfig, http: UpstreamClient, redactor: Redactor) -> None:
+        super().__init__(config, http, redactor)
         options = config.options
         self.version = str(options.get("anthropic_version", DEFAULT_VERSION))
         beta = options.get("anthropic_beta")
@@ -76,23 +77,26 @@ class Anthropic(Provider):
         response = await self._send(call, stream=False)
         raw = await response.read()
         if response.status != 200:
-            raise error_from(response.status, raw, response.headers, self.name)
+            raise error_from(response.status, raw, response.headers, self.name, self.redactor)
         message = json_body(raw, self.name, "content", list, "a message")
         body, usage = completion_body(message)
         return Completion(
-            body=body, usage=usage, request_id=response.headers.get("request-id"), headers=passed_on(response.headers)
+            body=body,
+            usage=usage,
+            request_id=request_id(response.headers.get("request-id"), self.redactor),
+            headers=passed_on(response.headers, self.redactor),
         )
 
     async def stream(self, call: Call) -> ChunkStream:
         response = await self._send(call, stream=True)
         if response.status != 200:
-            raise error_from(response.status, await response.read(), response.headers, self.name)
+            raise error_from(response.status, await response.read(), response.headers, self.name, self.redactor)
         if "text/event-stream" not in response.headers.get("content-type", ""):
             raw = await response.read()
-            error = error_from(502, raw, response.headers, self.name, expected="an event stream")
+            error = error_from(502, raw, response.headers, self.name, self.redactor, expected="an event stream")
             error.upstream_status = response.status
             raise error
-        return _AnthropicStream(response)
+        return _AnthropicStream(response, self.redactor)
 
     async def _send(self, call: Call, *, stream: bool) -> UpstreamResponse:
         body = messages_request(call.body, version=self.version, default_max_tokens=self.default_max_tokens)

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.errors import UpstreamProtocolError, UpstreamStatus
-from proxy.headers import passed_on
-from proxy.providers.base import error_response
+from proxy.providers.base import error_response, upstream_status
+from proxy.redact import Redactor
 
 # Anthropic error type -> HTTP status, for errors that arrive inside a 200 stream.
 ERROR_STATUS = {
@@ -23,20 +23,24 @@ ERROR_STATUS = {
 
 
 def error_from(
-    status: int, raw: bytes, headers: Mapping[str, str], provider: str, *, expected: str = ""
+    status: int, raw: bytes, headers: Mapping[str, str], provider: str, redactor: Redactor, *, expected: str = ""
 ) -> UpstreamStatus | UpstreamProtocolError:
     """An Anthropic error response as an ``UpstreamStatus`` carrying an OpenAI-shaped error."""
-    return error_response(status, raw, headers, provider, status_error, expected=expected, client_status=_client_status)
+    return error_response(
+        status, raw, headers, provider, status_error, redactor, expected=expected, client_status=_client_status
+    )
 
 
-def status_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> UpstreamStatus:
+def status_error(
+    status: int, error: Mapping[str, Any], headers: Mapping[str, str], redactor: Redactor
+) -> UpstreamStatus:
     """An Anthropic ``error`` object as an ``UpstreamStatus``; the Anthropic type is kept as ``code``."""
-    kind = str(error.get("type") or "api_error")
+    kind = error.get("type") or "api_error"
     message = str(error.get("message") or f"The upstream provider returned HTTP {status}.")
     # OpenAI's code for an over-long prompt, which clients (and context_fallback) recognise.
-    code = "context_length_exceeded" if message.startswith("prompt is too long") else kind
-    body = {"message": message, "type": kind, "param": None, "code": code}
-    return UpstreamStatus(_client_status(status), body, headers=passed_on(headers), upstream_status=status)
+    code = "context_length_exceeded" if message.startswith("prompt is too long") else redactor.identifier(kind)
+    body = {"message": message, "type": kind, "param": None}
+    return upstream_status(status, body, headers, redactor, client_status=_client_status(status), code=code)
 
 
 def _client_status(status: int) -> int:

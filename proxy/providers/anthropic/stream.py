@@ -9,22 +9,24 @@ from typing import Any
 import orjson
 
 from proxy.errors import UpstreamUnreachable
-from proxy.headers import passed_on
+from proxy.headers import passed_on, request_id
 from proxy.providers.anthropic.errors import ERROR_STATUS, status_error
 from proxy.providers.anthropic.response import finish_reason, usage_from
 from proxy.providers.base import Chunk, ChunkStream, stream_event
+from proxy.redact import Redactor
 from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 
 
 class _AnthropicStream(ChunkStream):
-    def __init__(self, response: UpstreamResponse) -> None:
+    def __init__(self, response: UpstreamResponse, redactor: Redactor) -> None:
         self._response = response
-        self.request_id = response.headers.get("request-id")
-        self.headers = passed_on(response.headers)
+        self._redactor = redactor
+        self.request_id = request_id(response.headers.get("request-id"), redactor)
+        self.headers = passed_on(response.headers, redactor)
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
-        translator = ChunkTranslator()
+        translator = ChunkTranslator(self._redactor)
         async for event, data in iter_events(self._response.iter_bytes()):
             parsed = stream_event(data)
             for chunk in translator.feed(str(parsed.get("type") or event), parsed):
@@ -45,7 +47,8 @@ class ChunkTranslator:
     added later have none and yield nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
         self.id = ""
         self.model = ""
         self.created = int(time.time())
@@ -96,7 +99,7 @@ class ChunkTranslator:
 
     def _on_error(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         error = _obj(event.get("error"))
-        raise status_error(ERROR_STATUS.get(str(error.get("type")), 502), error, {})
+        raise status_error(ERROR_STATUS.get(str(error.get("type")), 502), error, {}, self._redactor)
 
     def _note_usage(self, usage: Any) -> None:
         # message_delta counts are cumulative; a field it leaves out (or nulls) keeps message_start's value.
