@@ -17,13 +17,16 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy import pricing, rules
+from proxy import logs, pricing, rules
+from proxy.access import AccessLog
 from proxy.auth import ClientKeys
 from proxy.breaker import Breakers
+from proxy.connections import LIMITS_KEY, ConnectionLimits, default_max_connections
 from proxy.dispatch import Dispatcher
 from proxy.endpoints.chat import chat_completions
 from proxy.endpoints.health import healthz, readyz
@@ -88,10 +91,12 @@ def create_app(
                 ledger=ledger,
                 started=int(time.time()),
             )
+            limits = ConnectionLimits(settings.head_timeout_s, settings.max_connections or default_max_connections())
             log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
-            yield {"gateway": gateway}
+            yield {"gateway": gateway, LIMITS_KEY: limits}
 
     return Starlette(
+        middleware=[Middleware(AccessLog)],
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
@@ -112,7 +117,7 @@ def create_app(
 def app_from_env() -> Starlette:
     """The app of one worker process of ``tiergate serve --workers N`` (settings from TIERGATE_*)."""
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)
     return create_app(settings)
 
 

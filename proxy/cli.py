@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from proxy import rules
+from proxy import logs, rules
 from proxy.errors import ConfigError
 from proxy.settings import Settings
 
@@ -52,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="worker processes sharing the port and the ledger (TIERGATE_WORKERS, default 1)"
     )
+    serve.add_argument("--max-body-mb", type=int, help="largest request body, MiB (TIERGATE_MAX_BODY_MB, default 32)")
+    serve.add_argument(
+        "--head-timeout-s", type=float, help="seconds for a request head to arrive (TIERGATE_HEAD_TIMEOUT_S, 10)"
+    )
+    serve.add_argument(
+        "--max-connections", type=int, help="open client connections at most (TIERGATE_MAX_CONNECTIONS, 0: auto)"
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        dest="allow_unauthenticated",
+        action="store_const",
+        const=True,
+        help="serve a non-loopback address without client keys (TIERGATE_ALLOW_UNAUTHENTICATED)",
+    )
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser("check", help="validate a registry file with the server's own validator")
@@ -76,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.connections import PROTOCOL
+    from proxy.providers import provider_class
     from proxy.upstream import check_transport
 
     settings = Settings.from_env(
@@ -87,15 +104,27 @@ def _serve(args: argparse.Namespace) -> int:
         transport=args.transport,
         log_level=args.log_level,
         workers=args.workers,
+        max_body_mb=args.max_body_mb,
+        head_timeout_s=args.head_timeout_s,
+        max_connections=args.max_connections,
+        allow_unauthenticated=args.allow_unauthenticated,
     )
     check_transport(settings.transport)
+    _refuse_open_relay(settings)
     registry = rules.load(settings.config)  # fail fast, with one line, before any worker starts
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)
+    for name, provider in registry.providers.items():
+        if provider_class(provider.type).needs_base_url and not provider.api_key:
+            logging.getLogger("tiergate").warning(
+                "provider %s has an empty API key: its upstream will refuse every call (set its key variable)", name
+            )
     options = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        # tiergate logs one access line per request itself (proxy.access), with the task and model
         "access_log": False,
+        "http": PROTOCOL,
         # Let in-flight streams finish on SIGTERM before the lifespan closes the upstream client.
         "timeout_graceful_shutdown": 30,
     }
@@ -106,6 +135,26 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(create_app(settings, registry), **options)  # type: ignore[arg-type]
     return 0
+
+
+def _refuse_open_relay(settings: Settings) -> None:
+    """Anyone who reaches an unauthenticated non-loopback port spends the team's provider keys."""
+    if settings.api_keys or settings.allow_unauthenticated or _is_loopback(settings.host):
+        return
+    raise ValueError(
+        f"refusing to serve on {settings.host} without client keys: anyone who can reach the port would spend "
+        "the provider keys. Set TIERGATE_API_KEYS (comma-separated keys clients must send), or pass "
+        "--allow-unauthenticated if something in front of tiergate authenticates."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: it may resolve anywhere
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
     TiergateError                 an error a client sees; carries status, type, code, param
     ├── InvalidRequest            400 invalid_request_error (bad JSON, bad fields)
-    │   └── UnknownTaskType       400 code=unknown_task_type
+    │   ├── UnknownTaskType       400 code=unknown_task_type
+    │   └── PayloadTooLarge       413 code=request_too_large (a body over --max-body-mb)
     ├── Unauthorized              401 (client key missing or wrong)
     ├── NotFound                  404 (unknown route or model id)
     └── UpstreamError             talking to a target went wrong
@@ -70,6 +71,11 @@ class InvalidRequest(TiergateError):
 
 class UnknownTaskType(InvalidRequest):
     code = "unknown_task_type"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
 
 
 class Unauthorized(TiergateError):

@@ -22,6 +22,15 @@ class Settings:
     transport: str = "aiohttp"  # upstream HTTP transport; see proxy.upstream.TRANSPORTS
     log_level: str = "info"
     workers: int = 1  # uvicorn worker processes; they share the ledger file (SQLite WAL)
+    # Largest request body accepted (413 beyond): room for base64 images and PDFs, as OpenAI and
+    # Anthropic accept (Anthropic's Messages API takes up to 32 MB), and the same bound on an upstream's
+    # non-streamed answer.
+    max_body_mb: int = 32
+    head_timeout_s: float = 10.0  # a connection's request head must be complete within this (slowloris)
+    max_connections: int = 0  # open client connections at most; 0: 10,000 or what the fd limit allows
+    # Serve on a non-loopback address without client keys (an open relay of the provider keys) only
+    # when this says it is intended (a network boundary in front does the authenticating).
+    allow_unauthenticated: bool = False
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
 
@@ -32,10 +41,20 @@ class Settings:
             raise ValueError(f"--port: {self.port} is not a TCP port")
         if self.workers < 1:
             raise ValueError(f"--workers: expected 1 or more, got {self.workers}")
+        if not 0 < self.head_timeout_s <= 3600:
+            raise ValueError(f"--head-timeout-s: expected seconds in (0, 3600], got {self.head_timeout_s}")
+        if self.max_connections < 0:
+            raise ValueError(f"--max-connections: expected 0 (automatic) or more, got {self.max_connections}")
+        if self.max_body_mb < 1:
+            raise ValueError(f"--max-body-mb: expected 1 or more, got {self.max_body_mb}")
         if self.ledger_queue < 1:
             raise ValueError(f"TIERGATE_LEDGER_QUEUE: expected 1 or more, got {self.ledger_queue}")
         if self.log_level.lower() not in _LOG_LEVELS:
             raise ValueError(f"--log-level: {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_mb * 2**20
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``TIERGATE_*`` variables (what ``from_env`` reads back)."""

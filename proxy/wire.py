@@ -14,16 +14,14 @@ import orjson
 from proxy.errors import InvalidRequest
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# orjson parses up to 1,024 levels but serialises only 254: a body between the two would parse here and
+# fail on its way upstream. Real requests (JSON schemas included) nest a few dozen levels at most.
+MAX_DEPTH = 128
 
 
-def parse_chat_request(raw: bytes) -> dict[str, Any]:
+def parse_chat_request(raw: bytes | bytearray) -> dict[str, Any]:
     """Parse and check a ``POST /v1/chat/completions`` body; raise ``InvalidRequest`` naming the field."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc.msg}.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = parse_json_object(raw)
     model = body.get("model")
     if model is None:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
@@ -69,3 +67,30 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
                 f"Invalid '{field}': expected an integer greater than 0.", param=field, code="invalid_value"
             )
     return body
+
+
+def parse_json_object(raw: bytes | bytearray) -> dict[str, Any]:
+    """A request body as a JSON object nested at most ``MAX_DEPTH`` deep, else ``InvalidRequest``."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc.msg}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if _depth(body) > MAX_DEPTH:
+        raise InvalidRequest(f"The request body is nested deeper than {MAX_DEPTH} levels.", code="invalid_value")
+    return body
+
+
+def _depth(value: Any) -> int:
+    """How deep containers nest in ``value`` (iterative: the point is bodies too deep to recurse into)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                return deepest
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest

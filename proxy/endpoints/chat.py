@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from proxy import headers as header_rules
 from proxy import rewrite, streaming, wire
+from proxy.body import read_body
 from proxy.dispatch import Outcome
 from proxy.errors import TiergateError
 from proxy.gateway import Gateway
@@ -47,21 +48,21 @@ async def chat_completions(request: Request) -> Response | streaming.SSEResponse
         response = await _chat(request, gateway, record, started)
     except TiergateError as exc:
         record.request_id = exc.headers.setdefault("x-request-id", request.state.request_id)
-        _finish(gateway, record, started, exc.status, exc.code or exc.type)
+        _finish(request, gateway, record, started, exc.status, exc.code or exc.type)
         raise
     except Exception:
         record.request_id = request.state.request_id
-        _finish(gateway, record, started, 500, "internal_error")
+        _finish(request, gateway, record, started, 500, "internal_error")
         raise
     if not isinstance(response, streaming.SSEResponse):
-        _finish(gateway, record, started, 200, None)
+        _finish(request, gateway, record, started, 200, None)
     return response
 
 
 async def _chat(
     request: Request, gateway: Gateway, record: RequestRecord, started: float
 ) -> Response | streaming.SSEResponse:
-    body = wire.parse_chat_request(await request.body())
+    body = wire.parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
     record.requested_model = body["model"]
     record.stream = bool(body.get("stream"))
     record.messages = body.get("messages")
@@ -87,11 +88,11 @@ async def _chat(
             record.streamed_text = stats.text() if stats.usage is None else None
             record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - relay_started) * 1000.0
             if stats.error is not None:
-                _finish(gateway, record, started, 200, stats.error.code or stats.error.type)
+                _finish(request, gateway, record, started, 200, stats.error.code or stats.error.type)
             elif stats.client_disconnected:
-                _finish(gateway, record, started, 499, "client_disconnected")
+                _finish(request, gateway, record, started, 499, "client_disconnected")
             else:
-                _finish(gateway, record, started, 200, None)
+                _finish(request, gateway, record, started, 200, None)
 
         return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
 
@@ -139,8 +140,13 @@ def _note(record: RequestRecord, outcome: Outcome[Any]) -> None:
     ]
 
 
-def _finish(gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None) -> None:
-    """Close the request's ledger record and hand it to the writer (never blocks)."""
+def _finish(
+    request: Request, gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None
+) -> None:
+    """Close the request's ledger record and hand it to the writer (never blocks); note the access line's facts."""
+    request.state.request_id = record.request_id
+    target = record.target
+    request.state.access = {"task": record.task, "tier": record.tier, "model": target.key if target else None}
     record.status = status
     record.error_type = error
     record.latency_ms = (time.perf_counter() - started) * 1000.0
