@@ -1,0 +1,110 @@
+"""The SSE relay end to end: what reaches the client, what reaches the ledger, and that the upstream is let go.
+
+openai SDK (or raw httpx where the bytes are the point) -> tiergate (uvicorn, loopback) -> FakeOpenAI
+(uvicorn, loopback). Where a precise misbehaviour of the server around tiergate is needed, a tiny ASGI
+wrapper in this file provides it; nothing of tiergate's own is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.app import create_app
+from proxy.fakes.loopback import serve
+from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.settings import Settings
+from tests.conftest import sdk, shipped_registry
+
+USER = [{"role": "user", "content": "Tell me about queues"}]
+T = TypeVar("T")
+
+# Only a bound on waits for events that are due at once; a test that needs it has already failed.
+_HANG_S = 10.0
+
+
+async def soon(awaitable: Awaitable[T], what: str) -> T:
+    """``await awaitable``, failing with ``what`` instead of hanging if it never completes."""
+    try:
+        async with asyncio.timeout(_HANG_S):
+            return await awaitable
+    except TimeoutError:
+        pytest.fail(f"never happened: {what}")
+
+
+def ledger_rows(db: str) -> list[tuple[Any, ...]]:
+    """``(status, error_type, stream)`` of each request row, in the order they were written."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT status, error_type, stream FROM requests ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+# --- a client that leaves before the first byte ---------------------------------------------------------
+
+
+class SlowStart:
+    """Serves ``app`` through a ``send`` that yields on the response start until the client has gone.
+
+    A real server or middleware yields there too (HTTP/2 flow control, Starlette's BaseHTTPMiddleware);
+    then a disconnect lands before the relay has produced its first byte. With ``raises`` the server
+    reports the gone client as ASGI 2.4 allows, by raising ``OSError`` from ``send`` (and ``receive``
+    never tells the app); without it ``send`` just stays put and the app's own disconnect watcher acts.
+    """
+
+    def __init__(self, app: ASGIApp, *, raises: bool) -> None:
+        self.app = app
+        self.raises = raises
+        self.holding = asyncio.Event()  # the response start is being held
+        self.returned = asyncio.Event()  # the app's call for the held request has returned
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gone = asyncio.Event()
+
+        async def quiet_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                await asyncio.Future()  # only send() may tell the app
+            return message
+
+        async def held_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.holding.set()
+                await gone.wait()  # without `raises` nothing sets it: only a cancellation gets out
+                raise OSError("the client has gone away")
+            await send(message)
+
+        try:
+            await self.app(scope, quiet_receive if self.raises else receive, held_send)
+        finally:
+            self.returned.set()
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["cancelled", "send-raises"])
+async def test_a_client_gone_before_the_first_byte_still_releases_the_upstream(
+    fake: FakeOpenAI, upstream_url: str, settings: Settings, raises: bool
+) -> None:
+    fake.push(Behavior(chunk_delay=3600))  # the opening chunk at once, then nothing: only a close ends it
+    proxy = SlowStart(create_app(settings, shipped_registry(upstream_url)), raises=raises)
+    async with serve(proxy) as url:
+        client = sdk(url)
+        opening = client.chat.completions.create(model="auto", messages=USER, stream=True)  # type: ignore[arg-type]
+        request = asyncio.create_task(opening)
+        await soon(proxy.holding.wait(), "tiergate started its response")
+        request.cancel()  # the client gives up before any byte of the body: its connection closes
+        await asyncio.wait({request})
+        await client.close()
+        await soon(proxy.returned.wait(), "tiergate finished the abandoned response")
+        await soon(fake.disconnected.wait(), "the upstream saw tiergate close its connection")
+    assert fake.disconnects == 1
+    assert ledger_rows(settings.db) == [(499, "client_disconnected", 1)]
