@@ -10,6 +10,7 @@ abandoned stream stops costing tokens.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from proxy.errors import TiergateError, UpstreamUnreachable
+from proxy.errors import TiergateError
 from proxy.providers.base import ChunkStream
 from proxy.sse import DONE_EVENT, error_event, sse_event
 from proxy.usage import Usage
+
+log = logging.getLogger("tiergate.streaming")
 
 
 @dataclass(slots=True)
@@ -108,9 +111,12 @@ class Relay:
             stats.error = exc
             yield error_event(exc.body())
         except Exception:  # noqa: BLE001 - a bug mid-stream still ends the stream cleanly for the client
-            stats.error = UpstreamUnreachable("The stream ended unexpectedly.")
+            # A bug (ours, an adapter's, a library's), not the upstream's doing: logged here, once, with its
+            # traceback. Re-raising would only cut the body short and have the server log it a second time;
+            # instead the client gets the generic error app.py renders for a crash, then a clean end.
+            log.exception("relaying a stream failed after %d chunks", stats.chunks)
+            stats.error = TiergateError("tiergate hit an internal error; it has been logged.", code="internal_error")
             yield error_event(stats.error.body())
-            raise
         finally:
             # Released as soon as the upstream is done, not only when the client's response ends.
             await stream.aclose()

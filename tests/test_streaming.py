@@ -8,17 +8,23 @@ wrapper in this file provides it; nothing of tiergate's own is mocked.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
+import httpx
+import orjson
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.app import create_app
 from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.providers.base import Chunk, ChunkStream
 from proxy.settings import Settings
+from proxy.streaming import SSEResponse, StreamStats, relay
 from tests.conftest import sdk, shipped_registry
 
 USER = [{"role": "user", "content": "Tell me about queues"}]
@@ -108,3 +114,58 @@ async def test_a_client_gone_before_the_first_byte_still_releases_the_upstream(
         await soon(fake.disconnected.wait(), "the upstream saw tiergate close its connection")
     assert fake.disconnects == 1
     assert ledger_rows(settings.db) == [(499, "client_disconnected", 1)]
+
+
+# --- a bug mid-stream ---------------------------------------------------------------------------------
+
+
+class BuggyStream(ChunkStream):
+    """A provider stream with a bug in it: one chunk, then an exception no adapter translated."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        data = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]}  # fmt: skip
+        yield Chunk(orjson.dumps(data), data)
+        raise ZeroDivisionError("a bug in an adapter")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_bug_mid_stream_is_logged_once_and_the_client_gets_an_error_event_and_a_clean_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stream = BuggyStream()
+    closed: list[StreamStats] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        stats = StreamStats(started=time.perf_counter())
+        response = SSEResponse(relay(stream, stats, include_usage=False), stats, {}, on_close=closed.append)
+        await response(scope, receive, send)
+
+    caplog.set_level(logging.ERROR)
+    async with serve(app, lifespan="off") as url:
+        # uvicorn's loggers do not propagate to the root (where caplog listens), and serve() configures
+        # them afresh: listen on "uvicorn.error", where a crash of the app would be logged, once it is up.
+        uvicorn_errors = logging.getLogger("uvicorn.error")
+        uvicorn_errors.addHandler(caplog.handler)
+        try:
+            async with httpx.AsyncClient() as http:
+                response = await http.post(url)  # reads to the end: a cut body raises here
+        finally:
+            uvicorn_errors.removeHandler(caplog.handler)
+    events = [e.removeprefix("data: ") for e in response.text.split("\n\n") if e]
+    assert len(events) == 2 and orjson.loads(events[0])["choices"][0]["delta"]["content"] == "Hi"
+    error = orjson.loads(events[1])["error"]
+    assert (error["code"], error["type"]) == ("internal_error", "server_error")
+    assert "ZeroDivisionError" not in response.text and "adapter" not in response.text  # details stay in the log
+    [stats] = closed
+    assert stats.error is not None and stats.error.code == "internal_error" and not stats.completed
+    assert stream.closed
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.exc_info[0] if r.exc_info else None) for r in logged] == [
+        ("tiergate.streaming", ZeroDivisionError)
+    ]
