@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 
@@ -39,6 +40,11 @@ def check_transport(name: str) -> None:
         raise ValueError(f"--transport: {name!r} is not one of {', '.join(TRANSPORTS)}")
 
 
+# What bounds one wait for the body (``asyncio.timeout``): a seam, so tests can expire it on their
+# own clock instead of racing the wall clock's.
+Timeout = Callable[[float | None], AbstractAsyncContextManager[object]]
+
+
 class UpstreamResponse:
     """An upstream response whose body has not been read yet; reads translate transport errors.
 
@@ -46,16 +52,19 @@ class UpstreamResponse:
     as the wait for the first byte may be).
     """
 
-    def __init__(self, response: httpx.Response, idle: float | None = None) -> None:
+    def __init__(
+        self, response: httpx.Response, idle: float | None = None, *, timeout: Timeout = asyncio.timeout
+    ) -> None:
         self._response = response
         self._idle = idle
+        self._timeout = timeout
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
         """The whole body (then the connection goes back to the pool)."""
         try:
-            async with asyncio.timeout(self._idle):
+            async with self._timeout(self._idle):
                 return await self._response.aread()
         except Exception as exc:
             raise translate(exc) from exc
@@ -69,7 +78,7 @@ class UpstreamResponse:
         while True:
             try:
                 # The timeout spans one read, never a yield: the consumer's own pace is not idleness.
-                async with asyncio.timeout(idle):
+                async with self._timeout(idle):
                     chunk = await chunks.__anext__()
                 idle = self._idle
             except StopAsyncIteration:
@@ -92,12 +101,19 @@ class UpstreamClient:
     Requests are httpx ``Request`` objects handed straight to the transport: ``AsyncClient.send``
     adds cookie jars, auth flows, redirect handling and URL merging that a proxy with fixed
     upstream URLs never uses, and that was about a tenth of tiergate's CPU per request.
+    ``timeout`` bounds each wait for a response body (``Timeout``).
     """
 
     def __init__(
-        self, transport: str = "aiohttp", *, connect_timeout: float = 5.0, max_connections: int = 1000
+        self,
+        transport: str = "aiohttp",
+        *,
+        connect_timeout: float = 5.0,
+        max_connections: int = 1000,
+        timeout: Timeout = asyncio.timeout,
     ) -> None:
         check_transport(transport)
+        self._timeout = timeout
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.transport = transport
         self._connect_timeout = connect_timeout
@@ -131,7 +147,7 @@ class UpstreamClient:
         except (TimeoutError, httpx.HTTPError, OSError) as exc:
             raise translate(exc) from exc
         response.request = request
-        return UpstreamResponse(response, idle_timeout)
+        return UpstreamResponse(response, idle_timeout, timeout=self._timeout)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
