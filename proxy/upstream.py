@@ -152,26 +152,38 @@ class UpstreamClient:
         await self._transport.aclose()
 
 
-_LATE = "The upstream provider did not answer in time."
-_UNREACHABLE = "The upstream provider could not be reached."
-_CUT = "The upstream provider closed the connection mid-response."
-_NOT_HTTP = "The upstream provider sent a response that is not valid HTTP."
-_UNDECODABLE = "The upstream provider sent a body that could not be decoded."
+def _late(broken: bool) -> UpstreamError:
+    return UpstreamTimeout("The upstream provider did not answer in time.")
+
+
+def _lost(broken: bool) -> UpstreamError:
+    if broken:
+        return UpstreamUnreachable("The upstream provider closed the connection mid-response.")
+    return UpstreamUnreachable("The upstream provider could not be reached.")
+
+
+def _not_http(broken: bool) -> UpstreamError:
+    return UpstreamProtocolError("The upstream provider sent a response that is not valid HTTP.")
+
+
+def _undecodable(broken: bool) -> UpstreamError:
+    return UpstreamProtocolError("The upstream provider sent a body that could not be decoded.")
+
 
 # What each transport failure is for the client, most specific first: the first row that matches wins
 # (httpx's map_httpcore_exceptions() is the model). ``broken``: the response had started. Anything not
 # listed is a bug, ours or a library's, and is let through unchanged so that it becomes the 500 it is,
 # not a retried, breaker-counted "could not be reached".
 _ERRORS: tuple[tuple[type[BaseException], Callable[[bool], UpstreamError]], ...] = (
-    # aiohttp's own classes, seen raw (httpx-aiohttp leaves some unmapped) or as the cause of its mapping.
-    (aiohttp.ClientResponseError, lambda broken: UpstreamProtocolError(_NOT_HTTP)),  # bad status line, headers
-    (TimeoutError, lambda broken: UpstreamTimeout(_LATE)),  # aiohttp's, asyncio's, our idle bound; an OSError
-    (aiohttp.ClientError, lambda broken: UpstreamUnreachable(_CUT if broken else _UNREACHABLE)),
-    # httpx's tree: the httpcore transport, and httpx-aiohttp's mapping when it has no aiohttp cause.
-    (httpx.DecodingError, lambda broken: UpstreamProtocolError(_UNDECODABLE)),  # a bad content-encoding
-    (httpx.TimeoutException, lambda broken: UpstreamTimeout(_LATE)),
-    (httpx.TransportError, lambda broken: UpstreamUnreachable(_CUT if broken else _UNREACHABLE)),
-    (OSError, lambda broken: UpstreamUnreachable(_CUT if broken else _UNREACHABLE)),
+    # aiohttp's own classes, seen raw (httpx-aiohttp leaves some unmapped) or as the cause of its mapping
+    (aiohttp.ClientResponseError, _not_http),  # a bad status line or headers
+    (TimeoutError, _late),  # aiohttp's, asyncio's and our idle bound (an OSError: before that row)
+    (aiohttp.ClientError, _lost),  # a refused connect, a hang-up, a cut body
+    # httpx's tree: the httpcore transport, and httpx-aiohttp's mapping when it has no aiohttp cause
+    (httpx.DecodingError, _undecodable),  # a content-encoding that does not decode
+    (httpx.TimeoutException, _late),
+    (httpx.TransportError, _lost),
+    (OSError, _lost),
 )
 
 
