@@ -195,8 +195,12 @@ def _collect_text(data: dict[str, Any], pieces: list[str]) -> None:
 
 
 def _without_null_usage(payload: bytes, data: dict[str, Any]) -> bytes:
-    stripped = payload.replace(b',"usage":null', b"", 1)
-    if stripped is payload or len(stripped) == len(payload):
-        # not OpenAI's compact spelling: re-encode (rare)
-        return orjson.dumps({k: v for k, v in data.items() if k != "usage"})
-    return stripped
+    # Cutting the bytes (no re-encoding) is safe only when the payload's one "usage" is the top-level key:
+    # with a nested object's "usage" (a provider extension) or the word in the text, the first match
+    # could be the wrong one.
+    if payload.count(b'"usage"') == 1:
+        stripped = payload.replace(b',"usage":null', b"", 1)
+        if len(stripped) < len(payload):
+            return stripped
+    # not OpenAI's compact spelling, or ambiguous: re-encode (rare)
+    return orjson.dumps({k: v for k, v in data.items() if k != "usage"})

@@ -8,6 +8,7 @@ wrapper in this file provides it; nothing of tiergate's own is mocked.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import pytest
+from openai import AsyncOpenAI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.app import create_app
@@ -169,3 +171,58 @@ async def test_a_bug_mid_stream_is_logged_once_and_the_client_gets_an_error_even
     assert [(r.name, r.exc_info[0] if r.exc_info else None) for r in logged] == [
         ("tiergate.streaming", ZeroDivisionError)
     ]
+
+
+# --- usage: null, in the spellings upstreams use ---------------------------------------------------------
+
+OPENING = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]}  # fmt: skip
+USAGE = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+FINAL = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": USAGE}
+
+
+def sse(*payloads: bytes) -> bytes:
+    return b"".join(b"data: " + p + b"\n\n" for p in payloads)
+
+
+def events(text: str) -> list[str]:
+    return [e.removeprefix("data: ") for e in text.split("\n\n") if e]
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        orjson.dumps({**OPENING, "usage": None}),  # OpenAI's compact spelling, usage last
+        json.dumps({**OPENING, "usage": None}).encode(),  # Python's spaced spelling
+        orjson.dumps({"usage": None, **OPENING}),  # usage first
+        orjson.dumps({**OPENING, "x_provider": {"id": "r1", "usage": None}, "usage": None}),  # a nested one first
+        orjson.dumps({**OPENING, "usage": None, "x_provider": {"id": "r1", "usage": None}}),  # a nested one after
+        orjson.dumps({**OPENING, "x_provider": {"id": "r1", "usage": None}}),  # only a nested one: not ours
+    ],
+    ids=["compact", "spaced", "first", "nested-before", "nested-after", "nested-only"],
+)
+async def test_usage_null_is_dropped_for_a_client_that_did_not_ask_and_only_the_top_level_one(
+    fake: FakeOpenAI, proxy_url: str, settings: Settings, opening: bytes
+) -> None:
+    fake.push(Behavior(body=sse(opening, orjson.dumps(FINAL), b"[DONE]")))
+    async with httpx.AsyncClient(base_url=proxy_url) as http:
+        response = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER, "stream": True})
+    sent = orjson.loads(opening)
+    relayed = events(response.text)
+    assert len(relayed) == 2 and relayed[1] == "[DONE]"  # the usage-only chunk was tiergate's wish, not the client's
+    assert orjson.loads(relayed[0]) == {k: v for k, v in sent.items() if k != "usage"}
+
+
+async def test_a_client_that_asked_for_usage_gets_every_chunk_byte_for_byte(
+    client: AsyncOpenAI, fake: FakeOpenAI
+) -> None:
+    opening = orjson.dumps({**OPENING, "x_provider": {"id": "r1", "usage": None}, "usage": None})
+    fake.push(Behavior(body=sse(opening, orjson.dumps(FINAL), b"[DONE]")))
+    async with client.chat.completions.with_streaming_response.create(
+        model="auto",
+        messages=USER,
+        stream=True,
+        stream_options={"include_usage": True},  # type: ignore[arg-type]
+    ) as response:
+        text = b"".join([piece async for piece in response.iter_bytes()]).decode()
+    assert events(text) == [opening.decode(), orjson.dumps(FINAL).decode(), "[DONE]"]
