@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import httpx
+import openai
 import orjson
 import pytest
 from openai import AsyncOpenAI
@@ -27,7 +28,7 @@ from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.providers.base import Chunk, ChunkStream
 from proxy.settings import Settings
 from proxy.streaming import SSEResponse, StreamStats, relay
-from tests.conftest import sdk, shipped_registry
+from tests.conftest import ProxyFactory, sdk, shipped_registry
 
 USER = [{"role": "user", "content": "Tell me about queues"}]
 T = TypeVar("T")
@@ -226,3 +227,23 @@ async def test_a_client_that_asked_for_usage_gets_every_chunk_byte_for_byte(
     ) as response:
         text = b"".join([piece async for piece in response.iter_bytes()]).decode()
     assert events(text) == [opening.decode(), orjson.dumps(FINAL).decode(), "[DONE]"]
+
+
+# --- an upstream stream that just stops ----------------------------------------------------------------
+
+
+async def test_a_stream_the_upstream_ends_without_done_is_an_error_not_a_completed_answer(
+    fake: FakeOpenAI, upstream_url: str, start_proxy: ProxyFactory, settings: Settings
+) -> None:
+    fake.push(Behavior(body=sse(orjson.dumps(OPENING))))  # a clean close, but no [DONE]: the answer was cut
+    async with start_proxy(shipped_registry(upstream_url)) as url:
+        client = sdk(url)
+        stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)  # type: ignore[arg-type]
+        received = []
+        with pytest.raises(openai.APIError) as err:
+            async for chunk in stream:
+                received.append(chunk)
+        await client.close()
+    assert [c.choices[0].delta.content for c in received] == ["Hi"]
+    assert err.value.message == "The upstream provider closed the connection mid-response."
+    assert ledger_rows(settings.db) == [(200, "upstream_unreachable", 1)]
