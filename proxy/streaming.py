@@ -181,14 +181,18 @@ class SSEResponse:
 
 
 def _collect_text(data: dict[str, Any], pieces: list[str]) -> None:
-    for choice in data.get("choices") or ():
+    # Only for estimating usage the upstream never sent: a chunk of an odd shape is the upstream's
+    # business (relayed as it came), never a reason to fail the stream.
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             continue
         content = delta.get("content")
         if isinstance(content, str):
             pieces.append(content)
-        for call in delta.get("tool_calls") or ():
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 pieces.append(str(function.get("name") or "") + str(function.get("arguments") or ""))

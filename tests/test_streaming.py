@@ -247,3 +247,19 @@ async def test_a_stream_the_upstream_ends_without_done_is_an_error_not_a_complet
     assert [c.choices[0].delta.content for c in received] == ["Hi"]
     assert err.value.message == "The upstream provider closed the connection mid-response."
     assert ledger_rows(settings.db) == [(200, "upstream_unreachable", 1)]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"choices": 5}, {"choices": [{"index": 0, "delta": {"tool_calls": 5}}]}, {"choices": [{"delta": {"content": 5}}]}],
+    ids=["choices", "tool_calls", "content"],
+)
+async def test_a_chunk_of_an_odd_shape_is_relayed_as_it_came_not_taken_for_a_bug(
+    fake: FakeOpenAI, proxy_url: str, odd: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    strange = orjson.dumps({**OPENING, **odd})
+    fake.push(Behavior(body=sse(orjson.dumps(OPENING), strange, b"[DONE]")))
+    async with httpx.AsyncClient(base_url=proxy_url) as http:
+        response = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER, "stream": True})
+    assert events(response.text) == [orjson.dumps(OPENING).decode(), strange.decode(), "[DONE]"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
