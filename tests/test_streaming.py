@@ -36,6 +36,19 @@ T = TypeVar("T")
 # Only a bound on waits for events that are due at once; a test that needs it has already failed.
 _HANG_S = 10.0
 
+OPENING = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]}  # fmt: skip
+USAGE = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+FINAL = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": USAGE}
+
+
+def sse(*payloads: bytes) -> bytes:
+    return b"".join(b"data: " + p + b"\n\n" for p in payloads)
+
+
+def events(text: str) -> list[str]:
+    return [e.removeprefix("data: ") for e in text.split("\n\n") if e]
+
 
 async def soon(awaitable: Awaitable[T], what: str) -> T:
     """``await awaitable``, failing with ``what`` instead of hanging if it never completes."""
@@ -46,11 +59,11 @@ async def soon(awaitable: Awaitable[T], what: str) -> T:
         pytest.fail(f"never happened: {what}")
 
 
-def ledger_rows(db: str) -> list[tuple[Any, ...]]:
-    """``(status, error_type, stream)`` of each request row, in the order they were written."""
+def ledger_rows(db: str, columns: str = "status, error_type, stream") -> list[tuple[Any, ...]]:
+    """``columns`` of each request row, in the order they were written (read once the proxy has stopped)."""
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("SELECT status, error_type, stream FROM requests ORDER BY rowid").fetchall()
+        return conn.execute(f"SELECT {columns} FROM requests ORDER BY rowid").fetchall()
     finally:
         conn.close()
 
@@ -129,9 +142,7 @@ class BuggyStream(ChunkStream):
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
-        data = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]}  # fmt: skip
-        yield Chunk(orjson.dumps(data), data)
+        yield Chunk(orjson.dumps(OPENING), OPENING)
         raise ZeroDivisionError("a bug in an adapter")
 
     async def aclose(self) -> None:
@@ -160,9 +171,9 @@ async def test_a_bug_mid_stream_is_logged_once_and_the_client_gets_an_error_even
                 response = await http.post(url)  # reads to the end: a cut body raises here
         finally:
             uvicorn_errors.removeHandler(caplog.handler)
-    events = [e.removeprefix("data: ") for e in response.text.split("\n\n") if e]
-    assert len(events) == 2 and orjson.loads(events[0])["choices"][0]["delta"]["content"] == "Hi"
-    error = orjson.loads(events[1])["error"]
+    relayed = events(response.text)
+    assert len(relayed) == 2 and orjson.loads(relayed[0]) == OPENING
+    error = orjson.loads(relayed[1])["error"]
     assert (error["code"], error["type"]) == ("internal_error", "server_error")
     assert "ZeroDivisionError" not in response.text and "adapter" not in response.text  # details stay in the log
     [stats] = closed
@@ -174,20 +185,7 @@ async def test_a_bug_mid_stream_is_logged_once_and_the_client_gets_an_error_even
     ]
 
 
-# --- usage: null, in the spellings upstreams use ---------------------------------------------------------
-
-OPENING = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]}  # fmt: skip
-USAGE = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
-FINAL = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": USAGE}
-
-
-def sse(*payloads: bytes) -> bytes:
-    return b"".join(b"data: " + p + b"\n\n" for p in payloads)
-
-
-def events(text: str) -> list[str]:
-    return [e.removeprefix("data: ") for e in text.split("\n\n") if e]
+# --- chunks relayed as they came, but for a usage: null the client did not ask for ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -203,15 +201,18 @@ def events(text: str) -> list[str]:
     ids=["compact", "spaced", "first", "nested-before", "nested-after", "nested-only"],
 )
 async def test_usage_null_is_dropped_for_a_client_that_did_not_ask_and_only_the_top_level_one(
-    fake: FakeOpenAI, proxy_url: str, settings: Settings, opening: bytes
+    fake: FakeOpenAI, upstream_url: str, start_proxy: ProxyFactory, settings: Settings, opening: bytes
 ) -> None:
     fake.push(Behavior(body=sse(opening, orjson.dumps(FINAL), b"[DONE]")))
-    async with httpx.AsyncClient(base_url=proxy_url) as http:
+    async with start_proxy(shipped_registry(upstream_url)) as url, httpx.AsyncClient(base_url=url) as http:
         response = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER, "stream": True})
-    sent = orjson.loads(opening)
     relayed = events(response.text)
     assert len(relayed) == 2 and relayed[1] == "[DONE]"  # the usage-only chunk was tiergate's wish, not the client's
-    assert orjson.loads(relayed[0]) == {k: v for k, v in sent.items() if k != "usage"}
+    assert orjson.loads(relayed[0]) == {k: v for k, v in orjson.loads(opening).items() if k != "usage"}
+    # ... but its usage is what the ledger keeps
+    assert ledger_rows(settings.db, "error_type, usage_source, prompt_tokens, completion_tokens") == [
+        (None, "upstream", 7, 1)
+    ]
 
 
 async def test_a_client_that_asked_for_usage_gets_every_chunk_byte_for_byte(
