@@ -228,6 +228,8 @@ class FakeOpenAI:
         self.default = default
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # chat responses abandoned because the client went away
+        # Set at each such disconnect, so a test can wait for one instead of polling the count.
+        self.disconnected = asyncio.Event()
         self._script: deque[Behavior] = deque(script)
         # Picks a behaviour from the request body (e.g. by its `user`), for concurrent tests where
         # arrival order is not under control; None falls through to the script, then the default.
@@ -289,6 +291,7 @@ class FakeOpenAI:
             return
         await asyncio.wait({producer})
         self.disconnects += 1
+        self.disconnected.set()
 
     async def _start(
         self, request: dict[str, Any], behavior: Behavior, headers: dict[str, str], send: Send
