@@ -51,6 +51,8 @@ OTHER: Any = {"type": "function", "function": {"name": "other", "parameters": {"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 PDF = "JVBERi0xLjQKJcOkw7zDtsOfCg=="
 PART = "messages[0].content[0]"
+# What ``response_format: json_object`` becomes (the Messages API has no schema-less JSON mode).
+JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 
 
 def registry(url: str) -> Registry:
@@ -344,6 +346,24 @@ async def test_fields_are_mapped_or_dropped(anthropic_client: AsyncOpenAI, anthr
         "metadata": {"user_id": "u-42"},
         "stream": False,
     }
+
+
+@pytest.mark.parametrize(
+    ("system", "expected"),
+    [(None, JSON_INSTRUCTION), ("Be brief.", f"Be brief.\n\n{JSON_INSTRUCTION}")],
+    ids=["no-system", "after-the-system-text"],
+)
+async def test_json_object_becomes_an_instruction_in_system(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic, system: str | None, expected: str
+) -> None:
+    messages: list[Any] = [*([{"role": "system", "content": system}] if system else []), *USER]
+    await anthropic_client.chat.completions.create(
+        model="auto", messages=messages, response_format={"type": "json_object"}
+    )
+    body = sent(anthropic_fake)
+    assert body["system"] == expected
+    assert "response_format" not in body and "output_config" not in body  # no Messages field for it
+    assert body["messages"] == [{"role": "user", "content": USER[0]["content"]}]
 
 
 async def test_n_above_one_is_a_400(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
