@@ -98,8 +98,15 @@ def clean(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
     """
     fake.reset()
     yield fake
+    try:
+        assert_consumed(fake)
+    finally:
+        fake.reset()
+
+
+def assert_consumed(fake: FakeOpenAI) -> None:
+    """Fail the test if a behaviour pushed on ``fake`` was never consumed by a request."""
     left = fake.pending
-    fake.reset()
     if left:
         pytest.fail(f"{len(left)} scripted behaviour(s) never consumed by a request: {list(left)}", pytrace=False)
 
