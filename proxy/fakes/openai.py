@@ -13,10 +13,14 @@ and no keys, and its replies are deterministic so tests can compute expected val
 
 A `Behavior` (scripted FIFO with `push`, else the default) sets status, headers, delays and
 stream faults for one chat request. A delay is seconds, or an `asyncio.Event` to wait for: an
-upstream that stalls until the test sets it (a timeout test needs no sleep longer than the timeout). `reset_after_chunks=N` sends the opening chunk and at most
-N more, then raises `SimulatedReset` inside the app (always, at the latest before [DONE]), so a
-real server drops the socket mid-body and the client sees a broken stream, not a clean end
-(uvicorn logs the traceback; in-process, httpx's ASGITransport re-raises it to the caller).
+upstream that stalls until the test sets it, so a timeout test needs no sleep longer than the
+timeout. `reset_after_chunks=N` sends the opening chunk and at most N more, then raises
+`SimulatedReset` inside the app (always, at the latest before [DONE]), so a real server drops the
+socket mid-body and the client sees a broken stream, not a clean end (uvicorn logs the traceback;
+in-process, httpx's ASGITransport re-raises it to the caller).
+
+A fake shared by several tests is `reset` between them; `pending` is what was pushed and not
+consumed yet.
 """
 
 from __future__ import annotations
