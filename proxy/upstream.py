@@ -10,11 +10,13 @@ boundary, into the ``UpstreamError`` tree; nothing above this module sees httpx 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
 
+import aiohttp
 import httpx
 
-from proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 
 
 def _httpcore_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
@@ -39,43 +41,51 @@ def check_transport(name: str) -> None:
         raise ValueError(f"--transport: {name!r} is not one of {', '.join(TRANSPORTS)}")
 
 
+# What bounds one wait for the body (``asyncio.timeout``): a seam, so tests can expire it on their
+# own clock instead of racing the wall clock's.
+Timeout = Callable[[float | None], AbstractAsyncContextManager[object]]
+
+
 class UpstreamResponse:
     """An upstream response whose body has not been read yet; reads translate transport errors.
 
-    ``idle`` bounds each silence while the body arrives (the socket's own read timeout is as long
-    as the wait for the first byte may be).
+    ``idle`` bounds each silence while the body arrives, not the whole body: a long answer that keeps
+    coming is fine. The wait for the first body bytes is not bounded here: the caller bounds it (first
+    byte), and the socket's own read timeout is as long as that wait may be.
     """
 
-    def __init__(self, response: httpx.Response, idle: float | None = None) -> None:
+    def __init__(
+        self, response: httpx.Response, idle: float | None = None, *, timeout: Timeout = asyncio.timeout
+    ) -> None:
         self._response = response
         self._idle = idle
+        self._timeout = timeout
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
-        """The whole body (then the connection goes back to the pool)."""
+        """The whole body, decoded (then the connection goes back to the pool)."""
         try:
-            async with asyncio.timeout(self._idle):
-                return await self._response.aread()
-        except Exception as exc:
-            raise translate(exc) from exc
+            return b"".join([chunk async for chunk in self._bounded(self._response.aiter_bytes())])
         finally:
-            await self._response.aclose()
+            await self.aclose()
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, chunk by chunk."""
-        chunks = self._response.aiter_raw().__aiter__()
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk, as sent (no content decoding)."""
+        return self._bounded(self._response.aiter_raw())
+
+    async def _bounded(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        chunks = aiter(source)
         idle: float | None = None  # the first bytes are due within first_byte_s, which the caller bounds
         while True:
-            try:
-                # The timeout spans one read, never a yield: the consumer's own pace is not idleness.
-                async with asyncio.timeout(idle):
-                    chunk = await chunks.__anext__()
-                idle = self._idle
-            except StopAsyncIteration:
-                return
-            except (TimeoutError, httpx.HTTPError, OSError) as exc:
-                raise translate(exc, broken=True) from exc
+            # The bound spans one read, never a yield: the consumer's own pace is not idleness.
+            with translated(broken=True):
+                async with self._timeout(idle):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        return
+            idle = self._idle
             yield chunk
 
     async def aclose(self) -> None:
@@ -92,12 +102,19 @@ class UpstreamClient:
     Requests are httpx ``Request`` objects handed straight to the transport: ``AsyncClient.send``
     adds cookie jars, auth flows, redirect handling and URL merging that a proxy with fixed
     upstream URLs never uses, and that was about a tenth of tiergate's CPU per request.
+    ``timeout`` bounds each wait for a response body (``Timeout``).
     """
 
     def __init__(
-        self, transport: str = "aiohttp", *, connect_timeout: float = 5.0, max_connections: int = 1000
+        self,
+        transport: str = "aiohttp",
+        *,
+        connect_timeout: float = 5.0,
+        max_connections: int = 1000,
+        timeout: Timeout = asyncio.timeout,
     ) -> None:
         check_transport(transport)
+        self._timeout = timeout
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.transport = transport
         self._connect_timeout = connect_timeout
@@ -126,34 +143,69 @@ class UpstreamClient:
             content=content,
             extensions={"timeout": {"connect": connect, "read": read_timeout, "write": 30.0, "pool": 30.0}},
         )
-        try:
+        with translated():
             response = await self._transport.handle_async_request(request)
-        except (TimeoutError, httpx.HTTPError, OSError) as exc:
-            raise translate(exc) from exc
         response.request = request
-        return UpstreamResponse(response, idle_timeout)
+        return UpstreamResponse(response, idle_timeout, timeout=self._timeout)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
 
-def translate(exc: BaseException, *, broken: bool = False) -> UpstreamError:
-    """Map a transport exception to our tree; the message is safe for clients (no URL, no key)."""
-    if isinstance(exc, UpstreamError):
-        return exc
-    if _is_timeout(exc):
-        return UpstreamTimeout("The upstream provider did not answer in time.")
+def _late(broken: bool) -> UpstreamError:
+    return UpstreamTimeout("The upstream provider did not answer in time.")
+
+
+def _lost(broken: bool) -> UpstreamError:
     if broken:
         return UpstreamUnreachable("The upstream provider closed the connection mid-response.")
     return UpstreamUnreachable("The upstream provider could not be reached.")
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.TimeoutException):
-        cause = exc.__cause__
-        # httpx-aiohttp maps every aiohttp ClientConnectionError (a server disconnect too) to
-        # ConnectTimeout; only a cause that is itself a timeout is one.
-        if cause is not None and type(cause).__module__.startswith("aiohttp"):
-            return isinstance(cause, asyncio.TimeoutError)
-        return True
-    return isinstance(exc, asyncio.TimeoutError)
+def _not_http(broken: bool) -> UpstreamError:
+    return UpstreamProtocolError("The upstream provider sent a response that is not valid HTTP.")
+
+
+def _undecodable(broken: bool) -> UpstreamError:
+    return UpstreamProtocolError("The upstream provider sent a body that could not be decoded.")
+
+
+# What each transport failure is for the client, most specific first: the first row that matches wins
+# (httpx's map_httpcore_exceptions() is the model). ``broken``: the response had started. Anything not
+# listed is a bug, ours or a library's, and is let through unchanged so that it becomes the 500 it is,
+# not a retried, breaker-counted "could not be reached".
+_ERRORS: tuple[tuple[type[BaseException], Callable[[bool], UpstreamError]], ...] = (
+    # aiohttp's own classes, seen raw (httpx-aiohttp leaves some unmapped) or as the cause of its mapping
+    (aiohttp.ClientResponseError, _not_http),  # a bad status line or headers
+    (TimeoutError, _late),  # aiohttp's, asyncio's and our idle bound (an OSError: before that row)
+    (aiohttp.ClientError, _lost),  # a refused connect, a hang-up, a cut body
+    # httpx's tree: the httpcore transport, and httpx-aiohttp's mapping when it has no aiohttp cause
+    (httpx.DecodingError, _undecodable),  # a content-encoding that does not decode
+    (httpx.TimeoutException, _late),
+    (httpx.TransportError, _lost),
+    (OSError, _lost),
+)
+
+
+def translate(exc: BaseException, *, broken: bool = False) -> UpstreamError | None:
+    """Our error for a transport failure (the message is safe for clients: no URL, no key), else ``None``."""
+    if isinstance(exc, httpx.HTTPError) and isinstance(exc.__cause__, aiohttp.ClientError):
+        # httpx-aiohttp's mapping loses what happened (every connection error, a server hang-up
+        # included, becomes ConnectTimeout): the aiohttp error it was raised from still says.
+        exc = exc.__cause__
+    for kind, error in _ERRORS:
+        if isinstance(exc, kind):
+            return error(broken)
+    return None
+
+
+@contextmanager
+def translated(*, broken: bool = False) -> Iterator[None]:
+    """Re-raise a transport failure inside the block as our error (``raise ... from exc``); let bugs through."""
+    try:
+        yield
+    except Exception as exc:
+        error = translate(exc, broken=broken)
+        if error is None:
+            raise
+        raise error from exc

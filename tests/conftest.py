@@ -1,12 +1,19 @@
 """Shared fixtures: a fake upstream and tiergate, each on a real uvicorn server on 127.0.0.1.
 
 Clients are the official SDKs with their own retries off, so what a test sees is tiergate's behaviour.
+
+A module that shares one fake (and servers) across its tests names its fixtures after itself
+(``spec_fake``, ``anthropic_proxy_url``, ...) instead of shadowing the ones here, and wraps each test
+in `clean`: the fake starts with no script and no recorded requests, and a behaviour the test pushed
+but no request consumed fails it. Time-driven behaviour (backoff, retry-after, breaker cooldowns) runs
+on a `FakeClock` passed to ``start_proxy(..., clock=...)`` instead of on the wall clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +66,55 @@ def shipped_registry(upstream_url: str, policy: dict[str, Any] | None = NO_RETRI
     return rules.loads(text, environ=environ, source=str(RULES))
 
 
+class FakeClock:
+    """Time for tiergate's ``clock``/``sleep`` seams: it moves only when a test or a ``sleep`` moves it.
+
+    ``clock()`` is ``now``; ``advance(s)`` moves it; ``await sleep(s)`` records ``s`` in ``sleeps`` and
+    advances instead of waiting, so a backoff or a retry-after is asserted as a number, not as elapsed time.
+    """
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)  # still a suspension point, as a real sleep is
+
+
+@contextmanager
+def clean(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """``fake`` reset for one test; fails the test if a behaviour it pushed was never consumed.
+
+    A leftover behaviour means the test did not cause the requests it scripted for (and would answer
+    the next test's request, were the fake shared).
+    """
+    fake.reset()
+    yield fake
+    try:
+        assert_consumed(fake)
+    finally:
+        fake.reset()
+
+
+def assert_consumed(fake: FakeOpenAI) -> None:
+    """Fail the test if a behaviour pushed on ``fake`` was never consumed by a request."""
+    left = fake.pending
+    if left:
+        pytest.fail(f"{len(left)} scripted behaviour(s) never consumed by a request: {list(left)}", pytrace=False)
+
+
 @pytest.fixture
-def fake() -> FakeOpenAI:
-    return FakeOpenAI()
+def fake() -> Iterator[FakeOpenAI]:
+    with clean(FakeOpenAI()) as f:
+        yield f
 
 
 @pytest.fixture
@@ -80,12 +133,20 @@ ProxyFactory = Callable[..., AbstractAsyncContextManager[str]]
 
 @pytest.fixture
 def start_proxy(settings: Settings) -> ProxyFactory:
-    """``async with start_proxy(registry, **settings_overrides) as url`` serves tiergate on loopback."""
+    """``async with start_proxy(registry, clock=None, **settings_overrides) as url`` serves tiergate on loopback.
+
+    With a `FakeClock`, tiergate's breakers, deadlines and backoff waits run on it instead of on real time.
+    """
 
     @asynccontextmanager
-    async def start(registry: Registry, **overrides: Any) -> AsyncIterator[str]:
+    async def start(registry: Registry, *, clock: FakeClock | None = None, **overrides: Any) -> AsyncIterator[str]:
         merged = Settings(**{**settings.__dict__, **overrides})
-        async with serve(create_app(merged, registry)) as url:
+        app = (
+            create_app(merged, registry)
+            if clock is None
+            else create_app(merged, registry, clock=clock, sleep=clock.sleep)
+        )
+        async with serve(app) as url:
             yield url
 
     return start

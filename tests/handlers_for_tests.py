@@ -99,8 +99,8 @@ def bad_content(request: dict[str, Any]) -> dict[str, Any]:
 
 
 async def sleeps(request: dict[str, Any]) -> str:
-    """An async handler slower than any test's first-byte timeout."""
-    await asyncio.sleep(30)
+    """An async handler that never answers: it waits until cancelled (by tiergate's first-byte timeout)."""
+    await asyncio.Event().wait()
     return "too late"
 
 

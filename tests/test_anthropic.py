@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,11 @@ from proxy.redact import Redactor
 from proxy.registry import Registry
 from proxy.rules import build
 from proxy.settings import Settings
-from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, sdk
+from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, clean, sdk
 from tests.test_openai_spec import assert_valid, post_stream
 
 # One fake and one tiergate serve the module (stopping a uvicorn server costs ~0.3 s); the tests share
-# the module's event loop with them.
+# the module's event loop with them. The fixtures are named for the module, not after conftest's.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MODEL = "claude-sonnet-5-5"
@@ -52,6 +52,8 @@ OTHER: Any = {"type": "function", "function": {"name": "other", "parameters": {"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 PDF = "JVBERi0xLjQKJcOkw7zDtsOfCg=="
 PART = "messages[0].content[0]"
+# What ``response_format: json_object`` becomes (the Messages API has no schema-less JSON mode).
+JSON_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 
 
 def registry(url: str) -> Registry:
@@ -80,28 +82,36 @@ def registry(url: str) -> Registry:
 
 
 @pytest.fixture(scope="module")
-def fake() -> FakeAnthropic:
+def anthropic_fake() -> FakeAnthropic:
     return FakeAnthropic()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def upstream_url(fake: FakeAnthropic) -> AsyncIterator[str]:
-    async with serve(fake) as url:
+async def anthropic_upstream_url(anthropic_fake: FakeAnthropic) -> AsyncIterator[str]:
+    async with serve(anthropic_fake) as url:
         yield url
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def proxy_url(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def anthropic_proxy_url(
+    anthropic_upstream_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     db = tmp_path_factory.mktemp("anthropic") / "ledger.db"
     settings = Settings(config=str(RULES), db=str(db))
-    async with serve(create_app(settings, registry(upstream_url))) as url:
+    async with serve(create_app(settings, registry(anthropic_upstream_url))) as url:
         yield url
 
 
+@pytest.fixture(autouse=True)
+def _clean_anthropic_fake(anthropic_fake: FakeAnthropic) -> Iterator[None]:
+    """Each test starts with no script and no recorded requests, and must consume what it pushes."""
+    with clean(anthropic_fake):
+        yield
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(proxy_url: str, fake: FakeAnthropic) -> AsyncIterator[AsyncOpenAI]:
-    fake.requests.clear()  # each test sees only the upstream requests it caused
-    c = sdk(proxy_url, organization="org-client")
+async def anthropic_client(anthropic_proxy_url: str) -> AsyncIterator[AsyncOpenAI]:
+    c = sdk(anthropic_proxy_url, organization="org-client")
     yield c
     await c.close()
 
@@ -114,8 +124,8 @@ def sent(fake: FakeAnthropic) -> dict[str, Any]:
 # --- plain calls ---------------------------------------------------------------------------------------
 
 
-async def test_plain_text_call(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
-    raw = await client.chat.completions.with_raw_response.create(model="auto", messages=USER)
+async def test_plain_text_call(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
+    raw = await anthropic_client.chat.completions.with_raw_response.create(model="auto", messages=USER)
     assert_valid("CreateChatCompletionResponse", raw.http_response.json())
     completion = raw.parse()
     assert raw.headers["x-request-id"] == "req_fake_1"  # Anthropic's request-id header
@@ -124,12 +134,12 @@ async def test_plain_text_call(client: AsyncOpenAI, fake: FakeAnthropic) -> None
     choice = completion.choices[0]
     assert (choice.index, choice.finish_reason, choice.message.content) == (0, "stop", EXPECTED)
     assert choice.message.tool_calls is None and choice.message.refusal is None
-    body = sent(fake)
+    body = sent(anthropic_fake)
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == count_input_tokens(body)
     assert completion.usage.completion_tokens == len(EXPECTED.split())
 
-    request = fake.requests[-1]
+    request = anthropic_fake.requests[-1]
     assert (request.method, request.path) == ("POST", "/v1/messages")
     assert body == {
         "model": MODEL,
@@ -145,7 +155,7 @@ async def test_plain_text_call(client: AsyncOpenAI, fake: FakeAnthropic) -> None
 
 
 async def test_system_and_developer_messages_are_hoisted_and_same_role_turns_merged(
-    client: AsyncOpenAI, fake: FakeAnthropic
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic
 ) -> None:
     messages: list[Any] = [
         {"role": "system", "content": "Be brief."},
@@ -156,9 +166,9 @@ async def test_system_and_developer_messages_are_hoisted_and_same_role_turns_mer
         {"role": "assistant", "content": "Encore"},
         {"role": "user", "content": "Name three queues"},
     ]
-    completion = await client.chat.completions.create(model="auto", messages=messages, max_tokens=300)
+    completion = await anthropic_client.chat.completions.create(model="auto", messages=messages, max_tokens=300)
     assert completion.choices[0].message.content == f"Fake Claude reply from {MODEL}: Name three queues"
-    body = sent(fake)
+    body = sent(anthropic_fake)
     assert body["system"] == "Be brief.\nAnswer in French."
     assert body["max_tokens"] == 300
     assert body["messages"] == [
@@ -168,15 +178,15 @@ async def test_system_and_developer_messages_are_hoisted_and_same_role_turns_mer
     ]
 
 
-async def test_images_and_pdf_become_blocks(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+async def test_images_and_pdf_become_blocks(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
     content: list[Any] = [
         {"type": "text", "text": "Compare these"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}", "detail": "low"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
         {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "spec.pdf"}},
     ]
-    await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])
-    assert sent(fake)["messages"][0]["content"] == [
+    await anthropic_client.chat.completions.create(model="auto", messages=[{"role": "user", "content": content}])
+    assert sent(anthropic_fake)["messages"][0]["content"] == [
         {"type": "text", "text": "Compare these"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
@@ -198,26 +208,26 @@ async def test_images_and_pdf_become_blocks(client: AsyncOpenAI, fake: FakeAnthr
     ],
 )
 async def test_content_anthropic_cannot_take_is_a_400_naming_the_part(
-    client: AsyncOpenAI, fake: FakeAnthropic, part: dict[str, Any], param: str
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic, part: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         messages: Any = [{"role": "user", "content": [part]}]
-        await client.chat.completions.create(model="auto", messages=messages)
+        await anthropic_client.chat.completions.create(model="auto", messages=messages)
     assert err.value.param == param
-    assert fake.requests == []
+    assert anthropic_fake.requests == []
 
 
 # --- tools ---------------------------------------------------------------------------------------------
 
 
-async def test_tool_round_trip(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
-    fake.push(ClaudeBehavior(tool_calls=2))
-    first = await client.chat.completions.create(model="auto", messages=USER, tools=[LOOKUP, OTHER])
-    assert sent(fake)["tools"] == [
+async def test_tool_round_trip(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
+    anthropic_fake.push(ClaudeBehavior(tool_calls=2))
+    first = await anthropic_client.chat.completions.create(model="auto", messages=USER, tools=[LOOKUP, OTHER])
+    assert sent(anthropic_fake)["tools"] == [
         {"name": "lookup", "input_schema": LOOKUP["function"]["parameters"], "description": "Look a word up"},
         {"name": "other", "input_schema": {"type": "object", "properties": {}}},
     ]
-    assert "tool_choice" not in sent(fake)
+    assert "tool_choice" not in sent(anthropic_fake)
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     calls = choice.message.tool_calls or []
@@ -232,10 +242,10 @@ async def test_tool_round_trip(client: AsyncOpenAI, fake: FakeAnthropic) -> None
         {"role": "tool", "tool_call_id": "toolu_fake_1", "content": "a queue is a line"},
         {"role": "tool", "tool_call_id": "toolu_fake_2", "content": [{"type": "text", "text": "FIFO"}]},
     ]
-    second = await client.chat.completions.create(model="auto", messages=history, tools=[LOOKUP])
+    second = await anthropic_client.chat.completions.create(model="auto", messages=history, tools=[LOOKUP])
     assert second.choices[0].finish_reason == "stop"
     assert second.choices[0].message.content == EXPECTED  # the tool answered: text from the last user text
-    assert sent(fake)["messages"][1:] == [
+    assert sent(anthropic_fake)["messages"][1:] == [
         {
             "role": "assistant",
             "content": [
@@ -253,13 +263,15 @@ async def test_tool_round_trip(client: AsyncOpenAI, fake: FakeAnthropic) -> None
     ]
 
 
-async def test_tool_call_arguments_that_are_not_json_are_a_400(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+async def test_tool_call_arguments_that_are_not_json_are_a_400(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic
+) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{word: fake"}}
     history: list[Any] = [*USER, {"role": "assistant", "tool_calls": [call]}]
     with pytest.raises(openai.BadRequestError) as err:
-        await client.chat.completions.create(model="auto", messages=history, tools=[LOOKUP])
+        await anthropic_client.chat.completions.create(model="auto", messages=history, tools=[LOOKUP])
     assert err.value.param == "messages[1].tool_calls[0].function.arguments"
-    assert fake.requests == []
+    assert anthropic_fake.requests == []
 
 
 @pytest.mark.parametrize(
@@ -274,14 +286,21 @@ async def test_tool_call_arguments_that_are_not_json_are_a_400(client: AsyncOpen
     ],
 )  # fmt: skip
 async def test_tool_choice_and_parallel_tool_calls(
-    client: AsyncOpenAI, fake: FakeAnthropic, choice: Any, parallel: bool | None, expected: Any, called: str | None
+    anthropic_client: AsyncOpenAI,
+    anthropic_fake: FakeAnthropic,
+    choice: Any,
+    parallel: bool | None,
+    expected: Any,
+    called: str | None,
 ) -> None:
-    fake.push(ClaudeBehavior(tool_calls=2))
+    anthropic_fake.push(ClaudeBehavior(tool_calls=2))
     extra: dict[str, Any] = {"tool_choice": choice} if choice is not None else {}
     if parallel is not None:
         extra["parallel_tool_calls"] = parallel
-    completion = await client.chat.completions.create(model="auto", messages=USER, tools=[LOOKUP, OTHER], **extra)
-    assert sent(fake)["tool_choice"] == expected
+    completion = await anthropic_client.chat.completions.create(
+        model="auto", messages=USER, tools=[LOOKUP, OTHER], **extra
+    )
+    assert sent(anthropic_fake)["tool_choice"] == expected
     calls = completion.choices[0].message.tool_calls or []
     assert {c.function.name for c in calls} == ({called} if called else set())
     assert len(calls) == (0 if called is None else 1 if parallel is False else 2)
@@ -291,16 +310,18 @@ async def test_tool_choice_and_parallel_tool_calls(
 
 
 @pytest.mark.parametrize("stop", ["cron", ["nothing-here", "cron"]])
-async def test_stop_becomes_stop_sequences(client: AsyncOpenAI, fake: FakeAnthropic, stop: Any) -> None:
-    completion = await client.chat.completions.create(model="auto", messages=USER, stop=stop)
-    assert sent(fake)["stop_sequences"] == (stop if isinstance(stop, list) else [stop])
+async def test_stop_becomes_stop_sequences(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic, stop: Any
+) -> None:
+    completion = await anthropic_client.chat.completions.create(model="auto", messages=USER, stop=stop)
+    assert sent(anthropic_fake)["stop_sequences"] == (stop if isinstance(stop, list) else [stop])
     assert completion.choices[0].message.content == f"Fake Claude reply from {MODEL}: Name this chat about moving "
     assert completion.choices[0].finish_reason == "stop"
 
 
-async def test_fields_are_mapped_or_dropped(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+async def test_fields_are_mapped_or_dropped(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
     schema: Any = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
-    await client.chat.completions.create(
+    await anthropic_client.chat.completions.create(
         model="auto",
         messages=USER,
         response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": schema, "strict": True}},
@@ -318,7 +339,7 @@ async def test_fields_are_mapped_or_dropped(client: AsyncOpenAI, fake: FakeAnthr
         store=True,
         n=1,
     )
-    assert sent(fake) == {
+    assert sent(anthropic_fake) == {
         "model": MODEL,
         "max_tokens": 77,
         "messages": [{"role": "user", "content": USER[0]["content"]}],
@@ -328,22 +349,42 @@ async def test_fields_are_mapped_or_dropped(client: AsyncOpenAI, fake: FakeAnthr
     }
 
 
-async def test_n_above_one_is_a_400(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+@pytest.mark.parametrize(
+    ("system", "expected"),
+    [(None, JSON_INSTRUCTION), ("Be brief.", f"Be brief.\n\n{JSON_INSTRUCTION}")],
+    ids=["no-system", "after-the-system-text"],
+)
+async def test_json_object_becomes_an_instruction_in_system(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic, system: str | None, expected: str
+) -> None:
+    messages: list[Any] = [*([{"role": "system", "content": system}] if system else []), *USER]
+    await anthropic_client.chat.completions.create(
+        model="auto", messages=messages, response_format={"type": "json_object"}
+    )
+    body = sent(anthropic_fake)
+    assert body["system"] == expected
+    assert "response_format" not in body and "output_config" not in body  # no Messages field for it
+    assert body["messages"] == [{"role": "user", "content": USER[0]["content"]}]
+
+
+async def test_n_above_one_is_a_400(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        await client.chat.completions.create(model="auto", messages=USER, n=2)
+        await anthropic_client.chat.completions.create(model="auto", messages=USER, n=2)
     assert err.value.param == "n" and err.value.type == "invalid_request_error"
-    assert fake.requests == []
+    assert anthropic_fake.requests == []
 
 
-async def test_sampling_params_follow_the_api_version(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+async def test_sampling_params_follow_the_api_version(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic
+) -> None:
     params: dict[str, Any] = {"temperature": 1.5, "top_p": 0.9, "extra_body": {"top_k": 40}}
-    await client.chat.completions.create(model="auto", messages=USER, **params)
-    body = sent(fake)
+    await anthropic_client.chat.completions.create(model="auto", messages=USER, **params)
+    body = sent(anthropic_fake)
     assert (body["temperature"], body["top_p"], body["top_k"]) == (1.0, 0.9, 40)  # clamped to Anthropic's range
 
-    completion = await client.chat.completions.create(model="tier:claude_next", messages=USER, **params)
+    completion = await anthropic_client.chat.completions.create(model="tier:claude_next", messages=USER, **params)
     assert completion.choices[0].message.content == EXPECTED  # the fake 400s on sampling params here
-    request = fake.requests[-1]
+    request = anthropic_fake.requests[-1]
     assert not {"temperature", "top_p", "top_k"} & set(request.body)
     assert request.headers["anthropic-version"] == "2026-10-21"
     assert request.headers["anthropic-beta"] == "fake-beta-2026"
@@ -352,8 +393,8 @@ async def test_sampling_params_follow_the_api_version(client: AsyncOpenAI, fake:
 # --- streaming ----------------------------------------------------------------------------------------
 
 
-async def test_stream_text_without_usage(proxy_url: str, client: AsyncOpenAI, fake: FakeAnthropic) -> None:
-    chunks = await post_stream(proxy_url, {"model": "auto", "messages": USER, "stream": True})
+async def test_stream_text_without_usage(anthropic_proxy_url: str, anthropic_fake: FakeAnthropic) -> None:
+    chunks = await post_stream(anthropic_proxy_url, {"model": "auto", "messages": USER, "stream": True})
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
         assert "usage" not in chunk and chunk["choices"]  # the usage chunk tiergate records is not sent
@@ -361,16 +402,16 @@ async def test_stream_text_without_usage(proxy_url: str, client: AsyncOpenAI, fa
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == EXPECTED
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}
-    assert sent(fake)["stream"] is True and "stream_options" not in sent(fake)
+    assert sent(anthropic_fake)["stream"] is True and "stream_options" not in sent(anthropic_fake)
 
 
-async def test_stream_usage_chunk_maps_cache_tokens(proxy_url: str, client: AsyncOpenAI, fake: FakeAnthropic) -> None:
-    fake.push(ClaudeBehavior(cache_read_tokens=1000, cache_creation_tokens=200))
+async def test_stream_usage_chunk_maps_cache_tokens(anthropic_proxy_url: str, anthropic_fake: FakeAnthropic) -> None:
+    anthropic_fake.push(ClaudeBehavior(cache_read_tokens=1000, cache_creation_tokens=200))
     body = {"model": "auto", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
-    chunks = await post_stream(proxy_url, body)
+    chunks = await post_stream(anthropic_proxy_url, body)
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
-    usage, fresh = chunks[-1]["usage"], count_input_tokens(sent(fake))
+    usage, fresh = chunks[-1]["usage"], count_input_tokens(sent(anthropic_fake))
     assert chunks[-1]["choices"] == [] and all("usage" not in c for c in chunks[:-1])
     assert usage == {
         "prompt_tokens": fresh + 1200,
@@ -381,10 +422,10 @@ async def test_stream_usage_chunk_maps_cache_tokens(proxy_url: str, client: Asyn
     }
 
 
-async def test_stream_tool_call_argument_deltas(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+async def test_stream_tool_call_argument_deltas(anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic) -> None:
     # thinking first: its block index (0) shifts the tool blocks to 1 and 2, tool indexes stay 0 and 1
-    fake.push(ClaudeBehavior(thinking="Let me think.", tool_calls=2))
-    stream = await client.chat.completions.create(model="auto", messages=USER, tools=[LOOKUP], stream=True)
+    anthropic_fake.push(ClaudeBehavior(thinking="Let me think.", tool_calls=2))
+    stream = await anthropic_client.chat.completions.create(model="auto", messages=USER, tools=[LOOKUP], stream=True)
     calls: dict[int, dict[str, str]] = {}
     pieces: dict[int, int] = {}
     finish, text = None, ""
@@ -406,9 +447,11 @@ async def test_stream_tool_call_argument_deltas(client: AsyncOpenAI, fake: FakeA
     assert finish == "tool_calls" and text == ""  # the thinking block is dropped
 
 
-async def test_error_event_mid_stream_raises_api_error(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
-    fake.push(ClaudeBehavior(error_after_events=4))
-    stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)
+async def test_error_event_mid_stream_raises_api_error(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic
+) -> None:
+    anthropic_fake.push(ClaudeBehavior(error_after_events=4))
+    stream = await anthropic_client.chat.completions.create(model="auto", messages=USER, stream=True)
     seen = 0
     with pytest.raises(openai.APIError) as err:
         async for _chunk in stream:
@@ -425,9 +468,11 @@ async def test_error_event_mid_stream_raises_api_error(client: AsyncOpenAI, fake
         Behavior(body=b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_x","model":"m"}}\n\n'),
     ],
 )
-async def test_cut_stream_raises_api_error(client: AsyncOpenAI, fake: FakeAnthropic, behavior: Behavior) -> None:
-    fake.push(behavior)
-    stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)
+async def test_cut_stream_raises_api_error(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic, behavior: Behavior
+) -> None:
+    anthropic_fake.push(behavior)
+    stream = await anthropic_client.chat.completions.create(model="auto", messages=USER, stream=True)
     with pytest.raises(openai.APIError) as err:
         async for _chunk in stream:
             pass
@@ -448,8 +493,8 @@ async def test_cut_stream_raises_api_error(client: AsyncOpenAI, fake: FakeAnthro
 )
 @pytest.mark.parametrize("stream", [False, True])
 async def test_http_errors_are_mapped(
-    client: AsyncOpenAI,
-    fake: FakeAnthropic,
+    anthropic_client: AsyncOpenAI,
+    anthropic_fake: FakeAnthropic,
     status: int,
     headers: dict[str, str],
     exception: type[openai.APIStatusError],
@@ -457,9 +502,9 @@ async def test_http_errors_are_mapped(
     code: str,
     stream: bool,
 ) -> None:
-    fake.push(Behavior(status=status, headers=headers))
+    anthropic_fake.push(Behavior(status=status, headers=headers))
     with pytest.raises(exception) as err:
-        await client.chat.completions.create(model="auto", messages=USER, stream=stream)
+        await anthropic_client.chat.completions.create(model="auto", messages=USER, stream=stream)
     assert err.value.status_code == client_status
     assert (err.value.code, err.value.type) == (code, code)
     if status in (401, 403):  # about tiergate's provider key: its message is never passed on
@@ -470,18 +515,22 @@ async def test_http_errors_are_mapped(
         assert err.value.response.headers[name] == value
 
 
-async def test_prompt_too_long_gets_openai_context_length_code(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
+async def test_prompt_too_long_gets_openai_context_length_code(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic
+) -> None:
     error = {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"}
-    fake.push(Behavior(status=400, body=json.dumps({"type": "error", "error": error}).encode()))
+    anthropic_fake.push(Behavior(status=400, body=json.dumps({"type": "error", "error": error}).encode()))
     with pytest.raises(openai.BadRequestError) as err:
-        await client.chat.completions.create(model="auto", messages=USER)
+        await anthropic_client.chat.completions.create(model="auto", messages=USER)
     assert (err.value.code, err.value.type) == ("context_length_exceeded", "invalid_request_error")
 
 
-async def test_error_body_that_is_not_anthropic_json(client: AsyncOpenAI, fake: FakeAnthropic) -> None:
-    fake.push(Behavior(status=529, body=b"<html>overloaded</html>"))
+async def test_error_body_that_is_not_anthropic_json(
+    anthropic_client: AsyncOpenAI, anthropic_fake: FakeAnthropic
+) -> None:
+    anthropic_fake.push(Behavior(status=529, body=b"<html>overloaded</html>"))
     with pytest.raises(openai.InternalServerError) as err:
-        await client.chat.completions.create(model="auto", messages=USER)
+        await anthropic_client.chat.completions.create(model="auto", messages=USER)
     assert err.value.status_code == 503 and "<html>" not in err.value.message
 
 
@@ -489,15 +538,14 @@ async def test_error_body_that_is_not_anthropic_json(client: AsyncOpenAI, fake: 
 
 
 async def test_ledger_row_prices_cache_tokens(
-    start_proxy: ProxyFactory, upstream_url: str, fake: FakeAnthropic, tmp_path: Path
+    start_proxy: ProxyFactory, anthropic_upstream_url: str, anthropic_fake: FakeAnthropic, tmp_path: Path
 ) -> None:
     db = tmp_path / "ledger.db"
-    fake.requests.clear()
-    fake.push(
+    anthropic_fake.push(
         ClaudeBehavior(cache_read_tokens=3000, cache_creation_tokens=500),
         ClaudeBehavior(cache_read_tokens=2000, cache_creation_tokens=100),
     )
-    async with start_proxy(registry(upstream_url), db=str(db)) as url:
+    async with start_proxy(registry(anthropic_upstream_url), db=str(db)) as url:
         client = sdk(url)
         await client.chat.completions.create(model="auto", messages=USER, user="plain")
         stream = await client.chat.completions.create(model="auto", messages=USER, user="stream", stream=True)
@@ -508,7 +556,7 @@ async def test_ledger_row_prices_cache_tokens(
     conn.row_factory = sqlite3.Row
     rows = {r["client"]: dict(r) for r in conn.execute("SELECT * FROM requests")}
     conn.close()
-    fresh = count_input_tokens(fake.requests[0].body)
+    fresh = count_input_tokens(anthropic_fake.requests[0].body)
     output = len(EXPECTED.split())
     for user, read, written in (("plain", 3000, 500), ("stream", 2000, 100)):
         row = rows[user]

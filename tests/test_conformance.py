@@ -14,8 +14,9 @@ the request reaches them asking for JSON in their dialect, and fail on a marker 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,11 @@ from proxy.fakes import openai as fake_upstream
 from proxy.fakes.anthropic import FakeAnthropic, fake_input
 from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.providers.anthropic.request import JSON_OBJECT_INSTRUCTION
 from proxy.registry import Registry
 from proxy.rules import build
 from proxy.settings import Settings
-from tests.conftest import RULES, sdk
+from tests.conftest import RULES, clean, sdk
 from tests.handlers_for_tests import RAISE, SECRET
 from tests.test_openai_spec import assert_valid
 
@@ -125,6 +127,8 @@ def _anthropic_model(body: dict[str, Any]) -> Behavior | None:
     output_format = (body.get("output_config") or {}).get("format") or {}
     if output_format.get("type") == "json_schema":
         return Behavior(text=json.dumps(fake_input(output_format["schema"])))
+    if JSON_OBJECT_INSTRUCTION in str(body.get("system") or ""):  # the only way to ask Claude for any JSON
+        return Behavior(text=json.dumps({"reply": prompt}))
     return None
 
 
@@ -176,6 +180,8 @@ def _http_failure(prompt: str = f"{FAIL_400} {PROMPT}") -> Failure:
 
 
 KINDS = ("openai", "anthropic", "local", "demo")
+# The setups with an upstream that can answer 429: a local handler answers, declines or raises.
+RATE_LIMITED = tuple(kind for kind in KINDS if kind != "local")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=KINDS)
@@ -219,10 +225,17 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
         yield Setup(**{**found.__dict__, "url": proxy_url})
 
 
+@pytest.fixture(autouse=True)
+def _clean_serving_fake(setup: Setup) -> Iterator[None]:
+    """Each test reads only the upstream requests it caused (and must consume what it pushes)."""
+    with contextlib.ExitStack() as stack:
+        if setup.serving is not None:
+            stack.enter_context(clean(setup.serving))
+        yield
+
+
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(setup: Setup) -> AsyncIterator[AsyncOpenAI]:
-    if setup.serving is not None:
-        setup.serving.requests.clear()  # each test reads only the upstream requests it caused
+async def conformance_client(setup: Setup) -> AsyncIterator[AsyncOpenAI]:
     c = sdk(setup.url, headers={"X-Task-Type": setup.task})
     yield c
     await c.close()
@@ -231,9 +244,9 @@ async def client(setup: Setup) -> AsyncIterator[AsyncOpenAI]:
 # --- what every answer must look like ---------------------------------------------------------------------
 
 
-async def create(setup: Setup, client: AsyncOpenAI, **kwargs: Any) -> ChatCompletion:
+async def create(setup: Setup, conformance_client: AsyncOpenAI, **kwargs: Any) -> ChatCompletion:
     """A non-streamed call, checked against OpenAI's spec and tiergate's routing headers."""
-    raw = await client.chat.completions.with_raw_response.create(model="auto", **kwargs)
+    raw = await conformance_client.chat.completions.with_raw_response.create(model="auto", **kwargs)
     assert_valid("CreateChatCompletionResponse", raw.http_response.json())
     assert (raw.headers["x-tiergate-provider"], raw.headers["x-tiergate-model"]) == (setup.provider, setup.model)
     assert raw.headers["x-tiergate-fallback"] == "false"
@@ -246,9 +259,9 @@ async def create(setup: Setup, client: AsyncOpenAI, **kwargs: Any) -> ChatComple
     return completion
 
 
-async def stream(setup: Setup, client: AsyncOpenAI, **kwargs: Any) -> list[ChatCompletionChunk]:
+async def stream(setup: Setup, conformance_client: AsyncOpenAI, **kwargs: Any) -> list[ChatCompletionChunk]:
     """A streamed call's chunks, each checked against OpenAI's spec and the chunk essentials."""
-    raw = await client.chat.completions.with_raw_response.create(model="auto", stream=True, **kwargs)
+    raw = await conformance_client.chat.completions.with_raw_response.create(model="auto", stream=True, **kwargs)
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert (raw.headers["x-tiergate-provider"], raw.headers["x-tiergate-model"]) == (setup.provider, setup.model)
     chunks = [chunk async for chunk in raw.parse()]
@@ -271,8 +284,8 @@ def text_of(chunks: list[ChatCompletionChunk]) -> str:
 # --- the suite -----------------------------------------------------------------------------------------
 
 
-async def test_plain_completion(setup: Setup, client: AsyncOpenAI) -> None:
-    completion = await create(setup, client, messages=[user(PROMPT)])
+async def test_plain_completion(setup: Setup, conformance_client: AsyncOpenAI) -> None:
+    completion = await create(setup, conformance_client, messages=[user(PROMPT)])
     choice = completion.choices[0]
     assert choice.finish_reason == "stop" and choice.message.tool_calls is None
     assert choice.message.content is not None and PROMPT in choice.message.content
@@ -281,14 +294,14 @@ async def test_plain_completion(setup: Setup, client: AsyncOpenAI) -> None:
         assert setup.received()["model"] == setup.model
 
 
-async def test_multi_turn(setup: Setup, client: AsyncOpenAI) -> None:
+async def test_multi_turn(setup: Setup, conformance_client: AsyncOpenAI) -> None:
     messages = [
         {"role": "system", "content": SYSTEM},
         user("What is a queue?"),
         {"role": "assistant", "content": "A list of jobs waiting their turn."},
         user(PROMPT),
     ]
-    completion = await create(setup, client, messages=messages)
+    completion = await create(setup, conformance_client, messages=messages)
     content = completion.choices[0].message.content
     assert content is not None and PROMPT in content  # answered the last turn
     if setup.dialect == "openai":
@@ -303,9 +316,9 @@ async def test_multi_turn(setup: Setup, client: AsyncOpenAI) -> None:
         ]
 
 
-async def test_tools_round_trip(setup: Setup, client: AsyncOpenAI) -> None:
+async def test_tools_round_trip(setup: Setup, conformance_client: AsyncOpenAI) -> None:
     asked = [user("Look up the word 'queue'")]
-    first = await create(setup, client, messages=asked, tools=[LOOKUP])
+    first = await create(setup, conformance_client, messages=asked, tools=[LOOKUP])
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and not choice.message.content
     assert choice.message.tool_calls is not None and len(choice.message.tool_calls) == 1
@@ -319,7 +332,7 @@ async def test_tools_round_trip(setup: Setup, client: AsyncOpenAI) -> None:
 
     result = {"role": "tool", "tool_call_id": call.id, "content": "a line of waiting jobs"}
     assistant = {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}
-    second = await create(setup, client, messages=[*asked, assistant, result], tools=[LOOKUP])
+    second = await create(setup, conformance_client, messages=[*asked, assistant, result], tools=[LOOKUP])
     choice = second.choices[0]
     assert choice.finish_reason == "stop" and choice.message.tool_calls is None and choice.message.content
     if setup.dialect == "openai":
@@ -330,8 +343,8 @@ async def test_tools_round_trip(setup: Setup, client: AsyncOpenAI) -> None:
         assert last["content"] == [{"type": "tool_result", "tool_use_id": call.id, "content": result["content"]}]
 
 
-async def test_streamed_tool_call(setup: Setup, client: AsyncOpenAI) -> None:
-    chunks = await stream(setup, client, messages=[user("Look up the word 'queue'")], tools=[LOOKUP])
+async def test_streamed_tool_call(setup: Setup, conformance_client: AsyncOpenAI) -> None:
+    chunks = await stream(setup, conformance_client, messages=[user("Look up the word 'queue'")], tools=[LOOKUP])
     calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
     assert calls and {tc.index for tc in calls} == {0}
     assert calls[0].id and calls[0].type == "function" and calls[0].function is not None
@@ -342,10 +355,8 @@ async def test_streamed_tool_call(setup: Setup, client: AsyncOpenAI) -> None:
 
 
 @pytest.mark.parametrize("response_format", [JSON_SCHEMA, JSON_OBJECT], ids=["json_schema", "json_object"])
-async def test_json_output(setup: Setup, client: AsyncOpenAI, response_format: dict[str, Any]) -> None:
-    if setup.dialect == "anthropic" and response_format["type"] == "json_object":
-        pytest.skip("the Messages API has no schema-less JSON mode: tiergate drops json_object (documented)")
-    completion = await create(setup, client, messages=[user(PROMPT)], response_format=response_format)
+async def test_json_output(setup: Setup, conformance_client: AsyncOpenAI, response_format: dict[str, Any]) -> None:
+    completion = await create(setup, conformance_client, messages=[user(PROMPT)], response_format=response_format)
     content = completion.choices[0].message.content
     assert content is not None
     parsed = json.loads(content)  # the provider's JSON came back intact
@@ -355,14 +366,21 @@ async def test_json_output(setup: Setup, client: AsyncOpenAI, response_format: d
         assert isinstance(parsed, dict)
     # ... because tiergate told the provider, in its dialect, that JSON was wanted
     if setup.dialect == "openai":
-        assert setup.received()["response_format"] == response_format
+        assert setup.received()["response_format"] == response_format  # forwarded as is
     elif setup.dialect == "anthropic":
-        assert setup.received()["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+        received = setup.received()
+        assert "response_format" not in received  # the Messages API would reject the field
+        if response_format is JSON_SCHEMA:
+            assert received["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+            assert "system" not in received
+        else:  # no schema-less JSON mode: an instruction instead
+            assert "output_config" not in received
+            assert received["system"] == JSON_OBJECT_INSTRUCTION
 
 
-async def test_stream_with_usage(setup: Setup, client: AsyncOpenAI) -> None:
-    whole = await create(setup, client, messages=[user(PROMPT)])
-    chunks = await stream(setup, client, messages=[user(PROMPT)], stream_options={"include_usage": True})
+async def test_stream_with_usage(setup: Setup, conformance_client: AsyncOpenAI) -> None:
+    whole = await create(setup, conformance_client, messages=[user(PROMPT)])
+    chunks = await stream(setup, conformance_client, messages=[user(PROMPT)], stream_options={"include_usage": True})
     assert text_of(chunks) == whole.choices[0].message.content
     final = chunks[-1]
     assert final.choices == [] and final.usage is not None
@@ -373,18 +391,18 @@ async def test_stream_with_usage(setup: Setup, client: AsyncOpenAI) -> None:
         assert setup.received()["stream"] is True
 
 
-async def test_stream_without_usage(setup: Setup, client: AsyncOpenAI) -> None:
-    whole = await create(setup, client, messages=[user(PROMPT)])
-    chunks = await stream(setup, client, messages=[user(PROMPT)])
+async def test_stream_without_usage(setup: Setup, conformance_client: AsyncOpenAI) -> None:
+    whole = await create(setup, conformance_client, messages=[user(PROMPT)])
+    chunks = await stream(setup, conformance_client, messages=[user(PROMPT)])
     assert text_of(chunks) == whole.choices[0].message.content
     assert all(c.choices for c in chunks), "no usage-only chunk for a client that did not ask"
     assert not [c for c in chunks if "usage" in c.model_fields_set], "no `usage` key in any chunk"
 
 
-async def test_upstream_error(setup: Setup, client: AsyncOpenAI) -> None:
+async def test_upstream_error(setup: Setup, conformance_client: AsyncOpenAI) -> None:
     failure = setup.failure
     with pytest.raises(openai.APIStatusError) as caught:
-        await client.chat.completions.create(model="auto", messages=[user(failure.prompt)])
+        await conformance_client.chat.completions.create(model="auto", messages=[user(failure.prompt)])
     error = caught.value
     assert type(error) is failure.error and error.status_code == failure.status
     body = error.response.json()
@@ -395,11 +413,10 @@ async def test_upstream_error(setup: Setup, client: AsyncOpenAI) -> None:
     assert error.response.headers["x-should-retry"] == ("true" if failure.status >= 500 else "false")
 
 
-async def test_rate_limit_passes_retry_after_on(setup: Setup, client: AsyncOpenAI) -> None:
-    if setup.kind == "local":
-        pytest.skip("a local handler has no rate limit: it answers, declines or raises")
+@pytest.mark.parametrize("setup", RATE_LIMITED, indirect=True)
+async def test_rate_limit_passes_retry_after_on(setup: Setup, conformance_client: AsyncOpenAI) -> None:
     with pytest.raises(openai.RateLimitError) as caught:
-        await client.chat.completions.create(model="auto", messages=[user(f"{FAIL_429} {PROMPT}")])
+        await conformance_client.chat.completions.create(model="auto", messages=[user(f"{FAIL_429} {PROMPT}")])
     error = caught.value
     assert error.status_code == 429 and error.response.headers["retry-after"] == RETRY_AFTER
     assert isinstance(error.body, dict) and error.body["message"] == MESSAGE_429

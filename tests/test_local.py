@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,13 @@ from proxy.handlers import ticket_labels
 from proxy.registry import Registry
 from proxy.rules import build
 from proxy.settings import Settings
-from tests.conftest import RULES, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
+from tests.conftest import RULES, UPSTREAM_KEY, ProxyFactory, clean, sdk, shipped_registry
 from tests.handlers_for_tests import SECRET
 from tests.test_ledger import rows
 from tests.test_openai_spec import assert_valid
 
+# One fake upstream (`local_fake`) and one tiergate over the test handlers (`local_proxy_url`) serve the
+# module, named for it rather than after conftest's per-test fixtures; async tests share its event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 CLASSIFY = "proxy.handlers.ticket_labels:classify"
@@ -48,19 +50,21 @@ def user(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> FakeOpenAI:
+def local_fake() -> FakeOpenAI:
     return FakeOpenAI()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def upstream_url(fake: FakeOpenAI) -> AsyncIterator[str]:
-    async with serve(fake) as url:
+async def local_upstream_url(local_fake: FakeOpenAI) -> AsyncIterator[str]:
+    async with serve(local_fake) as url:
         yield url
 
 
 @pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeOpenAI) -> None:
-    fake.requests.clear()
+def _clean_local_fake(local_fake: FakeOpenAI) -> Iterator[None]:
+    """Each test starts with no script and no recorded requests, and must consume what it pushes."""
+    with clean(local_fake):
+        yield
 
 
 # --- the shipped table, through the shipped rules.yaml ------------------------------------------------
@@ -68,11 +72,11 @@ def _fresh_fake(fake: FakeOpenAI) -> None:
 
 @module_loop
 async def test_a_ticket_the_table_labels_is_answered_locally_at_zero_cost(
-    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+    start_proxy: ProxyFactory, local_upstream_url: str, local_fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     db = tmp_path / "ledger.db"
     headers = {"X-Task-Type": "classification"}
-    async with start_proxy(shipped_registry(upstream_url, policy=None), db=str(db)) as url:
+    async with start_proxy(shipped_registry(local_upstream_url, policy=None), db=str(db)) as url:
         client = sdk(url, headers)
         raw = await client.chat.completions.with_raw_response.create(model="auto", messages=user(LABELLED))
         assert_valid("CreateChatCompletionResponse", raw.http_response.json())
@@ -92,7 +96,7 @@ async def test_a_ticket_the_table_labels_is_answered_locally_at_zero_cost(
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "billing"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert all(c.model == CLASSIFY for c in chunks)
-    assert fake.requests == []  # no model was called
+    assert local_fake.requests == []  # no model was called
 
     got = rows(db)
     assert [r["stream"] for r in got] == [0, 1]
@@ -109,11 +113,11 @@ async def test_a_ticket_the_table_labels_is_answered_locally_at_zero_cost(
 
 @module_loop
 async def test_an_ambiguous_ticket_is_declined_and_answered_by_the_small_tier(
-    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+    start_proxy: ProxyFactory, local_upstream_url: str, local_fake: FakeOpenAI, tmp_path: Path
 ) -> None:
     db = tmp_path / "ledger.db"
     # policy=None: the file's own policies, whose retries must not be spent on a handler that declined
-    async with start_proxy(shipped_registry(upstream_url, policy=None), db=str(db)) as url:
+    async with start_proxy(shipped_registry(local_upstream_url, policy=None), db=str(db)) as url:
         client = sdk(url, {"X-Task-Type": "classification"})
         raw = await client.chat.completions.with_raw_response.create(model="auto", messages=user(AMBIGUOUS))
         await client.close()
@@ -122,7 +126,7 @@ async def test_an_ambiguous_ticket_is_declined_and_answered_by_the_small_tier(
     assert (raw.headers["x-tiergate-provider"], raw.headers["x-tiergate-model"]) == ("openai", "gpt-5.4-nano")
     assert raw.headers["x-tiergate-attempts"] == "2"  # a decline is not retried on the same handler
     assert str(raw.parse().choices[0].message.content).startswith("Fake reply from gpt-5.4-nano: ")
-    [sent] = [r.body for r in fake.requests]
+    [sent] = [r.body for r in local_fake.requests]
     assert sent["messages"] == user(f"{AMBIGUOUS}\n\n{SMALL_TERSE}")  # the small tier's own wording
 
     [row] = rows(db)
@@ -160,7 +164,7 @@ def local_registry(upstream_url: str) -> Registry:
         "bad_content": [local("bad_content")],
         "slow_then_model": [local("sleeps"), "openai::gpt-4o-mini"],
     }
-    policies = {"slow_then_model": {"timeouts": {"first_byte_s": 0.2}}}
+    policies = {"slow_then_model": {"timeouts": {"first_byte_s": 0.3}}}
     return build(
         {
             "providers": {
@@ -175,9 +179,9 @@ def local_registry(upstream_url: str) -> Registry:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def proxy_url(upstream_url: str) -> AsyncIterator[str]:
+async def local_proxy_url(local_upstream_url: str) -> AsyncIterator[str]:
     settings = Settings(config=str(RULES), ledger=False)
-    async with serve(create_app(settings, local_registry(upstream_url))) as url:
+    async with serve(create_app(settings, local_registry(local_upstream_url))) as url:
         yield url
 
 
@@ -208,20 +212,22 @@ def assert_clean_error(error: openai.APIStatusError, status: int, code: str) -> 
 
 
 @module_loop
-async def test_a_handler_that_raises_falls_back_to_the_next_target(proxy_url: str, fake: FakeOpenAI) -> None:
-    raw = await call(proxy_url, "raises_then_model")
+async def test_a_handler_that_raises_falls_back_to_the_next_target(
+    local_proxy_url: str, local_fake: FakeOpenAI
+) -> None:
+    raw = await call(local_proxy_url, "raises_then_model")
     assert raw.headers["x-tiergate-provider"] == "openai" and raw.headers["x-tiergate-fallback"] == "true"
     assert raw.headers["x-tiergate-attempts"] == "2"
     assert raw.parse().choices[0].message.content == "Fake reply from gpt-4o-mini: hello"
-    assert len(fake.requests) == 1
+    assert len(local_fake.requests) == 1
 
 
 @module_loop
 async def test_a_handler_that_raises_with_no_next_target_is_a_clean_502(
-    proxy_url: str, caplog: pytest.LogCaptureFixture
+    local_proxy_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="tiergate.providers.local"):
-        error = await failure(proxy_url, "raises")
+        error = await failure(local_proxy_url, "raises")
     assert isinstance(error, openai.InternalServerError)
     body = assert_clean_error(error, 502, "handler_failed")
     assert body["message"] == f"The local handler for {H}raises failed."
@@ -230,22 +236,22 @@ async def test_a_handler_that_raises_with_no_next_target_is_a_clean_502(
 
 
 @module_loop
-async def test_a_decline_with_no_next_target_is_a_clean_502(proxy_url: str) -> None:
-    assert_clean_error(await failure(proxy_url, "declines"), 502, "handler_declined")
+async def test_a_decline_with_no_next_target_is_a_clean_502(local_proxy_url: str) -> None:
+    assert_clean_error(await failure(local_proxy_url, "declines"), 502, "handler_declined")
 
 
 @module_loop
-async def test_an_async_handler_is_awaited(proxy_url: str) -> None:
-    raw = await call(proxy_url, "async")
+async def test_an_async_handler_is_awaited(local_proxy_url: str) -> None:
+    raw = await call(local_proxy_url, "async")
     assert raw.parse().choices[0].message.content == "async: hello"
-    stream = await call(proxy_url, "async", stream=True)
+    stream = await call(local_proxy_url, "async", stream=True)
     chunks = [c async for c in stream.parse()]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "async: hello"
 
 
 @module_loop
-async def test_a_handler_may_return_a_full_message_with_tool_calls(proxy_url: str) -> None:
-    raw = await call(proxy_url, "tool_message")
+async def test_a_handler_may_return_a_full_message_with_tool_calls(local_proxy_url: str) -> None:
+    raw = await call(local_proxy_url, "tool_message")
     assert_valid("CreateChatCompletionResponse", raw.http_response.json())
     choice = raw.parse().choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -256,7 +262,7 @@ async def test_a_handler_may_return_a_full_message_with_tool_calls(proxy_url: st
         {"city": "Oslo"},
     )
 
-    stream = await call(proxy_url, "tool_message", stream=True)
+    stream = await call(local_proxy_url, "tool_message", stream=True)
     chunks = [c async for c in stream.parse()]
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk.model_dump(mode="json", exclude_unset=True))
@@ -269,29 +275,30 @@ async def test_a_handler_may_return_a_full_message_with_tool_calls(proxy_url: st
 
 @module_loop
 @pytest.mark.parametrize("task", ["number", "list"])
-async def test_a_handler_returning_neither_text_nor_a_message_is_a_clean_502(proxy_url: str, task: str) -> None:
-    body = assert_clean_error(await failure(proxy_url, task), 502, "handler_failed")
+async def test_a_handler_returning_neither_text_nor_a_message_is_a_clean_502(local_proxy_url: str, task: str) -> None:
+    body = assert_clean_error(await failure(local_proxy_url, task), 502, "handler_failed")
     assert "returned an invalid answer" in body["message"]
 
 
 @module_loop
-async def test_a_handler_slower_than_first_byte_s_times_out_and_falls_back(proxy_url: str) -> None:
-    raw = await call(proxy_url, "slow_then_model")
+async def test_a_handler_slower_than_first_byte_s_times_out_and_falls_back(local_proxy_url: str) -> None:
+    raw = await call(local_proxy_url, "slow_then_model")
     assert raw.headers["x-tiergate-provider"] == "openai" and raw.headers["x-tiergate-fallback"] == "true"
+    assert raw.headers["x-tiergate-attempts"] == "2"  # the handler's timed-out try, then the model's
     assert raw.parse().choices[0].message.content == "Fake reply from gpt-4o-mini: hello"
 
 
 @module_loop
-async def test_a_message_without_content_gets_content_null(proxy_url: str) -> None:
-    raw = await call(proxy_url, "tool_calls_only")
+async def test_a_message_without_content_gets_content_null(local_proxy_url: str) -> None:
+    raw = await call(local_proxy_url, "tool_calls_only")
     body = raw.http_response.json()
     assert body["choices"][0]["finish_reason"] == "tool_calls"
     assert_valid("CreateChatCompletionResponse", body)
 
 
 @module_loop
-async def test_a_message_with_non_text_content_is_a_clean_502(proxy_url: str) -> None:
-    assert_clean_error(await failure(proxy_url, "bad_content"), 502, "handler_failed")
+async def test_a_message_with_non_text_content_is_a_clean_502(local_proxy_url: str) -> None:
+    assert_clean_error(await failure(local_proxy_url, "bad_content"), 502, "handler_failed")
 
 
 # --- configuration --------------------------------------------------------------------------------------

@@ -34,11 +34,12 @@ from proxy.app import create_app
 from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.settings import Settings
-from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, shipped_registry
+from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, clean, shipped_registry
 
-# One fake upstream and one tiergate serve the whole module: the fixtures below override conftest's
-# per-test `fake`, `upstream_url` and `proxy_url`, because stopping a uvicorn server costs ~0.3 s and
-# this module makes ~40 calls. Async tests share the module's event loop with them (`module_loop`).
+# One fake upstream and one tiergate serve the whole module (`spec_fake`, `spec_upstream_url`,
+# `spec_proxy_url`: named for the module, not after conftest's per-test fixtures), because stopping a
+# uvicorn server costs ~0.3 s and this module makes ~40 calls. Async tests share the module's event
+# loop with them (`module_loop`).
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 SPEC = Path(__file__).resolve().parent / "fixtures" / "openai-openapi" / "chat-completions.yaml"
@@ -114,27 +115,28 @@ SPEC_REQUESTS = {e["title"]: _curl_body(e) for e in _spec_examples()}
 
 
 @pytest.fixture(scope="module")
-def fake() -> FakeOpenAI:
+def spec_fake() -> FakeOpenAI:
     return FakeOpenAI()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def upstream_url(fake: FakeOpenAI) -> AsyncIterator[str]:
-    async with serve(fake) as url:
+async def spec_upstream_url(spec_fake: FakeOpenAI) -> AsyncIterator[str]:
+    async with serve(spec_fake) as url:
         yield url
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def proxy_url(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def spec_proxy_url(spec_upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     settings = Settings(config=str(RULES), db=str(tmp_path_factory.mktemp("spec") / "ledger.db"))
-    async with serve(create_app(settings, shipped_registry(upstream_url))) as url:
+    async with serve(create_app(settings, shipped_registry(spec_upstream_url))) as url:
         yield url
 
 
 @pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeOpenAI) -> None:
-    """Each test sees only the upstream requests it caused."""
-    fake.requests.clear()
+def _clean_spec_fake(spec_fake: FakeOpenAI) -> Iterator[None]:
+    """Each test starts with no script and no recorded requests, and must consume what it pushes."""
+    with clean(spec_fake):
+        yield
 
 
 # --- talking to tiergate ---------------------------------------------------------------------------
@@ -210,8 +212,8 @@ def test_spec_nullable_nit() -> None:
 
 
 @module_loop
-async def test_completion_is_a_create_chat_completion_response(proxy_url: str) -> None:
-    async with _http(proxy_url) as http:
+async def test_completion_is_a_create_chat_completion_response(spec_proxy_url: str) -> None:
+    async with _http(spec_proxy_url) as http:
         r = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER})
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     completion = r.json()
@@ -220,10 +222,10 @@ async def test_completion_is_a_create_chat_completion_response(proxy_url: str) -
 
 
 @module_loop
-async def test_tool_call_completion_is_a_create_chat_completion_response(proxy_url: str) -> None:
+async def test_tool_call_completion_is_a_create_chat_completion_response(spec_proxy_url: str) -> None:
     body = {"model": "auto", "messages": USER, "tools": TOOLS, "tool_choice": "auto"}
     assert_valid("CreateChatCompletionRequest", body)
-    async with _http(proxy_url) as http:
+    async with _http(spec_proxy_url) as http:
         r = await http.post("/v1/chat/completions", json=body)
     assert r.status_code == 200
     completion = r.json()
@@ -235,13 +237,13 @@ async def test_tool_call_completion_is_a_create_chat_completion_response(proxy_u
 @module_loop
 @pytest.mark.parametrize("include_usage", [None, False, True], ids=["no-options", "usage-false", "usage-true"])
 async def test_every_stream_chunk_is_a_create_chat_completion_stream_response(
-    proxy_url: str, include_usage: bool | None
+    spec_proxy_url: str, include_usage: bool | None
 ) -> None:
     body: dict[str, Any] = {"model": "auto", "messages": USER, "stream": True}
     if include_usage is not None:
         body["stream_options"] = {"include_usage": include_usage}
     assert_valid("CreateChatCompletionRequest", body)
-    chunks = await post_stream(proxy_url, body, **{"x-task-type": "summary"})
+    chunks = await post_stream(spec_proxy_url, body, **{"x-task-type": "summary"})
     assert len(chunks) > 3
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
@@ -262,7 +264,7 @@ async def test_every_stream_chunk_is_a_create_chat_completion_stream_response(
 
 
 @module_loop
-async def test_tool_call_stream_chunks_are_valid(proxy_url: str) -> None:
+async def test_tool_call_stream_chunks_are_valid(spec_proxy_url: str) -> None:
     body = {
         "model": "auto",
         "messages": USER,
@@ -270,7 +272,7 @@ async def test_tool_call_stream_chunks_are_valid(proxy_url: str) -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    chunks = await post_stream(proxy_url, body)
+    chunks = await post_stream(spec_proxy_url, body)
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
     assert chunks[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "lookup"
@@ -281,8 +283,8 @@ async def test_tool_call_stream_chunks_are_valid(proxy_url: str) -> None:
 
 
 @module_loop
-async def test_models_list_and_retrieve_match_the_spec(proxy_url: str) -> None:
-    async with _http(proxy_url) as http:
+async def test_models_list_and_retrieve_match_the_spec(spec_proxy_url: str) -> None:
+    async with _http(spec_proxy_url) as http:
         listed = await http.get("/v1/models")
         assert listed.status_code == 200
         assert_valid("ListModelsResponse", listed.json())
@@ -311,8 +313,8 @@ def _assert_error(response: httpx.Response, status: int, code: str | None = None
 
 
 @module_loop
-async def test_error_bodies_tiergate_renders_are_error_responses(proxy_url: str, fake: FakeOpenAI) -> None:
-    async with _http(proxy_url) as http:
+async def test_error_bodies_tiergate_renders_are_error_responses(spec_proxy_url: str, spec_fake: FakeOpenAI) -> None:
+    async with _http(spec_proxy_url) as http:
         bad_json = await http.post(
             "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
         )
@@ -327,12 +329,12 @@ async def test_error_bodies_tiergate_renders_are_error_responses(proxy_url: str,
     _assert_error(unknown_route, 404, "unknown_url")
     _assert_error(wrong_method, 405, "method_not_allowed")
     _assert_error(unknown_model, 404, "model_not_found")
-    assert fake.requests == []
+    assert spec_fake.requests == []
 
 
 @module_loop
-async def test_unauthorized_is_an_error_response(start_proxy: ProxyFactory, upstream_url: str) -> None:
-    async with start_proxy(shipped_registry(upstream_url), api_keys=("sk-other",)) as url, _http(url) as http:
+async def test_unauthorized_is_an_error_response(start_proxy: ProxyFactory, spec_upstream_url: str) -> None:
+    async with start_proxy(shipped_registry(spec_upstream_url), api_keys=("sk-other",)) as url, _http(url) as http:
         r = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER})
     _assert_error(r, 401, "invalid_api_key")
 
@@ -348,17 +350,19 @@ async def test_upstream_unreachable_is_an_error_response(start_proxy: ProxyFacto
 
 @module_loop
 @pytest.mark.parametrize("status", [400, 429])
-async def test_upstream_errors_passed_on_are_error_responses(proxy_url: str, fake: FakeOpenAI, status: int) -> None:
-    fake.push(Behavior(status=status))
-    async with _http(proxy_url) as http:
+async def test_upstream_errors_passed_on_are_error_responses(
+    spec_proxy_url: str, spec_fake: FakeOpenAI, status: int
+) -> None:
+    spec_fake.push(Behavior(status=status))
+    async with _http(spec_proxy_url) as http:
         r = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER})
     _assert_error(r, status)
 
 
 @module_loop
-async def test_mid_stream_error_event_is_an_error_response(proxy_url: str, fake: FakeOpenAI) -> None:
-    fake.push(Behavior(text="a b c d e f", reset_after_chunks=2))
-    async with _http(proxy_url) as http:
+async def test_mid_stream_error_event_is_an_error_response(spec_proxy_url: str, spec_fake: FakeOpenAI) -> None:
+    spec_fake.push(Behavior(text="a b c d e f", reset_after_chunks=2))
+    async with _http(spec_proxy_url) as http:
         r = await http.post("/v1/chat/completions", json={"model": "auto", "messages": USER, "stream": True})
     events = [e.removeprefix("data: ") for e in r.text.split("\n\n") if e]
     assert "[DONE]" not in events  # a broken stream must not look complete
@@ -415,18 +419,20 @@ def test_spec_examples_were_found() -> None:
 
 @module_loop
 @pytest.mark.parametrize("body", list(VALID_REQUESTS.values()), ids=list(VALID_REQUESTS))
-async def test_requests_the_spec_accepts_are_served(proxy_url: str, fake: FakeOpenAI, body: dict[str, Any]) -> None:
+async def test_requests_the_spec_accepts_are_served(
+    spec_proxy_url: str, spec_fake: FakeOpenAI, body: dict[str, Any]
+) -> None:
     assert_valid("CreateChatCompletionRequest", body)
     if body.get("stream"):
-        for chunk in await post_stream(proxy_url, body):
+        for chunk in await post_stream(spec_proxy_url, body):
             assert_valid("CreateChatCompletionStreamResponse", chunk)
     else:
-        async with _http(proxy_url) as http:
+        async with _http(spec_proxy_url) as http:
             r = await http.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text
         assert_valid("CreateChatCompletionResponse", r.json())
     # What tiergate sent upstream (model, params and max-tokens rewritten) is a valid request too.
-    (forwarded,) = [req.body for req in fake.requests]
+    (forwarded,) = [req.body for req in spec_fake.requests]
     assert_valid("CreateChatCompletionRequest", forwarded)
     assert forwarded["messages"] == body["messages"]
 
@@ -457,11 +463,11 @@ INVALID_REQUESTS: dict[str, tuple[Any, str | None]] = {
 @module_loop
 @pytest.mark.parametrize(("body", "param"), list(INVALID_REQUESTS.values()), ids=list(INVALID_REQUESTS))
 async def test_requests_the_spec_rejects_get_an_openai_shaped_400(
-    proxy_url: str, fake: FakeOpenAI, body: Any, param: str | None
+    spec_proxy_url: str, spec_fake: FakeOpenAI, body: Any, param: str | None
 ) -> None:
     assert not is_valid("CreateChatCompletionRequest", body)
-    async with _http(proxy_url) as http:
+    async with _http(spec_proxy_url) as http:
         r = await http.post("/v1/chat/completions", json=body)
     error = _assert_error(r, 400)
     assert error["type"] == "invalid_request_error" and error["param"] == param
-    assert fake.requests == []
+    assert spec_fake.requests == []

@@ -2,19 +2,25 @@
 
 official openai SDK (max_retries=0) -> tiergate (uvicorn, loopback) -> two FakeOpenAI upstreams,
 ``primary`` and ``secondary`` (uvicorn, loopback). Each test asserts what tiergate did (which upstream
-got what), what the client saw (status, body, ``x-tiergate-*`` headers) and what the ledger recorded
-(the ``requests`` row and its ``attempts`` rows, read after the proxy has stopped and drained).
+got what, which backoff it waited), what the client saw (status, body, ``x-tiergate-*`` headers) and
+what the ledger recorded (the ``requests`` row and its ``attempts`` rows, read after the proxy has
+stopped and drained).
+
+Time is a `FakeClock`: backoff and retry-after waits are recorded instead of slept (``clock.sleeps``),
+and breaker cooldowns and deadlines pass when a test advances the clock. Only the socket timeouts
+(``first_byte_s``, ``idle_s``) are real; their slow upstreams stall on an event (``stall``) that is set
+at teardown, so a timeout always fires first, and no test asserts elapsed time.
 
 The two fake servers live for the whole module (starting and stopping uvicorn costs ~0.2 s each);
-every test gets fresh ``FakeOpenAI`` apps behind them and its own tiergate (fresh breakers, ledger).
+every test gets fresh ``FakeOpenAI`` apps behind them, its own clock and its own tiergate (fresh
+breakers, ledger).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,22 +36,25 @@ from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.registry import Registry
 from proxy.rules import build
-from tests.conftest import CLOSED_URL, ProxyFactory, sdk
+from tests.conftest import CLOSED_URL, FakeClock, ProxyFactory, assert_consumed, sdk
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 USER = [{"role": "user", "content": "Summarise the outage report"}]
 REPLY_B = "Fake reply from model-b: Summarise the outage report"
 
-# Small numbers so the whole matrix runs in seconds. Tests override single keys with ``policy=``.
+# Time is fake (see the module docstring), so the waits can be realistic. The real timeouts are generous
+# for healthy answers; a timeout test lowers the one it exercises. Tests override keys with ``policy=``.
+BACKOFF = 0.5  # the first backoff delay
 POLICY: dict[str, Any] = {
     "retries": 1,
-    "backoff": {"initial_s": 0.01, "max_s": 0.05, "multiplier": 2, "jitter": 0},
-    "retry_after_cap_s": 1,
-    "timeouts": {"connect_s": 0.5, "first_byte_s": 0.5, "idle_s": 0.3},
-    "deadline_s": 3,
+    "backoff": {"initial_s": BACKOFF, "max_s": 4, "multiplier": 2, "jitter": 0},
+    "retry_after_cap_s": 10,
+    "timeouts": {"connect_s": 2, "first_byte_s": 10, "idle_s": 10},
+    "deadline_s": 60,
     "breaker": {"failures": 100, "cooldown_s": 30},
 }
+SHORT = 0.3  # a timeout under test (s): the stalled upstream never answers, so only its cost matters
 
 
 # --- upstreams, registry, proxy, ledger ---------------------------------------------------------------
@@ -73,16 +82,33 @@ async def _servers() -> AsyncIterator[tuple[Upstream, Upstream]]:
         yield primary, secondary
 
 
-@pytest.fixture
-def primary(_servers: tuple[Upstream, Upstream]) -> Upstream:
-    _servers[0].fake = FakeOpenAI()
-    return _servers[0]
+def _fresh(upstream: Upstream) -> Iterator[Upstream]:
+    upstream.fake = FakeOpenAI()
+    yield upstream
+    assert_consumed(upstream.fake)  # the fake the test ended with (a test may swap in its own)
 
 
 @pytest.fixture
-def secondary(_servers: tuple[Upstream, Upstream]) -> Upstream:
-    _servers[1].fake = FakeOpenAI()
-    return _servers[1]
+def primary(_servers: tuple[Upstream, Upstream]) -> Iterator[Upstream]:
+    yield from _fresh(_servers[0])
+
+
+@pytest.fixture
+def secondary(_servers: tuple[Upstream, Upstream]) -> Iterator[Upstream]:
+    yield from _fresh(_servers[1])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stall() -> Iterator[asyncio.Event]:
+    """An event a slow upstream waits for (``Behavior(delay_headers=stall)``); set at teardown."""
+    event = asyncio.Event()
+    yield event
+    event.set()
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +156,7 @@ def registry(
     )
 
 
-Gate = Callable[[Registry], AbstractAsyncContextManager[AsyncOpenAI]]
+Gate = Callable[..., AbstractAsyncContextManager[AsyncOpenAI]]
 
 
 @pytest.fixture
@@ -139,12 +165,13 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def gate(start_proxy: ProxyFactory, db: Path) -> Gate:
-    """``async with gate(registry) as client``: tiergate with a ledger at ``db``, and an SDK client for it."""
+def gate(start_proxy: ProxyFactory, db: Path, clock: FakeClock) -> Gate:
+    """``async with gate(registry) as client``: tiergate on ``clock`` with a ledger at ``db``, and an SDK
+    client for it. ``gate(registry, real_time=True)``: on the real clock instead."""
 
     @asynccontextmanager
-    async def run(reg: Registry) -> AsyncIterator[AsyncOpenAI]:
-        async with start_proxy(reg, db=str(db)) as url:
+    async def run(reg: Registry, *, real_time: bool = False) -> AsyncIterator[AsyncOpenAI]:
+        async with start_proxy(reg, clock=None if real_time else clock, db=str(db)) as url:
             # Plain http on loopback: no CA bundle to load (that alone costs ~30 ms per client).
             client = sdk(url, http_client=openai.DefaultAsyncHttpxClient(verify=False))
             try:
@@ -212,7 +239,7 @@ FAILED_503 = (503, "server_error")  # the fake's 5xx bodies carry type server_er
 
 
 async def test_01_a_500_once_is_retried_on_the_same_target(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.push(Behavior(status=500))
     async with gate(registry(primary, secondary)) as client:
@@ -220,13 +247,37 @@ async def test_01_a_500_once_is_retried_on_the_same_target(
     assert route(headers) == ("2", "false", "small", "model-a")
     assert completion.model == "model-a"
     assert (primary.models(), secondary.models()) == (["model-a", "model-a"], [])
+    assert clock.sleeps == [BACKOFF]  # one backoff before the retry
     [row] = ledger(db)
     assert row["tries"] == [(1, "primary", "model-a", 500, "server_error"), (2, "primary", "model-a", *OK)]
     assert summary(row) == (200, None, 2, 0, "upstream", "small", "model-a")
 
 
+async def test_01b_backoff_grows_by_the_multiplier_up_to_its_max(
+    primary: Upstream, secondary: Upstream, gate: Gate, clock: FakeClock
+) -> None:
+    primary.fake.push(*[Behavior(status=500)] * 4)
+    async with gate(registry(primary, secondary, policy={"retries": 4, "backoff": {"max_s": 1.5}})) as client:
+        headers, _ = await chat(client)
+    assert route(headers) == ("5", "false", "small", "model-a")
+    assert clock.sleeps == [0.5, 1.0, 1.5, 1.5]
+
+
+async def test_01c_jitter_varies_each_delay_within_its_band(
+    primary: Upstream, secondary: Upstream, gate: Gate, clock: FakeClock
+) -> None:
+    primary.fake.push(*[Behavior(status=500)] * 3)
+    policy = {"retries": 3, "backoff": {"jitter": 0.2}}
+    async with gate(registry(primary, secondary, policy=policy)) as client:
+        await chat(client)
+    bases = [0.5, 1.0, 2.0]
+    assert len(clock.sleeps) == 3
+    assert all(base * 0.8 <= slept <= base * 1.2 for base, slept in zip(bases, clock.sleeps, strict=True))
+    assert clock.sleeps != bases  # jittered (an exact hit of all three is a 1 in 2**150 chance)
+
+
 async def test_02_a_persistent_503_exhausts_retries_then_the_secondary_serves(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.default = Behavior(status=503)
     async with gate(registry(primary, secondary)) as client:
@@ -234,6 +285,7 @@ async def test_02_a_persistent_503_exhausts_retries_then_the_secondary_serves(
     assert route(headers) == ("3", "true", "small", "model-b")
     assert completion.choices[0].message.content == REPLY_B
     assert (len(primary.fake.requests), secondary.models()) == (2, ["model-b"])  # 1 + retries
+    assert clock.sleeps == [BACKOFF]  # before primary's retry; none before moving on
     [row] = ledger(db)
     assert row["tries"] == [
         (1, "primary", "model-a", *FAILED_503),
@@ -245,14 +297,12 @@ async def test_02_a_persistent_503_exhausts_retries_then_the_secondary_serves(
 
 
 async def test_03_a_429_with_a_short_retry_after_ms_is_waited_out_on_the_same_target(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.push(Behavior(status=429, headers={"retry-after-ms": "150"}))
     async with gate(registry(primary, secondary)) as client:
-        started = time.perf_counter()
         headers, _ = await chat(client)
-        elapsed = time.perf_counter() - started
-    assert 0.15 <= elapsed < 0.9  # the upstream's 150 ms, not our 10 ms backoff
+    assert clock.sleeps == [0.15]  # the upstream's 150 ms, not our 0.5 s backoff
     assert route(headers) == ("2", "false", "small", "model-a")
     assert (len(primary.fake.requests), secondary.fake.requests) == (2, [])
     [row] = ledger(db)
@@ -261,14 +311,12 @@ async def test_03_a_429_with_a_short_retry_after_ms_is_waited_out_on_the_same_ta
 
 
 async def test_04_a_429_asking_for_longer_than_the_cap_moves_on_at_once(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
-    primary.fake.push(Behavior(status=429, headers={"retry-after": "30"}))  # cap: 1 s
+    primary.fake.push(Behavior(status=429, headers={"retry-after": "30"}))  # cap: 10 s
     async with gate(registry(primary, secondary)) as client:
-        started = time.perf_counter()
         headers, _ = await chat(client)
-        elapsed = time.perf_counter() - started
-    assert elapsed < 0.5
+    assert clock.sleeps == []  # no wait at all
     assert route(headers) == ("2", "true", "small", "model-b")
     assert (len(primary.fake.requests), secondary.models()) == (1, ["model-b"])  # no retry on primary
     [row] = ledger(db)
@@ -276,8 +324,19 @@ async def test_04_a_429_asking_for_longer_than_the_cap_moves_on_at_once(
     assert summary(row) == (200, None, 2, 1, "upstream", "small", "model-b")
 
 
+async def test_04b_a_retry_after_ending_past_the_deadline_moves_on_at_once(
+    primary: Upstream, secondary: Upstream, gate: Gate, clock: FakeClock
+) -> None:
+    primary.fake.push(Behavior(status=429, headers={"retry-after": "8"}))  # under the cap, over the deadline
+    async with gate(registry(primary, secondary, policy={"deadline_s": 5})) as client:
+        headers, _ = await chat(client)
+    assert clock.sleeps == []
+    assert route(headers) == ("2", "true", "small", "model-b")
+    assert (len(primary.fake.requests), secondary.models()) == (1, ["model-b"])
+
+
 async def test_05_429_everywhere_reaches_the_client_with_a_capped_retry_after(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     for upstream in (primary, secondary):
         upstream.fake.default = Behavior(status=429, headers={"retry-after": "300"})
@@ -290,6 +349,7 @@ async def test_05_429_everywhere_reaches_the_client_with_a_capped_retry_after(
     assert (headers["retry-after"], headers["x-should-retry"]) == ("120", "true")
     assert (headers["x-tiergate-attempts"], headers["x-tiergate-fallback"]) == ("2", "true")
     assert (len(primary.fake.requests), len(secondary.fake.requests)) == (1, 1)
+    assert clock.sleeps == []
     [row] = ledger(db)
     assert row["tries"] == [
         (1, "primary", "model-a", 429, "rate_limit_exceeded"),
@@ -301,12 +361,13 @@ async def test_05_429_everywhere_reaches_the_client_with_a_capped_retry_after(
 
 
 async def test_06_connection_refused_falls_over_to_the_secondary(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     async with gate(registry(primary, secondary, primary_url=CLOSED_URL)) as client:
         headers, _ = await chat(client)
     assert route(headers) == ("3", "true", "small", "model-b")
     assert secondary.models() == ["model-b"]
+    assert clock.sleeps == [BACKOFF]
     [row] = ledger(db)
     unreachable = (None, "upstream_unreachable")
     assert row["tries"] == [
@@ -318,29 +379,29 @@ async def test_06_connection_refused_falls_over_to_the_secondary(
 
 
 async def test_07_headers_slower_than_first_byte_s_time_out_and_the_secondary_serves(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, stall: asyncio.Event
 ) -> None:
-    primary.fake.default = Behavior(delay_headers=2.0)
+    primary.fake.default = Behavior(delay_headers=stall)  # no headers until teardown
     # idle_s above first_byte_s: only first_byte_s can end the wait
-    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"first_byte_s": 0.2, "idle_s": 1.0}})
+    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"first_byte_s": SHORT}})
     async with gate(reg) as client:
-        started = time.perf_counter()
         headers, _ = await chat(client)
-        elapsed = time.perf_counter() - started
-    assert 0.2 <= elapsed < 1.0
     assert route(headers) == ("2", "true", "small", "model-b")
+    assert (len(primary.fake.requests), secondary.models()) == (1, ["model-b"])
     [row] = ledger(db)
     assert row["tries"] == [(1, "primary", "model-a", None, "upstream_timeout"), (2, "secondary", "model-b", *OK)]
     assert summary(row) == (200, None, 2, 1, "upstream", "small", "model-b")
 
 
 async def test_07b_first_byte_s_not_idle_s_bounds_the_wait_for_the_response(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate
 ) -> None:
     # Spec: first_byte_s bounds the wait for a response, idle_s any silence *after* that. A non-streamed
     # completion arrives only when it is fully generated, so this is the common case for slow models.
-    primary.fake.push(Behavior(delay_headers=0.4))
-    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"first_byte_s": 1.0, "idle_s": 0.15}})
+    # The upstream and tiergate share one event loop, so tiergate's idle timer (armed first, shorter)
+    # would always fire before the upstream's silence ends if idle_s applied to it.
+    primary.fake.push(Behavior(delay_headers=0.25))
+    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"idle_s": 0.1}})
     async with gate(reg) as client:
         headers, _ = await chat(client)
     assert route(headers) == ("1", "false", "small", "model-a")
@@ -348,25 +409,22 @@ async def test_07b_first_byte_s_not_idle_s_bounds_the_wait_for_the_response(
 
 
 async def test_08_a_body_stalling_longer_than_idle_s_times_out_and_is_retried(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock, stall: asyncio.Event
 ) -> None:
-    primary.fake.push(Behavior(body_stall=1.5))  # half the body, then silence
-    # first_byte_s above the stall: only idle_s can cut it
-    reg = registry(primary, secondary, policy={"timeouts": {"first_byte_s": 2.0, "idle_s": 0.3}})
-    async with gate(reg) as client:
-        started = time.perf_counter()
+    primary.fake.push(Behavior(body_stall=stall))  # half the body, then silence until teardown
+    # first_byte_s (10 s) above idle_s: only idle_s can cut it
+    async with gate(registry(primary, secondary, policy={"timeouts": {"idle_s": SHORT}})) as client:
         headers, completion = await chat(client)
-        elapsed = time.perf_counter() - started
-    assert 0.3 <= elapsed < 1.2
     assert route(headers) == ("2", "false", "small", "model-a")
     assert completion.choices[0].message.content.startswith("Fake reply from model-a")
+    assert clock.sleeps == [BACKOFF]
     [row] = ledger(db)
     assert row["tries"] == [(1, "primary", "model-a", None, "upstream_timeout"), (2, "primary", "model-a", *OK)]
     assert summary(row) == (200, None, 2, 0, "upstream", "small", "model-a")
 
 
 async def test_09_a_200_with_a_malformed_body_is_retried(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.push(Behavior(body=b'{"choices": [{"mess'))
     async with gate(registry(primary, secondary)) as client:
@@ -374,6 +432,7 @@ async def test_09_a_200_with_a_malformed_body_is_retried(
     assert route(headers) == ("2", "false", "small", "model-a")
     assert completion.choices[0].message.content.startswith("Fake reply from model-a")
     assert secondary.fake.requests == []
+    assert clock.sleeps == [BACKOFF]
     [row] = ledger(db)
     # the upstream did answer 200 (bug 14: the attempt kept status NULL): only its body was bad
     assert row["tries"] == [(1, "primary", "model-a", 200, "upstream_bad_response"), (2, "primary", "model-a", *OK)]
@@ -391,7 +450,13 @@ async def test_09_a_200_with_a_malformed_body_is_retried(
     ],
 )
 async def test_10_a_client_error_is_returned_at_once(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, status: int, error: type[openai.APIStatusError]
+    primary: Upstream,
+    secondary: Upstream,
+    gate: Gate,
+    db: Path,
+    clock: FakeClock,
+    status: int,
+    error: type[openai.APIStatusError],
 ) -> None:
     primary.fake.push(Behavior(status=status))
     async with gate(registry(primary, secondary)) as client:
@@ -408,7 +473,7 @@ async def test_10_a_client_error_is_returned_at_once(
         "1",
         "false",
     )
-    assert (len(primary.fake.requests), secondary.fake.requests) == (1, [])
+    assert (len(primary.fake.requests), secondary.fake.requests, clock.sleeps) == (1, [], [])
     [row] = ledger(db)
     assert row["tries"] == [(1, "primary", "model-a", status, "invalid_request_error")]
     assert summary(row) == (status, "invalid_request_error", 1, 0, "none", "small", "model-a")
@@ -443,13 +508,13 @@ async def test_11_context_length_400_falls_over_only_with_context_fallback(
 
 
 async def test_12_a_529_overloaded_is_retryable_and_the_next_target_serves(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.default = Behavior(status=529)
     async with gate(registry(primary, secondary)) as client:
         headers, _ = await chat(client)
     assert route(headers) == ("3", "true", "small", "model-b")
-    assert len(primary.fake.requests) == 2
+    assert (len(primary.fake.requests), clock.sleeps) == (2, [BACKOFF])
     [row] = ledger(db)
     assert [t[3:] for t in row["tries"]] == [(529, "server_error"), (529, "server_error"), OK]
     assert summary(row) == (200, None, 3, 1, "upstream", "small", "model-b")
@@ -459,7 +524,7 @@ async def test_12_a_529_overloaded_is_retryable_and_the_next_target_serves(
 
 
 async def test_13_stream_503_before_the_first_chunk_is_served_by_the_secondary_transparently(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.default = Behavior(status=503)
     async with gate(registry(primary, secondary)) as client:
@@ -470,6 +535,7 @@ async def test_13_stream_503_before_the_first_chunk_is_served_by_the_secondary_t
     assert [c.choices[0].delta.role for c in chunks].count("assistant") == 1
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY_B
     assert chunks[-1].choices[0].finish_reason == "stop"
+    assert clock.sleeps == [BACKOFF]
     [row] = ledger(db)
     assert [t[:4] for t in row["tries"]] == [
         (1, "primary", "model-a", 503),
@@ -481,15 +547,12 @@ async def test_13_stream_503_before_the_first_chunk_is_served_by_the_secondary_t
 
 
 async def test_14_stream_first_chunk_slower_than_first_byte_s_falls_over(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, stall: asyncio.Event
 ) -> None:
-    primary.fake.default = Behavior(ttft=2.0)  # headers at once, the first chunk late
-    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"first_byte_s": 0.2, "idle_s": 1.0}})
+    primary.fake.default = Behavior(ttft=stall)  # headers at once, the first chunk not before teardown
+    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"first_byte_s": SHORT}})
     async with gate(reg) as client:
-        started = time.perf_counter()
         headers, chunks = await chat_stream(client)
-        elapsed = time.perf_counter() - started
-    assert 0.2 <= elapsed < 1.0
     assert route(headers) == ("2", "true", "small", "model-b")
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY_B
     [row] = ledger(db)
@@ -498,39 +561,38 @@ async def test_14_stream_first_chunk_slower_than_first_byte_s_falls_over(
 
 
 async def test_14b_first_byte_s_not_idle_s_bounds_the_wait_for_the_first_chunk(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate
 ) -> None:
     # A reasoning model thinks before its first token: first_byte_s allows for that, idle_s should not.
-    primary.fake.push(Behavior(ttft=0.4))
-    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"first_byte_s": 1.0, "idle_s": 0.15}})
+    # (As in 07b, tiergate's idle timer would always fire first if it applied.)
+    primary.fake.push(Behavior(ttft=0.25))
+    reg = registry(primary, secondary, policy={"retries": 0, "timeouts": {"idle_s": 0.1}})
     async with gate(reg) as client:
         headers, chunks = await chat_stream(client)
     assert route(headers) == ("1", "false", "small", "model-a")
+    assert chunks[-1].choices[0].finish_reason == "stop"
     assert secondary.fake.requests == []
 
 
 async def test_15_a_stall_after_the_first_chunk_ends_the_stream_with_an_error_event(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, stall: asyncio.Event
 ) -> None:
-    # The opening chunk comes at once, every later one after 1.5 s of silence (idle_s 0.3).
-    primary.fake.push(Behavior(chunk_delay=1.5))
-    async with gate(registry(primary, secondary)) as client:
+    # The opening chunk comes at once, the next one not before teardown.
+    primary.fake.push(Behavior(chunk_delay=stall))
+    async with gate(registry(primary, secondary, policy={"timeouts": {"idle_s": SHORT}})) as client:
         stream = await open_stream(client)
         received = []
-        started = time.perf_counter()
         with pytest.raises(openai.APIError) as err:
             async for chunk in stream:
                 received.append(chunk)
-        elapsed = time.perf_counter() - started
         await stream.close()
-    assert len(received) >= 1 and received[0].model == "model-a"
+    assert [c.model for c in received] == ["model-a"]  # the opening chunk only
     assert "did not answer in time" in err.value.message
-    assert elapsed < 1.2  # cut after idle_s, not after the upstream's 1.5 s pause
     assert secondary.fake.requests == []  # bytes reached the client: no failover any more
     [row] = ledger(db)
     assert row["tries"] == [(1, "primary", "model-a", *OK)]  # the attempt that opened the stream
     assert summary(row) == (200, "upstream_timeout", 1, 0, "estimated", "small", "model-a")
-    assert row["stream"] == 1 and row["completion_tokens"] > 0 and row["prompt_tokens"] > 0
+    assert row["stream"] == 1 and row["prompt_tokens"] > 0
 
 
 async def test_16_a_connection_reset_mid_stream_ends_it_with_an_error_event(
@@ -558,51 +620,79 @@ async def test_16_a_connection_reset_mid_stream_ends_it_with_an_error_event(
 
 
 async def test_17_the_deadline_bounds_all_attempts_together(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
-    for upstream in (primary, secondary):
-        upstream.fake.default = Behavior(delay_headers=5.0)
-    # Without a deadline: 2 targets x 2 tries x 0.4 s = 1.6 s. With it: 0.6 s.
-    reg = registry(primary, secondary, policy={"deadline_s": 0.6, "timeouts": {"first_byte_s": 0.4, "idle_s": 2.0}})
-    async with gate(reg) as client:
-        started = time.perf_counter()
+    def slow_503(body: dict[str, Any]) -> Behavior:
+        clock.advance(6.0)  # each answer takes 6 s (of fake time)
+        return Behavior(status=503)
+
+    primary.fake = FakeOpenAI(choose=slow_503)
+    # Without a deadline: 2 tries on primary, then secondary. With it (10 s): primary at 0 and 6.5 s,
+    # and by 12.5 s the deadline has passed: secondary is never asked.
+    async with gate(registry(primary, secondary, policy={"deadline_s": 10})) as client:
         with pytest.raises(openai.InternalServerError) as err:
             await chat(client)
-        elapsed = time.perf_counter() - started
-    assert 0.6 <= elapsed < 1.2
+    assert (err.value.status_code, err.value.response.headers["x-tiergate-attempts"]) == (503, "2")
+    assert err.value.response.headers["x-should-retry"] == "true"
+    assert (len(primary.fake.requests), secondary.fake.requests) == (2, [])
+    assert clock.sleeps == [BACKOFF]
+    [row] = ledger(db)
+    assert row["tries"] == [(1, "primary", "model-a", *FAILED_503), (2, "primary", "model-a", *FAILED_503)]
+    assert (row["status"], row["usage_source"]) == (503, "none")
+
+
+async def test_17b_the_deadline_also_bounds_the_wait_for_an_answer(
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, stall: asyncio.Event
+) -> None:
+    # Real time: the wait is a real timeout. first_byte_s (60 s) would outlast the client's own timeout
+    # (10 s, so a missing bound fails instead of hanging); the 0.3 s deadline must end the wait first.
+    primary.fake.default = Behavior(delay_headers=stall)
+    policy = {"deadline_s": SHORT, "timeouts": {"first_byte_s": 60}}
+    async with gate(registry(primary, secondary, policy=policy), real_time=True) as client:
+        with pytest.raises(openai.InternalServerError) as err:
+            await chat(client.with_options(timeout=10))
     assert (err.value.status_code, err.value.code) == (504, "upstream_timeout")
     assert err.value.response.headers["x-should-retry"] == "true"
+    assert (len(primary.fake.requests), secondary.fake.requests) == (1, [])  # no time left for more
     [row] = ledger(db)
-    assert row["tries"] and all(t[3:] == (None, "upstream_timeout") for t in row["tries"])
-    assert len(row["tries"]) < 4
+    assert row["tries"] == [(1, "primary", "model-a", None, "upstream_timeout")]
     assert (row["status"], row["error_type"], row["usage_source"]) == (504, "upstream_timeout", "none")
 
 
 # --- 18-19: circuit breakers --------------------------------------------------------------------------
 
-BREAKER = {"retries": 0, "breaker": {"failures": 2, "cooldown_s": 0.6}}
+COOLDOWN = 30.0
+BREAKER = {"retries": 0, "breaker": {"failures": 2, "cooldown_s": COOLDOWN}}
 
 
 async def test_18_a_breaker_opens_after_n_failures_skips_the_target_then_probes_once(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock, stall: asyncio.Event
 ) -> None:
     primary.fake.default = Behavior(status=503)
     async with gate(registry(primary, secondary, policy=BREAKER)) as client:
         for _ in range(2):  # two failures on primary: its breaker opens
             headers, _ = await chat(client)
             assert route(headers) == ("2", "true", "small", "model-b")
-        headers, _ = await chat(client)  # open: primary is skipped, no upstream request
+        clock.advance(COOLDOWN - 0.5)
+        headers, _ = await chat(client)  # still open: primary is skipped, no upstream request
         assert route(headers) == ("1", "true", "small", "model-b")
         assert len(primary.fake.requests) == 2
 
-        await asyncio.sleep(0.65)  # cooldown over: half-open
-        primary.fake.default = Behavior(delay_headers=0.2)  # healthy again, a little slow
-        (h1, _), (h2, _) = await asyncio.gather(chat(client), chat(client))
-        assert len(primary.fake.requests) == 3  # exactly one probe; the other request went on
-        assert sorted([route(h1)[3], route(h2)[3]]) == ["model-a", "model-b"]
+        clock.advance(0.5)  # cooldown over: half-open
+        primary.fake.default = Behavior(delay_headers=stall)  # healthy again, answering once released
+        calls = {asyncio.create_task(chat(client)) for _ in range(2)}
+        # The probe cannot finish before `stall` is set, so the first call to end is the one that found
+        # the probe taken and went on.
+        done, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+        [skipped], [probe] = done, pending
+        assert route(skipped.result()[0]) == ("1", "true", "small", "model-b")
+        stall.set()
+        assert route((await probe)[0]) == ("1", "false", "small", "model-a")
+        assert len(primary.fake.requests) == 3  # exactly one probe
 
         headers, _ = await chat(client)  # the probe succeeded: closed again
         assert route(headers) == ("1", "false", "small", "model-a")
+    assert clock.sleeps == []  # nothing waited for a cooldown
     rows = ledger(db)
     assert len(rows) == 6
     assert [r["tries"] for r in rows[:3]] == [
@@ -615,27 +705,46 @@ async def test_18_a_breaker_opens_after_n_failures_skips_the_target_then_probes_
     assert rows[5]["tries"] == [(1, "primary", "model-a", *OK)]
 
 
+async def test_18b_a_failed_probe_opens_the_breaker_for_another_cooldown(
+    primary: Upstream, secondary: Upstream, gate: Gate, clock: FakeClock
+) -> None:
+    primary.fake.default = Behavior(status=503)
+    async with gate(registry(primary, secondary, policy=BREAKER)) as client:
+        for _ in range(2):
+            await chat(client)  # opens primary's breaker
+        clock.advance(COOLDOWN)
+        headers, _ = await chat(client)  # the probe fails: one failure is enough to reopen
+        assert route(headers) == ("2", "true", "small", "model-b")
+        clock.advance(COOLDOWN - 0.5)
+        headers, _ = await chat(client)  # a whole new cooldown, counted from the failed probe
+        assert route(headers) == ("1", "true", "small", "model-b")
+        assert len(primary.fake.requests) == 3
+        clock.advance(0.5)
+        primary.fake.default = Behavior()
+        headers, _ = await chat(client)  # half-open again: this probe succeeds
+        assert route(headers) == ("1", "false", "small", "model-a")
+
+
 async def test_19_with_every_breaker_open_the_target_reopening_first_is_still_tried(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     # Tier "solo" shares secondary::model-b, so its breaker can be opened before primary's.
     solo = {"solo": {"targets": ["secondary::model-b"]}}
-    policy = {"retries": 0, "breaker": {"failures": 1, "cooldown_s": 30}}
+    policy = {"retries": 0, "breaker": {"failures": 1, "cooldown_s": COOLDOWN}}
     reg = registry(primary, secondary, policy=policy, extra_tiers=solo)
     secondary.fake.push(Behavior(status=503))
     primary.fake.default = Behavior(status=503)
     async with gate(reg) as client:
         with pytest.raises(openai.InternalServerError):
-            await chat(client, model="tier:solo")  # opens secondary::model-b first
+            await chat(client, model="tier:solo")  # opens secondary::model-b, until 30 s
+        clock.advance(5.0)
         with pytest.raises(openai.InternalServerError):
-            await chat(client)  # opens primary::model-a; secondary is skipped
+            await chat(client)  # opens primary::model-a, until 35 s; secondary is skipped
         assert (len(primary.fake.requests), len(secondary.fake.requests)) == (1, 1)
-        started = time.perf_counter()
         headers, _ = await chat(client)  # both open: secondary reopens first, so it is tried
-        elapsed = time.perf_counter() - started
-    assert elapsed < 0.5  # neither an instant failure nor a wait for the cooldown
     assert route(headers) == ("1", "true", "small", "model-b")
     assert (len(primary.fake.requests), len(secondary.fake.requests)) == (1, 2)
+    assert clock.sleeps == []  # neither an instant failure nor a wait for the cooldown
     rows = ledger(db)
     assert [r["tries"] for r in rows] == [
         [(1, "secondary", "model-b", *FAILED_503)],
@@ -646,19 +755,20 @@ async def test_19_with_every_breaker_open_the_target_reopening_first_is_still_tr
 
 
 async def test_19b_a_half_open_probe_not_used_is_not_lost(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, clock: FakeClock
 ) -> None:
-    reg = registry(primary, secondary, policy={"retries": 0, "breaker": {"failures": 1, "cooldown_s": 0.3}})
+    reg = registry(primary, secondary, policy={"retries": 0, "breaker": {"failures": 1, "cooldown_s": COOLDOWN}})
     primary.fake.push(Behavior(status=503), Behavior(), Behavior(status=503))
     secondary.fake.push(Behavior(status=503))
     async with gate(reg) as client:
         with pytest.raises(openai.InternalServerError):
             await chat(client)  # both fail once: both breakers open
-        await asyncio.sleep(0.35)  # both half-open
+        clock.advance(COOLDOWN)  # both half-open
         headers, _ = await chat(client)  # primary's probe succeeds; secondary was never tried
         assert route(headers) == ("1", "false", "small", "model-a")
         headers, _ = await chat(client)  # primary fails: secondary's probe must still be available
     assert route(headers) == ("2", "true", "small", "model-b")
+    assert (len(primary.fake.requests), len(secondary.fake.requests)) == (3, 2)
 
 
 async def test_19c_client_errors_do_not_open_a_breaker(
@@ -679,7 +789,7 @@ async def test_19c_client_errors_do_not_open_a_breaker(
 
 
 async def test_20_when_every_target_of_the_tier_fails_the_fallback_tier_serves(
-    primary: Upstream, secondary: Upstream, gate: Gate, db: Path
+    primary: Upstream, secondary: Upstream, gate: Gate, db: Path, clock: FakeClock
 ) -> None:
     primary.fake.default = Behavior(status=503)
     secondary.fake = FakeOpenAI(choose=lambda body: Behavior(status=503) if body["model"] == "model-b" else None)
@@ -688,6 +798,7 @@ async def test_20_when_every_target_of_the_tier_fails_the_fallback_tier_serves(
     assert route(headers) == ("5", "true", "mid", "model-c")
     assert completion.model == "model-c"
     assert secondary.models() == ["model-b", "model-b", "model-c"]
+    assert clock.sleeps == [BACKOFF, BACKOFF]  # one retry on each target of the tier
     assert secondary.fake.requests[-1].body["temperature"] == 0.7  # mid's params for mid's target
     assert "temperature" not in primary.fake.requests[0].body
     [row] = ledger(db)
@@ -713,6 +824,7 @@ async def test_21_policy_layers_task_over_tier_over_global(
     secondary: Upstream,
     gate: Gate,
     db: Path,
+    clock: FakeClock,
     task_policy: dict[str, Any] | None,
     primary_tries: int,
 ) -> None:
@@ -723,5 +835,6 @@ async def test_21_policy_layers_task_over_tier_over_global(
         headers, _ = await chat(client)
     assert route(headers) == (str(primary_tries + 1), "true", "small", "model-b")
     assert len(primary.fake.requests) == primary_tries
+    assert clock.sleeps == [BACKOFF] * (primary_tries - 1)
     [row] = ledger(db)
     assert [t[1] for t in row["tries"]] == ["primary"] * primary_tries + ["secondary"]

@@ -22,6 +22,7 @@ from proxy.dispatch import Outcome
 from proxy.errors import TiergateError
 from proxy.gateway import Gateway
 from proxy.ledger.records import AttemptRecord, RequestRecord, new_id
+from proxy.providers.base import ChunkStream
 from proxy.router import Route
 
 
@@ -77,29 +78,50 @@ async def _chat(
 
     if record.stream:
         chunks, headers = _accept(request, record, route, await gateway.dispatcher.stream(route, body, forwarded))
-        stats = streaming.StreamStats(started=started)
-        relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body))
-        relay_started = time.perf_counter()
-
-        def on_close(stats: streaming.StreamStats) -> None:
-            record.usage = stats.usage
-            record.ttft_ms = stats.ttft_ms
-            record.produced_output = stats.chunks > 0
-            record.streamed_text = stats.text() if stats.usage is None else None
-            record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - relay_started) * 1000.0
-            if stats.error is not None:
-                _finish(request, gateway, record, started, 200, stats.error.code or stats.error.type)
-            elif stats.client_disconnected:
-                _finish(request, gateway, record, started, 499, "client_disconnected")
-            else:
-                _finish(request, gateway, record, started, 200, None)
-
-        return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
+        try:
+            return _sse(
+                request, gateway, record, started, chunks, headers, include_usage=rewrite.client_wants_usage(body)
+            )
+        except BaseException:
+            # Until the SSEResponse owns it, the open upstream stream is ours to close.
+            await chunks.aclose()
+            raise
 
     completion, headers = _accept(request, record, route, await gateway.dispatcher.complete(route, body, forwarded))
     record.usage = completion.usage
     content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
     return Response(content, media_type="application/json", headers=headers)
+
+
+def _sse(
+    request: Request,
+    gateway: Gateway,
+    record: RequestRecord,
+    started: float,
+    chunks: ChunkStream,
+    headers: dict[str, str],
+    *,
+    include_usage: bool,
+) -> streaming.SSEResponse:
+    """The streaming response; its ``on_close`` settles the ledger record once the stream has ended."""
+    stats = streaming.StreamStats(started=started)
+    relay = streaming.relay(chunks, stats, include_usage=include_usage)
+    relay_started = time.perf_counter()
+
+    def on_close(stats: streaming.StreamStats) -> None:
+        record.usage = stats.usage
+        record.ttft_ms = stats.ttft_ms
+        record.produced_output = stats.chunks > 0
+        record.streamed_text = stats.text() if stats.usage is None else None
+        record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - relay_started) * 1000.0
+        if stats.error is not None:
+            _finish(request, gateway, record, started, 200, stats.error.code or stats.error.type)
+        elif stats.client_disconnected:
+            _finish(request, gateway, record, started, 499, "client_disconnected")
+        else:
+            _finish(request, gateway, record, started, 200, None)
+
+    return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
 
 
 class _Answer(Protocol):

@@ -22,7 +22,6 @@ reports usage); `ClaudeBehavior` adds the Anthropic-only knobs.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -31,7 +30,16 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from proxy.fakes.openai import Behavior, FakeOpenAI, RecordedRequest, SimulatedReset, encode, read_body, respond
+from proxy.fakes.openai import (
+    Behavior,
+    FakeOpenAI,
+    RecordedRequest,
+    SimulatedReset,
+    encode,
+    pause,
+    read_body,
+    respond,
+)
 
 _PREVIEW_WORDS = 12
 _JSON_PIECE = 8  # characters of tool input per input_json_delta
@@ -288,7 +296,7 @@ async def _stream(
             name, data = "error", {"type": "error", "error": {"type": behavior.error_type, "message": message}}
         elif reset is not None and i > reset:
             break
-        await asyncio.sleep(behavior.ttft if i == 0 else behavior.chunk_delay)
+        await pause(behavior.ttft if i == 0 else behavior.chunk_delay)
         event = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": name != "error"})
         if name == "error":

@@ -12,10 +12,15 @@ and no keys, and its replies are deterministic so tests can compute expected val
 - `max_completion_tokens`/`max_tokens` below that truncates the words, finish_reason "length".
 
 A `Behavior` (scripted FIFO with `push`, else the default) sets status, headers, delays and
-stream faults for one chat request. `reset_after_chunks=N` sends the opening chunk and at most
-N more, then raises `SimulatedReset` inside the app (always, at the latest before [DONE]), so a
-real server drops the socket mid-body and the client sees a broken stream, not a clean end
-(uvicorn logs the traceback; in-process, httpx's ASGITransport re-raises it to the caller).
+stream faults for one chat request. A delay is seconds, or an `asyncio.Event` to wait for: an
+upstream that stalls until the test sets it, so a timeout test needs no sleep longer than the
+timeout. `reset_after_chunks=N` sends the opening chunk and at most N more, then raises
+`SimulatedReset` inside the app (always, at the latest before [DONE]), so a real server drops the
+socket mid-body and the client sees a broken stream, not a clean end (uvicorn logs the traceback;
+in-process, httpx's ASGITransport re-raises it to the caller).
+
+A fake shared by several tests is `reset` between them; `pending` is what was pushed and not
+consumed yet.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
+
+Delay = float | asyncio.Event  # seconds to sleep, or an event to wait for
 
 MODELS = ("fake-model",)  # what GET /models lists; any model name is accepted
 _PREVIEW_WORDS = 12
@@ -47,13 +54,13 @@ class Behavior:
     status: int = 200  # non-200: an OpenAI-shaped error body, unless `body` is given
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
     body: bytes | None = None  # sent verbatim instead of the normal body
-    delay_headers: float = 0.0  # seconds before the response starts
-    ttft: float = 0.0  # streaming: seconds before the first chunk
-    chunk_delay: float = 0.0  # streaming: seconds between chunks
+    delay_headers: Delay = 0.0  # before the response starts
+    ttft: Delay = 0.0  # streaming: before the first chunk
+    chunk_delay: Delay = 0.0  # streaming: between chunks
     reset_after_chunks: int | None = None  # streaming: break the connection (see module doc)
     omit_usage: bool = False  # no usage in the body, no usage chunk
     text: str | None = None  # the reply text, instead of the computed one
-    body_stall: float = 0.0  # non-streaming: seconds of silence between the two halves of the body
+    body_stall: Delay = 0.0  # non-streaming: silence between the two halves of the body
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,14 @@ class _Reply:
     tool_name: str
     finish_reason: str
     usage: dict[str, Any] | None  # None when the behaviour omits usage
+
+
+async def pause(delay: Delay) -> None:
+    """Sleep ``delay`` seconds, or wait until the event ``delay`` is set."""
+    if isinstance(delay, asyncio.Event):
+        await delay.wait()
+    else:
+        await asyncio.sleep(delay)
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -226,8 +241,11 @@ class FakeOpenAI:
         choose: Callable[[dict[str, Any]], Behavior | None] | None = None,
     ) -> None:
         self.default = default
+        self._initial_default = default
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0  # chat responses abandoned because the client went away
+        # Set at each such disconnect, so a test can wait for one instead of polling the count.
+        self.disconnected = asyncio.Event()
         self._script: deque[Behavior] = deque(script)
         # Picks a behaviour from the request body (e.g. by its `user`), for concurrent tests where
         # arrival order is not under control; None falls through to the script, then the default.
@@ -236,6 +254,21 @@ class FakeOpenAI:
     def push(self, *behaviors: Behavior) -> None:
         """Queue behaviours, consumed one per well-formed chat request, first in first out."""
         self._script.extend(behaviors)
+
+    @property
+    def pending(self) -> tuple[Behavior, ...]:
+        """The pushed behaviours no request has consumed yet."""
+        return tuple(self._script)
+
+    def reset(self) -> None:
+        """Forget the script, the recorded requests and disconnects; restore the default behaviour.
+
+        For a fake shared by several tests: each then starts as if with a new fake.
+        """
+        self._script.clear()
+        self.requests.clear()
+        self.disconnects = 0
+        self.default = self._initial_default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -289,12 +322,13 @@ class FakeOpenAI:
             return
         await asyncio.wait({producer})
         self.disconnects += 1
+        self.disconnected.set()
 
     async def _start(
         self, request: dict[str, Any], behavior: Behavior, headers: dict[str, str], send: Send
     ) -> dict[str, str] | None:
         """The behaviour's delay and headers; ``None`` when it answered with an error status or body."""
-        await asyncio.sleep(behavior.delay_headers)
+        await pause(behavior.delay_headers)
         if request.get("stream") is True and behavior.status == 200:
             headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
         headers = {**headers, **{k.lower(): v for k, v in behavior.headers.items()}}
@@ -321,7 +355,7 @@ class FakeOpenAI:
                 half = len(body) // 2
                 await send({"type": "http.response.start", "status": 200, "headers": encode(headers, len(body))})
                 await send({"type": "http.response.body", "body": body[:half], "more_body": True})
-                await asyncio.sleep(behavior.body_stall)
+                await pause(behavior.body_stall)
                 await send({"type": "http.response.body", "body": body[half:]})
                 return
             await respond(send, 200, headers, body)
@@ -337,7 +371,7 @@ async def _stream(send: Send, headers: Mapping[str, str], chunks: Iterable[Any],
     for i, chunk in enumerate(chunks):
         if reset is not None and i > reset:
             break
-        await asyncio.sleep(behavior.ttft if i == 0 else behavior.chunk_delay)
+        await pause(behavior.ttft if i == 0 else behavior.chunk_delay)
         # One ASGI message per chunk, so the server flushes each as it is produced.
         event = b"data: " + orjson.dumps(chunk) + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus
+from proxy.errors import ConfigError, UpstreamProtocolError, UpstreamStatus, UpstreamUnreachable
 from proxy.headers import passed_on, request_id
 from proxy.providers.base import (
     Call,
@@ -109,6 +109,8 @@ class _OpenAIStream(ChunkStream):
             if "error" in parsed:
                 raise error_from(502, data, {}, "stream", self._redactor)
             yield Chunk(data, parsed)
+        # A clean end without [DONE] is still a cut stream: the rest of the answer and its usage are missing.
+        raise UpstreamUnreachable("The upstream provider closed the connection mid-response.")
 
     async def aclose(self) -> None:
         await self._response.aclose()

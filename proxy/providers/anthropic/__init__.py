@@ -5,10 +5,13 @@ reply, a message or its ``event:`` stream, into OpenAI shapes:
 
 - request: system/developer messages are hoisted into ``system``; same-role turns are merged; text,
   images (data and http URLs), PDFs, ``tool_calls`` and ``tool`` results become content blocks; tools,
-  ``tool_choice``, ``parallel_tool_calls``, ``stop``, ``max_tokens``, ``response_format`` (json_schema),
-  ``reasoning_effort``, ``user`` and the sampling params are mapped. The Messages API rejects fields it
-  does not know, so everything else is dropped (logged at debug), except a few Messages-only fields a
-  registry target may set as params (``request._NATIVE``). ``n > 1``, audio and file ids are a 400.
+  ``tool_choice``, ``parallel_tool_calls``, ``stop``, ``max_tokens``, ``response_format``,
+  ``reasoning_effort``, ``user`` and the sampling params are mapped. A json_schema ``response_format``
+  becomes ``output_config.format``; json_object (the Messages API has no schema-less JSON mode) becomes
+  an instruction appended to ``system`` (``request.JSON_OBJECT_INSTRUCTION``).
+  The Messages API rejects fields it does not know, so everything else is dropped (logged at debug),
+  except a few Messages-only fields a registry target may set as params (``request._NATIVE``).
+  ``n > 1``, audio and file ids are a 400.
 - response: text blocks are joined into ``content``, ``tool_use`` blocks become ``tool_calls``, thinking
   is dropped; usage counts cache reads and writes into ``prompt_tokens`` as OpenAI does.
 - errors: Anthropic's ``{"type": "error", "error": {type, message}}`` keeps its status and its type as

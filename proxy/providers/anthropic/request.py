@@ -25,6 +25,9 @@ _MAPPED = frozenset(
      *_SAMPLING, *_NATIVE}
 )  # fmt: skip
 _EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
+# The Messages API has a JSON mode only with a schema; ``response_format: json_object`` asks for any
+# JSON object, so it becomes this instruction, after any hoisted system text.
+JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 
 
 def messages_request(body: Mapping[str, Any], *, version: str, default_max_tokens: int) -> dict[str, Any]:
@@ -37,6 +40,9 @@ def messages_request(body: Mapping[str, Any], *, version: str, default_max_token
             code="invalid_value",
         )
     system, turns = _turns(body.get("messages") or [])
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        system = f"{system}\n\n{JSON_OBJECT_INSTRUCTION}" if system else JSON_OBJECT_INSTRUCTION
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or default_max_tokens
     out: dict[str, Any] = {"model": body["model"], "max_tokens": max_tokens, "messages": turns}
     if system:
@@ -62,7 +68,6 @@ def messages_request(body: Mapping[str, Any], *, version: str, default_max_token
         raise InvalidRequest("Invalid 'stop': expected a string or an array of strings.", param="stop")
 
     output_config = dict(body["output_config"]) if isinstance(body.get("output_config"), dict) else {}
-    response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
@@ -71,8 +76,6 @@ def messages_request(body: Mapping[str, Any], *, version: str, default_max_token
                 param="response_format.json_schema",
             )
         output_config["format"] = {"type": "json_schema", "schema": spec["schema"]}
-    elif isinstance(response_format, dict) and response_format.get("type") == "json_object":
-        log.debug("dropped response_format json_object: the Messages API has no schema-less JSON mode")
     effort = body.get("reasoning_effort")
     if effort in _EFFORTS:
         output_config["effort"] = effort

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import UpstreamUnreachable
+from proxy.errors import UpstreamProtocolError, UpstreamUnreachable
 from proxy.headers import passed_on, request_id
 from proxy.providers.anthropic.errors import ERROR_STATUS, status_error
 from proxy.providers.anthropic.response import finish_reason, usage_from
@@ -53,7 +53,7 @@ class ChunkTranslator:
         self.model = ""
         self.created = int(time.time())
         self.usage: dict[str, Any] = {}  # Anthropic's usage fields, latest value of each
-        self.tools: dict[Any, int] = {}  # content block index -> OpenAI tool call index
+        self.tools: dict[int, int] = {}  # content block index -> OpenAI tool call index
         self.finished = False
 
     def feed(self, kind: str, event: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +70,10 @@ class ChunkTranslator:
     def _on_content_block_start(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         block = _obj(event.get("content_block"))
         if block.get("type") == "tool_use":
-            k = self.tools[event.get("index")] = len(self.tools)  # tools count, not content blocks
+            index = event.get("index")
+            if not isinstance(index, int):
+                raise UpstreamProtocolError("The upstream provider sent a content block without an index.")
+            k = self.tools[index] = len(self.tools)  # tools count, not content blocks
             function = {"name": block.get("name"), "arguments": ""}
             return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
                                                  "function": function}]})]  # fmt: skip
