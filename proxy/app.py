@@ -65,7 +65,9 @@ def create_app(
         # Every resource is closed on the way out, in reverse order, whatever fails or is cancelled
         # (in start-up or in teardown): the exit stack runs each callback even when an earlier one raised.
         async with AsyncExitStack() as resources:
-            http = UpstreamClient(settings.transport)
+            http = UpstreamClient(
+                settings.transport, max_body=settings.max_body_bytes, max_event=settings.max_event_mb * 2**20
+            )
             resources.push_async_callback(http.aclose)
             redactor = Redactor([*(p.api_key for p in loaded.providers.values()), *settings.api_keys])
             providers = {name: provider_class(c.type)(c, http, redactor) for name, c in loaded.providers.items()}

@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="worker processes sharing the port and the ledger (TIERGATE_WORKERS, default 1)"
     )
-    serve.add_argument("--max-body-mb", type=int, help="largest request body, MiB (TIERGATE_MAX_BODY_MB, default 32)")
+    serve.add_argument(
+        "--max-body-mb", type=int, help="largest request or answer body, MiB (TIERGATE_MAX_BODY_MB, default 32)"
+    )
+    serve.add_argument(
+        "--max-event-mb", type=int, help="largest upstream stream event, MiB (TIERGATE_MAX_EVENT_MB, default 8)"
+    )
     serve.add_argument(
         "--head-timeout-s", type=float, help="seconds for a request head to arrive (TIERGATE_HEAD_TIMEOUT_S, 10)"
     )
@@ -105,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         workers=args.workers,
         max_body_mb=args.max_body_mb,
+        max_event_mb=args.max_event_mb,
         head_timeout_s=args.head_timeout_s,
         max_connections=args.max_connections,
         allow_unauthenticated=args.allow_unauthenticated,

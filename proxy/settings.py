@@ -26,6 +26,7 @@ class Settings:
     # Anthropic accept (Anthropic's Messages API takes up to 32 MB), and the same bound on an upstream's
     # non-streamed answer.
     max_body_mb: int = 32
+    max_event_mb: int = 8  # largest single event of an upstream stream (upstream_bad_response beyond)
     head_timeout_s: float = 10.0  # a connection's request head must be complete within this (slowloris)
     max_connections: int = 0  # open client connections at most; 0: 10,000 or what the fd limit allows
     # Serve on a non-loopback address without client keys (an open relay of the provider keys) only
@@ -45,6 +46,8 @@ class Settings:
             raise ValueError(f"--head-timeout-s: expected seconds in (0, 3600], got {self.head_timeout_s}")
         if self.max_connections < 0:
             raise ValueError(f"--max-connections: expected 0 (automatic) or more, got {self.max_connections}")
+        if self.max_event_mb < 1:
+            raise ValueError(f"--max-event-mb: expected 1 or more, got {self.max_event_mb}")
         if self.max_body_mb < 1:
             raise ValueError(f"--max-body-mb: expected 1 or more, got {self.max_body_mb}")
         if self.ledger_queue < 1:

@@ -7,7 +7,10 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import UpstreamProtocolError
+
 DONE_EVENT = b"data: [DONE]\n\n"
+MAX_EVENT = 8 * 2**20  # bytes of one upstream event; the biggest real ones (tool arguments) are far smaller
 
 
 def sse_event(payload: bytes) -> bytes:
@@ -20,30 +23,55 @@ def error_event(body: dict[str, Any]) -> bytes:
     return sse_event(orjson.dumps(body))
 
 
-async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:
+async def iter_events(chunks: AsyncIterator[bytes], max_event: int = MAX_EVENT) -> AsyncIterator[tuple[str, bytes]]:
     """Yield ``(event, data)`` per SSE event as soon as its blank line arrives.
 
     ``event`` is ``""`` when the event has no ``event:`` field (OpenAI's chat stream); multi-line data
-    is joined with ``\\n``; comments (``: ping``) and data-less events are skipped.
+    is joined with ``\\n``; comments (``: ping``) and data-less events are skipped. CRLF and lone CR line
+    ends are read as LF, even when a CR and its LF arrive in different chunks.
+
+    Linear in the stream's length: each byte is searched for a boundary once (the search resumes where
+    the last one stopped) and the buffer only grows at its end and shrinks at its start. An event larger
+    than ``max_event`` bytes, or bytes that never end an event, is ``UpstreamProtocolError``.
     """
-    buffer = b""
+    buffer = bytearray()
+    searched = 0  # buffer[:searched] holds no boundary
+    held_cr = False  # a chunk ended in CR: its LF, if any, starts the next chunk
     async for chunk in chunks:
+        if held_cr:
+            chunk, held_cr = b"\r" + chunk, False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, held_cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer += chunk
-        if b"\r" in buffer:
-            # CRLF framing is legal SSE; a CR split from its LF is fixed on the next chunk.
-            buffer = buffer.replace(b"\r\n", b"\n")
         while True:
-            end = buffer.find(b"\n\n")
+            end = buffer.find(b"\n\n", max(searched - 1, 0))
             if end < 0:
+                searched = len(buffer)
+                if searched > max_event:
+                    raise _too_large(max_event)
                 break
-            block, buffer = buffer[:end], buffer[end + 2 :]
+            if end > max_event:
+                raise _too_large(max_event)
+            block = bytes(memoryview(buffer)[:end])
+            del buffer[: end + 2]
+            searched = 0
             parsed = parse_block(block)
             if parsed is not None:
                 yield parsed
+    if held_cr:
+        buffer += b"\n"
     if buffer.strip():
-        parsed = parse_block(buffer)
+        parsed = parse_block(bytes(buffer))
         if parsed is not None:
             yield parsed
+
+
+def _too_large(max_event: int) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"The upstream provider sent a stream event larger than {max_event // 2**20} MiB (TIERGATE_MAX_EVENT_MB)."
+    )
 
 
 def parse_block(block: bytes) -> tuple[str, bytes] | None:

@@ -17,6 +17,9 @@ import aiohttp
 import httpx
 
 from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from proxy.sse import MAX_EVENT, iter_events
+
+MAX_BODY = 32 * 2**20  # bytes of a non-streamed answer (tiergate serve sets --max-body-mb)
 
 
 def _httpcore_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
@@ -51,22 +54,40 @@ class UpstreamResponse:
 
     ``idle`` bounds each silence while the body arrives, not the whole body: a long answer that keeps
     coming is fine. The wait for the first body bytes is not bounded here: the caller bounds it (first
-    byte), and the socket's own read timeout is as long as that wait may be.
+    byte), and the socket's own read timeout is as long as that wait may be. Size is bounded too: a
+    whole body by ``max_body`` bytes, one stream event by ``max_event``; beyond either the answer is
+    ``UpstreamProtocolError``, with memory near the bound, never the whole of what was sent.
     """
 
     def __init__(
-        self, response: httpx.Response, idle: float | None = None, *, timeout: Timeout = asyncio.timeout
+        self,
+        response: httpx.Response,
+        idle: float | None = None,
+        *,
+        timeout: Timeout = asyncio.timeout,
+        max_body: int = MAX_BODY,
+        max_event: int = MAX_EVENT,
     ) -> None:
         self._response = response
         self._idle = idle
         self._timeout = timeout
+        self._max_body = max_body
+        self._max_event = max_event
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
         """The whole body, decoded (then the connection goes back to the pool)."""
         try:
-            return b"".join([chunk async for chunk in self._bounded(self._response.aiter_bytes())])
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_body:
+                raise self._too_large()
+            body = bytearray()
+            async for chunk in self._bounded(self._response.aiter_bytes()):
+                if len(body) + len(chunk) > self._max_body:
+                    raise self._too_large()
+                body += chunk
+            return bytes(body)
         finally:
             await self.aclose()
 
@@ -74,12 +95,16 @@ class UpstreamResponse:
         """The body as it arrives, chunk by chunk, as sent (no content decoding)."""
         return self._bounded(self._response.aiter_raw())
 
+    def events(self) -> AsyncIterator[tuple[str, bytes]]:
+        """The body as server-sent events, ``(event, data)``, each at most ``max_event`` bytes."""
+        return iter_events(self.iter_bytes(), self._max_event)
+
     async def _bounded(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         chunks = aiter(source)
         idle: float | None = None  # the first bytes are due within first_byte_s, which the caller bounds
         while True:
             # The bound spans one read, never a yield: the consumer's own pace is not idleness.
-            with translated(broken=True):
+            with translated(broken=True, status=self.status):
                 async with self._timeout(idle):
                     try:
                         chunk = await anext(chunks)
@@ -87,6 +112,12 @@ class UpstreamResponse:
                         return
             idle = self._idle
             yield chunk
+
+    def _too_large(self) -> UpstreamProtocolError:
+        return UpstreamProtocolError(
+            f"The upstream provider's answer exceeds {self._max_body // 2**20} MiB (TIERGATE_MAX_BODY_MB).",
+            upstream_status=self.status,
+        )
 
     async def aclose(self) -> None:
         """Release the connection; safe to call twice, never raises (it runs on cleanup paths)."""
@@ -112,9 +143,13 @@ class UpstreamClient:
         connect_timeout: float = 5.0,
         max_connections: int = 1000,
         timeout: Timeout = asyncio.timeout,
+        max_body: int = MAX_BODY,
+        max_event: int = MAX_EVENT,
     ) -> None:
         check_transport(transport)
         self._timeout = timeout
+        self._max_body = max_body
+        self._max_event = max_event
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.transport = transport
         self._connect_timeout = connect_timeout
@@ -146,7 +181,9 @@ class UpstreamClient:
         with translated():
             response = await self._transport.handle_async_request(request)
         response.request = request
-        return UpstreamResponse(response, idle_timeout, timeout=self._timeout)
+        return UpstreamResponse(
+            response, idle_timeout, timeout=self._timeout, max_body=self._max_body, max_event=self._max_event
+        )
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -200,12 +237,16 @@ def translate(exc: BaseException, *, broken: bool = False) -> UpstreamError | No
 
 
 @contextmanager
-def translated(*, broken: bool = False) -> Iterator[None]:
-    """Re-raise a transport failure inside the block as our error (``raise ... from exc``); let bugs through."""
+def translated(*, broken: bool = False, status: int | None = None) -> Iterator[None]:
+    """Re-raise a transport failure inside the block as our error (``raise ... from exc``); let bugs through.
+
+    ``status``: the HTTP status the upstream had answered before the failure, kept on the error.
+    """
     try:
         yield
     except Exception as exc:
         error = translate(exc, broken=broken)
         if error is None:
             raise
+        error.upstream_status = status
         raise error from exc

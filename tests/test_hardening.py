@@ -17,9 +17,12 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 
+from proxy.errors import UpstreamProtocolError
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.sse import iter_events
 from tests.conftest import RULES, ProxyFactory, sdk, shipped_registry
 
 USER = [{"role": "user", "content": "Title for: the cron moved to a queue"}]
@@ -203,3 +206,44 @@ def test_serve_flags_are_checked_in_one_line(tmp_path: Path) -> None:
             [sys.executable, "-m", "proxy.cli", "serve", *args], capture_output=True, text=True, timeout=60
         )
         assert (done.returncode, done.stderr.strip()) == (2, message)
+
+
+async def _events(pieces: list[bytes], max_event: int = 64) -> list[tuple[str, bytes]]:
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    return [event async for event in iter_events(chunks(), max_event)]
+
+
+async def test_sse_framing_reads_crlf_and_lone_cr_even_split_across_chunks() -> None:
+    assert await _events([b"data: a\r", b"\n\r\ndata: b\r\rdata: c\n", b"\n"]) == [
+        ("", b"a"),
+        ("", b"b"),
+        ("", b"c"),
+    ]
+    assert await _events([b"event: x\ndata: 1\n", b"data: 2\n\n: ping\n\n"]) == [("x", b"1\n2")]
+    assert await _events([b"data: a\n", b"\ndata: tail"]) == [("", b"a"), ("", b"tail")]
+
+
+async def test_an_sse_event_over_the_cap_or_one_that_never_ends_is_a_bad_response() -> None:
+    with pytest.raises(UpstreamProtocolError):
+        await _events([b"data: " + b"x" * 40, b"y" * 40 + b"\n\n"])
+    with pytest.raises(UpstreamProtocolError):
+        await _events([b"data: x\n"] * 20)  # data lines that never end an event
+    assert await _events([b"data: " + b"x" * 50 + b"\n\n"] * 3) == [("", b"x" * 50)] * 3  # each fits
+
+
+async def test_an_upstream_answer_over_the_cap_is_a_502_not_read_whole(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI
+) -> None:
+    message = {"role": "assistant", "content": "word " * 300_000}  # about 1.5 MB of JSON
+    huge = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"message": message}]}
+    fake.push(Behavior(body=orjson.dumps(huge)))
+    async with start_proxy(shipped_registry(upstream_url), max_body_mb=1) as url:
+        client = sdk(url, {"X-Task-Type": "summary"})
+        with pytest.raises(openai.InternalServerError) as err:
+            await client.chat.completions.create(model="auto", messages=USER)  # type: ignore[arg-type]
+        await client.close()
+    assert err.value.status_code == 502 and err.value.code == "upstream_bad_response"
+    assert "exceeds 1 MiB" in err.value.message

@@ -26,7 +26,6 @@ from proxy.providers.base import (
     upstream_status,
 )
 from proxy.redact import Redactor
-from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 from proxy.usage import Usage
 
@@ -102,7 +101,7 @@ class _OpenAIStream(ChunkStream):
         self.headers = passed_on(response.headers, redactor)
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
-        async for _event, data in iter_events(self._response.iter_bytes()):
+        async for _event, data in self._response.events():
             if data == b"[DONE]":
                 return
             parsed = stream_event(data)

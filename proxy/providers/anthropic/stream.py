@@ -14,7 +14,6 @@ from proxy.providers.anthropic.errors import ERROR_STATUS, status_error
 from proxy.providers.anthropic.response import finish_reason, usage_from
 from proxy.providers.base import Chunk, ChunkStream, stream_event
 from proxy.redact import Redactor
-from proxy.sse import iter_events
 from proxy.upstream import UpstreamResponse
 
 
@@ -27,7 +26,7 @@ class _AnthropicStream(ChunkStream):
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         translator = ChunkTranslator(self._redactor)
-        async for event, data in iter_events(self._response.iter_bytes()):
+        async for event, data in self._response.events():
             parsed = stream_event(data)
             for chunk in translator.feed(str(parsed.get("type") or event), parsed):
                 yield Chunk(orjson.dumps(chunk), chunk)
