@@ -152,14 +152,16 @@ async def test_a_row_sqlite_refuses_costs_only_itself(tmp_path: Path, caplog: py
     db = tmp_path / "ledger.db"
     ledger = writer(db, linger=AN_HOUR)
     await ledger.start()
-    refused = record(client="\ud800")  # not valid UTF-8: SQLite cannot store it
+    unbindable = record(client="\ud800")  # not valid UTF-8: SQLite cannot store it
+    null_task = record(task=None)  # the schema wants a task: INSERT OR IGNORE would skip it silently
     fine = [record(), record()]
-    for r in (fine[0], refused, fine[1]):  # one batch
+    for r in (fine[0], unbindable, null_task, fine[1]):  # one batch
         ledger.submit(r)
     await ledger.close()
     assert sorted(r["id"] for r in rows(db)) == sorted(r.id for r in fine)
-    assert ledger.health()["dropped"] == 1
-    assert f"ledger row {refused.id} refused by SQLite" in caplog.text
+    assert ledger.health()["dropped"] == 2 and ledger.health()["written"] == 2
+    assert f"ledger row {unbindable.id} refused by SQLite" in caplog.text
+    assert f"ledger row {null_task.id} refused by SQLite" in caplog.text
 
 
 async def test_a_long_output_without_usage_is_estimated_and_keeps_its_fields(tmp_path: Path) -> None:

@@ -3,19 +3,19 @@
 The request path only calls ``submit`` (an append): it never waits on SQLite, pricing or token counting.
 A row counts as unwritten (``queued`` on ``/readyz``) from ``submit`` until its transaction commits,
 whatever the drain task is doing with it. The drain task takes what is waiting, settles and prices it
-and inserts it in one transaction, all in one call on the writer's own thread (one handoff per batch).
-Rows whose usage must be estimated are settled on a second thread, so a slow estimate (the first
-one loads a ~75 MB tokenizer table, ~0.5 s) never holds up the rows behind it.
+(on the loop: arithmetic) and inserts it in one transaction in one call on the writer's own thread
+(one handoff per batch). Rows whose tokens must be counted are settled on a second thread, so a slow
+estimate (the first one loads a ~75 MB tokenizer table, ~0.5 s) never holds up the rows behind it.
 
-Durability: a batch goes to SQLite as soon as the previous one has committed, or, when the writer
-is idle, once its oldest row is ``linger`` old (25 ms by default); so under any load a row commits
-within a few tens of ms of its response, and a committed row survives ``kill -9`` (WAL). When SQLite
-fails (locked, disk full, read-only, folder gone) the batch is kept and retried with backoff,
-requests keep being served, and the failure is logged once per burst. A deleted or replaced ledger file is noticed and recreated
-(see ``store``). When more than ``max_queue`` rows are unwritten, new ones are dropped and counted:
+Durability: a batch goes to SQLite as soon as the previous one has committed or, when the writer is
+idle, once its oldest row is ``linger`` old (20 ms by default), so a row commits within tens of ms of
+its response at any load, and a committed row survives ``kill -9`` (WAL). When SQLite fails (locked,
+disk full, read-only, folder gone) the batch is kept and retried with backoff, requests keep being
+served, and the failure is logged once per burst. A deleted or replaced ledger file is noticed and
+recreated (see ``store``). When ``max_queue`` rows are unwritten, new ones are dropped and counted:
 the count is on ``/readyz`` and in the log, never silent. An unexpected error in the drain task is
 logged with its traceback and the task carries on with the rows it held; ``health()["ok"]`` is false
-only if it has stopped. ``close`` drains (bounded by its timeout) and logs what it could not write.
+only once it has stopped. ``close`` drains (bounded by its timeout) and logs what it could not write.
 """
 
 from __future__ import annotations
@@ -45,12 +45,11 @@ _IDS_LOGGED = 50
 
 @dataclass
 class _Batch:
-    """Rows taken for one transaction: settled ones, and records the writer's thread settles first."""
+    """The settled rows of one transaction."""
 
     rows: list[Settled] = field(default_factory=list)
-    records: list[RequestRecord] = field(default_factory=list)
     committed: bool = False  # set on the writer's thread once its transaction is in
-    refused: int = 0  # rows SQLite would not store (each logged), dropped
+    refused: int = 0  # rows SQLite would not store (each logged): dropped
 
 
 class LedgerWriter:
@@ -68,7 +67,7 @@ class LedgerWriter:
         *,
         max_queue: int = 10_000,
         batch_size: int = 1000,
-        linger: float = 0.025,
+        linger: float = 0.02,
         store: Store | None = None,
     ) -> None:
         self.path = path
@@ -215,15 +214,20 @@ class LedgerWriter:
         batch = _Batch(rows=self._settled[: self._batch_size])
         del self._settled[: self._batch_size]
         slow: list[RequestRecord] = []
-        while self._waiting and len(batch.rows) + len(batch.records) < self._batch_size:
+        while self._waiting and len(batch.rows) < self._batch_size:
             record = self._waiting.popleft()
-            (slow if needs_estimate(record) else batch.records).append(record)
+            if needs_estimate(record):
+                slow.append(record)
+            else:
+                # Settling a row with usage is arithmetic (~10 us): here, on the loop, it costs less than
+                # on the writer's thread, where each row would be a fight with the loop for the GIL.
+                batch.rows.append(self._settle(record))
         if slow:
             # Counting their tokens can take a while: on the estimate thread, then back for a transaction.
             future = asyncio.get_running_loop().run_in_executor(self._estimate_thread, self._settle_all, slow)
             self._estimating[future] = slow
             future.add_done_callback(self._estimated)
-        return batch if batch.rows or batch.records else None
+        return batch if batch.rows else None
 
     def _estimated(self, future: asyncio.Future[list[Settled]]) -> None:
         del self._estimating[future]
@@ -251,14 +255,11 @@ class LedgerWriter:
     # --- on the writer's threads ------------------------------------------------------------------
 
     def _write(self, batch: _Batch) -> None:
-        if batch.records:
-            batch.rows.extend(self._settle_all(batch.records))
-            batch.records = []
         batch.refused = len(self._store.insert(batch.rows))
         batch.committed = True
 
     def _settle_all(self, records: list[RequestRecord]) -> list[Settled]:
-        # Both threads price rows: Pricer's caches only ever gain entries, so a race computes one twice.
+        # The loop prices rows too: Pricer's caches only ever gain entries, so a race computes one twice.
         return [self._settle(record) for record in records]
 
     def _settle(self, record: RequestRecord) -> Settled:
@@ -282,7 +283,7 @@ class LedgerWriter:
         held = [*(row[0] for row, _ in self._settled), *(r.id for r in self._waiting)]
         held += [r.id for records in self._estimating.values() for r in records]
         if self._batch is not None:
-            held += [row[0] for row, _ in self._batch.rows] + [r.id for r in self._batch.records]
+            held += [row[0] for row, _ in self._batch.rows]
         shown = ", ".join(held[:_IDS_LOGGED]) + (", ..." if len(held) > _IDS_LOGGED else "")
         log.error(
             "ledger closed with %d rows unwritten, lost (%s); row ids: %s",
