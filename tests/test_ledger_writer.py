@@ -101,7 +101,7 @@ async def test_a_record_that_cannot_be_settled_keeps_its_row_and_the_writer_goes
     db = tmp_path / "ledger.db"
     ledger = writer(db)
     await ledger.start()
-    broken = record(ts="not a time")  # a bug on the request path: settling it fails, and so used the fallback
+    broken = record(ts="not a time")  # a bug on the request path: finalize fails on it (so did the old fallback)
     fine = record()
     ledger.submit(broken)
     ledger.submit(fine)
