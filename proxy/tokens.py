@@ -30,7 +30,9 @@ def _encoder(model: str) -> Callable[[str], int]:
         return _approx
     name = "cl100k_base" if model.startswith(("gpt-4-", "gpt-3.5")) or model == "gpt-4" else "o200k_base"
     encoding = bpe_openai.get_encoding(name)
-    return lambda text: len(encoding.encode(text))
+    # encode_ordinary: text that spells a special token ("<|endoftext|>") is counted as text; encode()
+    # would raise on it.
+    return lambda text: sum(len(encoding.encode_ordinary(piece)) for piece in pieces(text))
 
 
 APPROXIMATE = "~4-chars-per-token"  # a model name that selects the heuristic, not a BPE table
@@ -38,6 +40,37 @@ APPROXIMATE = "~4-chars-per-token"  # a model name that selects the heuristic, n
 
 def _approx(text: str) -> int:
     return (len(text) + 3) // 4
+
+
+# bpe-openai refuses one call of 1,000,000 characters or more, or of more than 200,000 tokens. A piece
+# of 32,768 characters stays under both (even at 4 byte-level tokens a character, 131,072 tokens).
+PIECE = 32_768
+
+
+def pieces(text: str, size: int = PIECE) -> list[str]:
+    """``text`` cut into pieces of at most ``size`` characters whose token counts add up to the whole's.
+
+    A cut goes just before a single space between two non-space characters, in the second half of
+    the piece: the tokenizer's pre-split never joins across such a space (the space starts the next
+    word), so counting the pieces gives the same total as counting the whole. Text with no such space
+    there (a run of 16,000 letters) is cut at the limit, where a token or two may differ.
+    """
+    if len(text) <= size:
+        return [text]
+    out: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        floor = start + size // 2
+        cut = text.rfind(" ", floor, end)
+        while cut >= 0 and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+            cut = text.rfind(" ", floor, cut)
+        if cut < 0:
+            cut = end
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
 
 
 def count(text: str, model: str) -> int:

@@ -155,6 +155,7 @@ class UpstreamClient:
         self._connect_timeout = connect_timeout
         self._transport = TRANSPORTS[transport](limits)
         self._urls: dict[str, httpx.URL] = {}  # parsed once: a few provider endpoints
+        self.closed = False  # the pool has been closed (aclose() completed)
 
     async def post(
         self,
@@ -187,6 +188,7 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+        self.closed = True
 
 
 def _late(broken: bool) -> UpstreamError:

@@ -5,8 +5,10 @@ Each test drives real HTTP (the official SDK or httpx) through tiergate on loopb
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -15,11 +17,15 @@ import openai
 import orjson
 import pytest
 
+from proxy.app import create_app
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.gateway import Gateway
+from proxy.ledger.records import RequestRecord, new_id
 from proxy.pricing import Pricer
 from proxy.registry import Target
+from proxy.settings import Settings
 from proxy.usage import Usage
-from tests.conftest import CLIENT_KEY, ProxyFactory, sdk, shipped_registry
+from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, sdk, shipped_registry
 from tests.test_ledger import rows
 
 USER = [{"role": "user", "content": "Title for: the cron moved to a queue"}]
@@ -116,3 +122,32 @@ async def test_unauthorized_without_the_client_key(start_proxy: ProxyFactory, up
                 assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
             ok = await http.get("/v1/models", headers={"api-key": "sk-other-2222"})
             assert ok.status_code == 200
+
+
+async def test_a_teardown_cancelled_while_the_ledger_drains_still_closes_the_upstream_pool(
+    upstream_url: str, tmp_path: Path
+) -> None:
+    # The ledger cannot write (its folder does not exist), so on shutdown close() waits for its row;
+    # the teardown is cancelled meanwhile, as a forced exit does. The upstream pool must still close.
+    settings = Settings(config=str(RULES), db=str(tmp_path / "missing" / "l.db"))
+    app = create_app(settings, shipped_registry(upstream_url))
+    leaving = asyncio.Event()
+    gateways: list[Gateway] = []
+
+    async def serve_then_stop() -> None:
+        async with app.router.lifespan_context(app) as state:
+            gateway: Gateway = state["gateway"]
+            gateways.append(gateway)
+            assert gateway.ledger is not None
+            gateway.ledger.submit(RequestRecord(new_id(), time.time(), "t", "header", None, None, False, 200, 1.0))
+            while gateway.ledger.health()["error"] is None:  # it tried, and could not open the file
+                await asyncio.sleep(0.01)
+            leaving.set()  # the teardown starts now and waits inside ledger.close()
+
+    task = asyncio.create_task(serve_then_stop())
+    await leaving.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [gateway] = gateways
+    assert gateway.http.closed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -16,8 +17,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import bpe_openai
 import httpx
 import openai
+import orjson
 import pytest
 from openai import AsyncOpenAI
 
@@ -33,6 +37,7 @@ PRICES = {
     "gpt-5.5": (5.0, 30.0),
 }  # gpt-5.5 below its long-context tier
 TASK_MODEL = {"title_generation": "gpt-5.4-nano", "summary": "gpt-5.4-mini", "agent": "gpt-5.5"}
+JSON = {"content-type": "application/json"}
 
 
 def rows(db: Path, table: str = "requests") -> list[dict[str, Any]]:
@@ -223,7 +228,7 @@ async def test_readyz_reports_the_ledger(proxy_url: str, client: AsyncOpenAI) ->
     await client.chat.completions.create(model="auto", messages=messages(0))  # type: ignore[arg-type]
     async with httpx.AsyncClient(base_url=proxy_url) as http:
         ledger = await ledger_health(http, lambda h: h["written"] == 1)
-    assert ledger == {"queued": 0, "written": 1, "dropped": 0, "error": None}
+    assert ledger == {"ok": True, "queued": 0, "written": 1, "dropped": 0, "error": None}
 
 
 async def test_unavailable_database_then_recovery_loses_no_row(
@@ -239,7 +244,7 @@ async def test_unavailable_database_then_recovery_loses_no_row(
             assert health["error"] and health["queued"] == 5 and health["written"] == 0
             db.parent.mkdir()  # the disk comes back
             health = await ledger_health(http, lambda h: h["written"] == 5, tries=200)
-        assert health == {"queued": 0, "written": 5, "dropped": 0, "error": None}
+        assert health == {"ok": True, "queued": 0, "written": 5, "dropped": 0, "error": None}
         await client.close()
     assert len(rows(db)) == 5
 
@@ -315,10 +320,67 @@ async def test_queue_overflow_is_counted_not_silent(
             await client.chat.completions.create(model="auto", messages=messages(i))  # type: ignore[arg-type]
         async with httpx.AsyncClient(base_url=url) as http:
             health = (await http.get("/readyz")).json()["ledger"]
+            db.parent.mkdir()  # the disk comes back: the rows that were kept get written
+            after = await ledger_health(http, lambda h: h["written"] == 3, tries=200)
         await client.close()
-    # one batch is held by the writer, three wait in the queue, the rest are dropped and counted
-    assert health["dropped"] == 8 - 1 - 3
+    # three rows are unwritten (wherever the writer holds them), the other five are dropped and counted
+    assert (health["queued"], health["dropped"]) == (3, 8 - 3)
     assert "rows are being dropped" in caplog.text
+    assert (after["queued"], after["written"], after["dropped"]) == (0, 3, 5) and len(rows(db)) == 3
+
+
+async def test_ledger_file_deleted_while_serving_is_recreated_and_said_so(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "ledger.db"
+    async with start_proxy(shipped_registry(upstream_url), db=str(db)) as url:
+        client = sdk(url)
+        async with httpx.AsyncClient(base_url=url) as http:
+            for i in range(3):
+                await client.chat.completions.create(model="auto", messages=messages(i), user=f"before{i}")  # type: ignore[arg-type]
+            await ledger_health(http, lambda h: h["written"] == 3)
+            for suffix in ("", "-wal", "-shm"):  # what `rm tiergate.db*` does
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            for i in range(3):
+                await client.chat.completions.create(model="auto", messages=messages(i), user=f"after{i}")  # type: ignore[arg-type]
+            health = await ledger_health(http, lambda h: h["written"] == 6)
+        await client.close()
+    assert health["queued"] == 0 and health["error"] is None
+    assert sorted(r["client"] for r in rows(db)) == ["after0", "after1", "after2"]
+    assert "ledger file " + str(db) + " was deleted or replaced while in use" in caplog.text
+
+
+async def test_a_long_stream_without_usage_is_estimated_and_keeps_its_row(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    word = "tiergate" * 1250  # 10,000 characters; the fake streams one word per chunk
+    reply = " ".join([word] * 130)  # 1.3 MB: more than the tokenizer takes in one call
+    fake.push(Behavior(text=reply, omit_usage=True))
+    async with start_proxy(shipped_registry(upstream_url), db=str(db)) as url:
+        client = sdk(url)
+        stream = await client.chat.completions.create(
+            model="auto",
+            messages=messages(0),  # type: ignore[arg-type]
+            stream=True,
+            extra_headers={"X-Task-Type": "summary"},
+        )
+        received = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+    assert received == reply
+    (row,) = rows(db)
+    assert (row["task"], row["model"], row["provider"], row["attempts"], row["status"], row["error_type"]) == (
+        "summary",
+        "gpt-5.4-mini",
+        "openai",
+        1,
+        200,
+        None,
+    )
+    o200k = bpe_openai.get_encoding("o200k_base")
+    expected = len(o200k.encode_ordinary(word)) + 129 * len(o200k.encode_ordinary(" " + word))
+    assert row["usage_source"] == "estimated" and row["completion_tokens"] == expected
+    assert row["cost_usd"] > 0 and row["prompt_tokens"] > 0
 
 
 @asynccontextmanager
@@ -385,3 +447,49 @@ async def _workers_scenario(tmp_path: Path) -> None:
         assert [r.status_code for r in responses] == [200] * 40
     got = rows(db)
     assert sorted(r["client"] for r in got) == sorted(f"w{i}" for i in range(40))
+
+
+KILL_USERS = 48
+DURABLE_WITHIN = 0.100  # seconds: the README's promise for how soon after its response a row is durable
+
+
+def test_kill_9_under_load_loses_only_the_answers_of_the_last_100_ms(tmp_path: Path) -> None:
+    asyncio.run(_kill_scenario(tmp_path))
+
+
+async def _kill_scenario(tmp_path: Path) -> None:
+    """Sustained load, then SIGKILL: every answered request has its row but those of the last ~100 ms."""
+    db = tmp_path / "ledger.db"
+    answered: list[str] = []
+    async with serve(FakeOpenAI()) as upstream, served_by_cli(upstream, db) as (proc, http):
+        # Bare aiohttp, not the SDK: the SDK's own CPU per call would make this process the bottleneck
+        # and leave tiergate half idle, and a busy tiergate is the point (its writer competes with it).
+        async with aiohttp.ClientSession(str(http.base_url)) as session:
+
+            async def user(u: int) -> None:
+                for n in itertools.count():
+                    body = orjson.dumps({"model": "auto", "messages": messages(n), "user": f"k{u}-{n}"})
+                    try:
+                        async with session.post("/v1/chat/completions", data=body, headers=JSON) as response:
+                            await response.read()
+                    except aiohttp.ClientError:
+                        return  # tiergate is gone
+                    if response.status == 200:
+                        answered.append(f"k{u}-{n}")
+
+            users = [asyncio.create_task(user(u)) for u in range(KILL_USERS)]
+            await asyncio.sleep(0.3)  # past the first requests (connections, the ledger's creation)
+            started, before = time.perf_counter(), len(answered)
+            await asyncio.sleep(1.5)
+            proc.kill()
+            at_kill, rate = len(answered), (len(answered) - before) / (time.perf_counter() - started)
+            await asyncio.gather(*users)
+        await asyncio.to_thread(proc.wait, 30)
+    recorded = {r["client"] for r in rows(db)}
+    lost = [name for name in answered if name not in recorded]
+    in_flight = len(answered) - at_kill  # answers already on their way when the kill was sent
+    allowed = rate * DURABLE_WITHIN + in_flight
+    assert rate > 100, f"too little load to tell: {rate:.0f} requests/s"
+    assert len(lost) <= allowed, (
+        f"{len(lost)} of {len(answered)} answered rows lost at {rate:.0f}/s (allowed {allowed:.0f})"
+    )

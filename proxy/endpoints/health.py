@@ -23,4 +23,8 @@ async def readyz(request: Request) -> Response:
         "tiers": len(gateway.registry.tiers),
         "ledger": gateway.ledger.health() if gateway.ledger is not None else None,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    # A ledger whose writer has stopped is not written: not ready, so an orchestrator takes it out.
+    ready = body["ledger"] is None or body["ledger"]["ok"]
+    if not ready:
+        body["status"] = "not ready: the ledger writer has stopped"
+    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")

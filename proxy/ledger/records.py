@@ -7,6 +7,7 @@ upstream never reported any), prices it on the served and the baseline target, a
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,8 +15,10 @@ from typing import Any
 
 from proxy.pricing import Pricer
 from proxy.registry import Target
-from proxy.tokens import estimate_completion, estimate_prompt
+from proxy.tokens import APPROXIMATE, estimate_completion, estimate_prompt
 from proxy.usage import Usage
+
+log = logging.getLogger("tiergate.ledger")
 
 REQUEST_COLUMNS = (
     "id", "ts", "request_id", "task", "task_source", "tier", "requested_model", "model", "provider", "status",
@@ -85,12 +88,17 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
     cost = baseline_cost = None
     price_source = None
     if usage is not None and record.target is not None:
-        priced = pricer.cost(record.target, usage)
+        try:
+            priced = pricer.cost(record.target, usage)
+            base = pricer.cost(record.baseline, usage) if record.baseline is not None else None
+        except Exception:  # noqa: BLE001 - an unpriced row keeps everything else it knows
+            log.exception(
+                "could not price ledger row %s on %s; its cost is recorded as NULL", record.id, record.target.key
+            )
+            priced = base = None
         if priced is not None:
             cost, price_source = priced.usd, priced.source
-        if record.baseline is not None:
-            base = pricer.cost(record.baseline, usage)
-            baseline_cost = base.usd if base is not None else None
+        baseline_cost = base.usd if base is not None else None
     upstream = record.upstream_ms
     overhead = None if upstream is None else max(record.latency_ms - upstream, 0.0)
     target = record.target
@@ -123,17 +131,29 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
     return row, attempts
 
 
+def needs_estimate(record: RequestRecord) -> bool:
+    """Whether settling ``record`` counts tokens (the slow part of ``finalize``, kept off the writer's thread)."""
+    if record.usage is not None or record.target is None:
+        return False
+    return record.produced_output or any(a.status == 200 for a in record.attempts)
+
+
 def _settle_usage(record: RequestRecord) -> tuple[Usage | None, str]:
     if record.usage is not None:
         # "clamped": the upstream reported more cached than prompt tokens (see proxy.usage)
         return record.usage, "clamped" if record.usage.clamped else "upstream"
-    accepted = any(a.status == 200 for a in record.attempts)
-    if record.target is None or not (record.produced_output or accepted):
+    if record.target is None or not needs_estimate(record):
         return None, "none"
     # The upstream never reported usage (a cut stream, or an upstream that ignores include_usage),
     # but tokens were produced and billed: estimate rather than record 0.
-    prompt = estimate_prompt(record.messages, record.target.model)
-    completion = estimate_completion(record.streamed_text or "", record.target.model)
+    model = record.target.model
+    try:
+        prompt = estimate_prompt(record.messages, model)
+        completion = estimate_completion(record.streamed_text or "", model)
+    except Exception:  # noqa: BLE001 - a rough count beats losing the row's usage (or the row)
+        log.exception("token estimate failed for ledger row %s; counting ~4 characters per token", record.id)
+        prompt = estimate_prompt(record.messages, APPROXIMATE)
+        completion = estimate_completion(record.streamed_text or "", APPROXIMATE)
     return Usage(prompt_tokens=prompt, completion_tokens=max(completion, 1)), "estimated"
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import aiosqlite
-
 MIGRATIONS: tuple[str, ...] = (
     # v1
     """
@@ -72,26 +70,29 @@ MIGRATIONS: tuple[str, ...] = (
 VERSION = len(MIGRATIONS)
 
 
-async def open_ledger(path: str) -> aiosqlite.Connection:
-    """Open (creating if needed) and migrate the ledger; WAL so readers never block the writer."""
-    conn = await aiosqlite.connect(path, timeout=5.0, isolation_level=None)
+def open_ledger(path: str) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the ledger; WAL so readers never block the writer.
+
+    ``synchronous = NORMAL``: a committed transaction survives the process being killed (it is in the
+    WAL file, which the next opener replays); only a power cut can lose the last few.
+    """
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
     try:
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA busy_timeout = 5000")
-        await migrate(conn)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        migrate(conn)
     except BaseException:
-        await conn.close()
+        conn.close()
         raise
     return conn
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database to ``VERSION``; return the version found. Refuses a newer database."""
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
+        row = conn.execute("PRAGMA user_version").fetchone()
         found = int(row[0]) if row else 0
         if found > VERSION:
             raise sqlite3.DatabaseError(
@@ -100,11 +101,12 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         for version in range(found, VERSION):
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
-                    await conn.execute(statement)
-        await conn.execute(f"PRAGMA user_version = {VERSION}")
-        await conn.execute("COMMIT")
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {VERSION}")
+        conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return found
 
