@@ -554,7 +554,7 @@ async def test_ledger_row_prices_cache_tokens(
         await client.close()
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
-    rows = {r["client"]: dict(r) for r in conn.execute("SELECT * FROM requests")}
+    rows = {r["end_user"]: dict(r) for r in conn.execute("SELECT * FROM requests")}
     conn.close()
     fresh = count_input_tokens(anthropic_fake.requests[0].body)
     output = len(EXPECTED.split())

@@ -7,6 +7,7 @@ operator's view (the access line, quiet libraries, a warning for an empty key).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from proxy.errors import UpstreamProtocolError
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.sse import iter_events
 from tests.conftest import RULES, ProxyFactory, sdk, shipped_registry
+from tests.test_ledger import rows
 
 USER = [{"role": "user", "content": "Title for: the cron moved to a queue"}]
 
@@ -247,3 +249,19 @@ async def test_an_upstream_answer_over_the_cap_is_a_502_not_read_whole(
         await client.close()
     assert err.value.status_code == 502 and err.value.code == "upstream_bad_response"
     assert "exceeds 1 MiB" in err.value.message
+
+
+async def test_identity_comes_from_the_key_and_the_body_user_is_kept_apart_and_bounded(
+    start_proxy: ProxyFactory, upstream_url: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "l.db"
+    async with start_proxy(shipped_registry(upstream_url), db=str(db), api_keys=("tg-key-alpha-000",)) as url:
+        async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer tg-key-alpha-000"}) as http:
+            for user in ("key:8382bbf37e9b", "u" * 5_000_000):
+                body = {"model": "auto", "messages": USER, "user": user}
+                assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+    got = rows(db)
+    alpha = "key:" + hashlib.sha256(b"tg-key-alpha-000").hexdigest()[:12]
+    assert [r["client"] for r in got] == [alpha, alpha]  # a body's user impersonates nobody
+    assert [r["end_user"] for r in got] == ["key:8382bbf37e9b", "u" * 64]
+    assert db.stat().st_size < 1_000_000

@@ -125,7 +125,7 @@ async def test_concurrent_calls_each_get_exactly_one_exact_row(
     # the server has stopped: the writer drained on shutdown
     got = rows(db)
     assert len(got) == len(kinds)
-    by_user = {r["client"]: r for r in got}
+    by_user = {r["end_user"]: r for r in got}
     for i, kind in enumerate(kinds):
         row = by_user[f"u{i}"]
         task = tasks[i % 3]
@@ -346,7 +346,7 @@ async def test_ledger_file_deleted_while_serving_is_recreated_and_said_so(
             health = await ledger_health(http, lambda h: h["written"] == 6)
         await client.close()
     assert health["queued"] == 0 and health["error"] is None
-    assert sorted(r["client"] for r in rows(db)) == ["after0", "after1", "after2"]
+    assert sorted(r["end_user"] for r in rows(db)) == ["after0", "after1", "after2"]
     assert "ledger file " + str(db) + " was deleted or replaced while in use" in caplog.text
 
 
@@ -446,7 +446,7 @@ async def _workers_scenario(tmp_path: Path) -> None:
         responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
         assert [r.status_code for r in responses] == [200] * 40
     got = rows(db)
-    assert sorted(r["client"] for r in got) == sorted(f"w{i}" for i in range(40))
+    assert sorted(r["end_user"] for r in got) == sorted(f"w{i}" for i in range(40))
 
 
 KILL_USERS = 48
@@ -485,7 +485,7 @@ async def _kill_scenario(tmp_path: Path) -> None:
             at_kill, rate = len(answered), (len(answered) - before) / (time.perf_counter() - started)
             await asyncio.gather(*users)
         await asyncio.to_thread(proc.wait, 30)
-    recorded = {r["client"] for r in rows(db)}
+    recorded = {r["end_user"] for r in rows(db)}
     lost = [name for name in answered if name not in recorded]
     in_flight = len(answered) - at_kill  # answers already on their way when the kill was sent
     allowed = rate * DURABLE_WITHIN + in_flight

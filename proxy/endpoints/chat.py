@@ -67,9 +67,7 @@ async def _chat(
     record.requested_model = body["model"]
     record.stream = bool(body.get("stream"))
     record.messages = body.get("messages")
-    user = body.get("user")
-    if isinstance(user, str):
-        record.client = user
+    record.end_user = _end_user(body)
     route = gateway.router.resolve(request.headers.get("x-task-type"), body["model"])
     record.task, record.task_source, record.tier = route.task.name, route.task_source, route.tier.name
     record.baseline_tier = route.task.baseline
@@ -147,6 +145,19 @@ def _accept(request: Request, record: RequestRecord, route: Route, outcome: Outc
     headers = {**answer.headers, **_route_headers(route, outcome, answer.request_id or request.state.request_id)}
     record.request_id = headers["x-request-id"]
     return answer, headers
+
+
+def _end_user(body: dict[str, Any]) -> str | None:
+    """The end-user id a client put in the body: kept apart from ``client`` (a body field proves nothing
+    about who called), and cut to OpenAI's own bound for ``safety_identifier`` (64 characters)."""
+    for field in ("safety_identifier", "user"):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            return value[:_END_USER_LIMIT]
+    return None
+
+
+_END_USER_LIMIT = 64
 
 
 def _note(record: RequestRecord, outcome: Outcome[Any]) -> None:

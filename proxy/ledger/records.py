@@ -25,7 +25,7 @@ REQUEST_COLUMNS = (
     "error_type", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
     "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
     "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
-    "prompt_variant",
+    "prompt_variant", "end_user",
 )  # fmt: skip
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
@@ -72,7 +72,8 @@ class RequestRecord:
     usage: Usage | None = None
     ttft_ms: float | None = None
     upstream_ms: float | None = None
-    client: str | None = None
+    client: str | None = None  # the authenticated client key's id (key:<hash prefix>); None without keys
+    end_user: str | None = None  # the body's safety_identifier or user, bounded (never an identity)
     fallback: bool = False
     prompt_variant: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
@@ -112,7 +113,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.baseline.model if record.baseline else None, baseline_cost, price_source,
         _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
         max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
-        record.prompt_variant,
+        record.prompt_variant, record.end_user,
     )  # fmt: skip
     attempts = [
         (

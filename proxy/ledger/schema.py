@@ -65,6 +65,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE requests ADD COLUMN prompt_variant TEXT;
     """,
+    # v3: the request's own end-user id (``safety_identifier`` or ``user``), kept apart from ``client``,
+    # which is now only ever the authenticated key's id (hardening issue)
+    """
+    ALTER TABLE requests ADD COLUMN end_user TEXT;
+    """,
 )
 
 VERSION = len(MIGRATIONS)
