@@ -21,4 +21,7 @@ VOLUME ["/data"]
 EXPOSE 4000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:4000/healthz', timeout=2).status == 200 else 1)"]
+# It binds 0.0.0.0, so it refuses to start without client keys (an open relay of the provider keys):
+#   docker run -e OPENAI_API_KEY -e TIERGATE_API_KEYS=tg-key-app-1,tg-key-app-2 -p 4000:4000 tiergate
+# (TIERGATE_ALLOW_UNAUTHENTICATED=1 only when something in front of it authenticates.)
 CMD ["tiergate", "serve", "--config", "/app/rules.yaml", "--host", "0.0.0.0", "--port", "4000"]
