@@ -20,9 +20,9 @@ from typing import Any, TextIO
 from proxy import rules
 from proxy.app import create_app
 from proxy.fakes.anthropic import FakeAnthropic
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.ledger.report import report as audit_report
+from proxy.loopback import serve
 from proxy.settings import Settings
 
 # A prompt with this marker meets a fake OpenAI outage (503), so the demo shows a failover.

@@ -23,8 +23,8 @@ from openai import AsyncOpenAI
 
 from proxy import rules
 from proxy.app import create_app
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import FakeOpenAI
+from proxy.loopback import serve
 from proxy.registry import Registry
 from proxy.settings import Settings
 

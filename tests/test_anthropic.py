@@ -22,8 +22,8 @@ from openai import AsyncOpenAI
 from proxy.app import create_app
 from proxy.errors import UpstreamStatus
 from proxy.fakes.anthropic import ClaudeBehavior, FakeAnthropic, count_input_tokens
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior
+from proxy.loopback import serve
 from proxy.providers.anthropic.stream import ChunkTranslator
 from proxy.redact import Redactor
 from proxy.registry import Registry

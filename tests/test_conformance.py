@@ -32,8 +32,8 @@ from proxy.app import create_app
 from proxy.fakes import anthropic as fake_anthropic
 from proxy.fakes import openai as fake_upstream
 from proxy.fakes.anthropic import FakeAnthropic, fake_input
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.loopback import serve
 from proxy.providers.anthropic.request import JSON_OBJECT_INSTRUCTION
 from proxy.registry import Registry
 from proxy.rules import build

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from proxy.fakes.anthropic import ClaudeBehavior, FakeAnthropic
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior
+from proxy.loopback import serve
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ASK = [{"role": "user", "content": "Name three queue brokers please"}]

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.fakes.loopback import ServerStartError, serve
 from proxy.fakes.openai import Behavior, FakeOpenAI, count_prompt_tokens
+from proxy.loopback import ServerStartError, serve
 
 # One server for the module keeps the file fast; each test mounts a fresh fake on it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.app import create_app
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import FakeOpenAI
+from proxy.loopback import serve
 from proxy.settings import Settings
 from tests.conftest import RULES, shipped_registry
 

@@ -10,8 +10,8 @@ import asyncio
 import httpx
 import pytest
 
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.loopback import serve
 from tests.conftest import FakeClock, clean
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

@@ -25,8 +25,8 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI, count_prompt_tokens
+from proxy.loopback import serve
 from proxy.rules import build
 from tests.conftest import CLIENT_KEY, RULES, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 

@@ -23,9 +23,9 @@ import yaml
 from proxy import cli
 from proxy.app import create_app
 from proxy.errors import ConfigError
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import FakeOpenAI
 from proxy.handlers import ticket_labels
+from proxy.loopback import serve
 from proxy.registry import Registry
 from proxy.rules import build
 from proxy.settings import Settings

@@ -31,8 +31,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from proxy.app import create_app
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.loopback import serve
 from proxy.settings import Settings
 from tests.conftest import CLIENT_KEY, RULES, ProxyFactory, clean, shipped_registry
 

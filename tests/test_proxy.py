@@ -9,8 +9,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI, count_prompt_tokens
+from proxy.loopback import serve
 from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, ProxyFactory, sdk, shipped_registry
 
 USER = [{"role": "user", "content": "Name this chat about moving cron jobs to a queue"}]

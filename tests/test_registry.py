@@ -59,6 +59,7 @@ def test_shipped_rules_yaml_is_valid_and_mirrors_the_three_tiers() -> None:
         "classification": "rules",
         "extraction": "small",
         "relevance": "small",
+        "eval_judge": "frontier",
     }
     assert all(task.baseline == "frontier" for task in registry.tasks.values())
     # until the Anthropic adapter lands, no tier is served first by it
@@ -151,7 +152,7 @@ def test_yaml_syntax_error_is_one_line() -> None:
 
 def test_check_command_reports_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(RULES)]) == 0
-    assert "ok — 8 tasks, 4 tiers, 7 targets, 3 providers" in capsys.readouterr().out
+    assert "ok — 9 tasks, 4 tiers, 7 targets, 3 providers" in capsys.readouterr().out
     bad = tmp_path / "rules.yaml"
     bad.write_text(
         RULES.read_text().replace("tier: mid\n    description: summaries", "tier: mdi\n    description: summaries")

@@ -32,8 +32,8 @@ import pytest_asyncio
 from openai import AsyncOpenAI
 from starlette.types import Receive, Scope, Send
 
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.loopback import serve
 from proxy.registry import Registry
 from proxy.rules import build
 from tests.conftest import CLOSED_URL, FakeClock, ProxyFactory, assert_consumed, sdk

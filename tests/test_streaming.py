@@ -23,8 +23,8 @@ from openai import AsyncOpenAI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.app import create_app
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.loopback import serve
 from proxy.providers.base import Chunk, ChunkStream
 from proxy.settings import Settings
 from proxy.streaming import SSEResponse, StreamStats, relay

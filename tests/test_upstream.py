@@ -18,8 +18,8 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
-from proxy.fakes.loopback import serve
 from proxy.fakes.openai import encode, read_body
+from proxy.loopback import serve
 from proxy.upstream import TRANSPORTS, UpstreamClient
 
 T = TypeVar("T")

@@ -1,6 +1,7 @@
 """Run an ASGI app on a real uvicorn server on loopback, inside the running event loop.
 
-Used by `tiergate demo` (the fake upstream next to the proxy) and by end-to-end tests:
+Used by `tiergate demo` (the fake upstreams next to the proxy), by `tiergate eval` (tiergate itself,
+serving the registry under test, in-process) and by end-to-end tests:
 a real socket exercises what in-process transports hide (chunk flushing, resets, disconnects).
 """
 
