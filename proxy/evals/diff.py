@@ -1,0 +1,58 @@
+"""Which tasks a registry change touches: the tasks whose calls would run differently.
+
+A task changed when what its calls resolve to differs between two registries: its tier, the ordered
+targets (provider, model, params, max-tokens caps, handlers) of the tier and its fallback tiers, the
+prompt variant of each, the task's own params and caps, the reliability policy, or the configuration of
+a provider those targets use (type, endpoint, options; never its key). A task only the candidate has is
+changed too (it needs its eval before it ships); a task the candidate drops is not (nothing runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.registry import Registry
+from proxy.router import Hop, Router
+
+
+@dataclass(frozen=True)
+class Change:
+    task: str
+    what: tuple[str, ...]  # short phrases: "tier small -> mid", "targets", "params", ...
+
+    def describe(self) -> str:
+        return f"{self.task}: {', '.join(self.what)}"
+
+
+def changed_tasks(current: Registry, candidate: Registry) -> list[Change]:
+    """The tasks of ``candidate`` that would run differently than under ``current``, in registry order."""
+    now, then = Router(current), Router(candidate)
+    changes = []
+    for name, task in candidate.tasks.items():
+        before = current.tasks.get(name)
+        if before is None:
+            changes.append(Change(name, ("new task",)))
+            continue
+        what: list[str] = []
+        if before.tier != task.tier:
+            what.append(f"tier {before.tier} -> {task.tier}")
+        old_hops, new_hops = now.resolve(name, "auto").hops, then.resolve(name, "auto").hops
+        if [_target(h, current) for h in old_hops] != [_target(h, candidate) for h in new_hops]:
+            what.append("targets")
+        if [h.prompt for h in old_hops] != [h.prompt for h in new_hops]:
+            what.append("prompt variant")
+        if [h.policy for h in old_hops] != [h.policy for h in new_hops]:
+            what.append("policy")
+        if (before.params, before.max_tokens_cap) != (task.params, task.max_tokens_cap):
+            what.append("task params")
+        if what:
+            changes.append(Change(name, tuple(what)))
+    return changes
+
+
+def _target(hop: Hop, registry: Registry) -> tuple[Any, ...]:
+    target = hop.target
+    provider = registry.providers.get(target.provider)
+    where = None if provider is None else (provider.type, provider.base_url, dict(provider.options))
+    return (hop.tier, target.provider, target.model, dict(target.params), target.max_tokens_cap, target.handler, where)
