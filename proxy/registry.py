@@ -8,6 +8,7 @@ and the ledger can all use these types without depending on each other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -80,6 +81,45 @@ class Price:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A test over one request (``proxy.classify.conditions`` evaluates it), or ``all``/``any``/``not`` of others.
+
+    ``kind`` names the test: ``system``, ``last_user``, ``any_message`` (``pattern`` over that text),
+    ``tools`` (``present``, and ``values`` as tool names of which one must be offered), ``response_format``
+    (``values``: accepted types), ``max_tokens`` / ``messages`` (the ``low``..``high`` range, inclusive),
+    ``metadata`` / ``header`` (``pattern`` over the value of ``key``), ``all`` / ``any`` / ``not``
+    (``children``), ``always``.
+    """
+
+    kind: str
+    pattern: re.Pattern[str] | None = None
+    key: str | None = None
+    values: tuple[str, ...] = ()
+    present: bool | None = None
+    low: int | None = None
+    high: int | None = None
+    children: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassifyRule:
+    """``classify:`` in rules.yaml: the first rule whose condition holds decides an untagged call's task."""
+
+    name: str
+    task: str
+    when: Condition
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """``classifier:`` in rules.yaml: the model learned from tagged traffic, and when it may decide."""
+
+    model: str  # path of the trained model file (``tiergate classifier train --out``)
+    min_confidence: float = 0.7  # below it the classifier abstains and the default task applies
+    capture_text: bool = False  # also keep the raw system prompt and last user message in the ledger
+
+
+@dataclass(frozen=True)
 class Registry:
     default_task: str
     providers: Mapping[str, ProviderConfig]
@@ -89,6 +129,8 @@ class Registry:
     # Keyed by model name or provider::model.
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # the global layer
+    classify: tuple[ClassifyRule, ...] = ()  # in order: the first that matches wins
+    classifier: ClassifierSettings | None = None
 
     def find_target(self, model: str) -> tuple[Tier, Target] | None:
         """The first tier and target that run ``model`` (plain name or ``provider::model``)."""

@@ -1,0 +1,223 @@
+"""The learned classifier: multinomial naive Bayes over hashed features, trained on header-tagged traffic.
+
+Naive Bayes because it trains by counting (seconds for a million rows, in plain Python) and serves as
+one dictionary lookup per feature and task, which keeps classification in tens of microseconds. Two
+things make its answer usable for "decide or abstain":
+
+- **calibration**: naive Bayes is over-confident on long inputs, so scores are divided by a temperature
+  fitted on the k-fold predictions (the one that minimises their log loss); its probabilities then mean
+  what ``min_confidence`` assumes;
+- **coverage**: a request most of whose features the model never saw in training is unlike any task,
+  whatever the probabilities say; below ``min_coverage`` the classifier abstains.
+
+The model file is JSON (``tiergate classifier train --out``): tasks, the feature seed, the calibration,
+and per task the features' log-likelihoods in excess of an unseen feature's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from proxy.classify.features import BUCKETS
+
+FORMAT = "tiergate-classifier/1"
+ALPHA = 0.1  # Laplace smoothing
+MIN_COVERAGE = 0.5
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used: one line saying why."""
+
+
+Example = tuple[str, Sequence[int]]  # (task, feature ids)
+
+
+@dataclass(frozen=True)
+class Model:
+    tasks: tuple[str, ...]
+    seed: int
+    priors: tuple[float, ...]  # log prior per task
+    defaults: tuple[float, ...]  # log-likelihood of a feature the task never showed
+    weights: tuple[Mapping[int, float], ...]  # per task: feature -> its log-likelihood minus the default
+    known: frozenset[int]  # every feature seen in training
+    temperature: float = 1.0
+    min_coverage: float = MIN_COVERAGE
+    examples: int = 0
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def scores(self, ids: Sequence[int]) -> list[float]:
+        n = len(ids)
+        return [
+            prior + n * default + sum(map(w.get, ids, repeat(0.0)))
+            for prior, default, w in zip(self.priors, self.defaults, self.weights, strict=True)
+        ]
+
+    def predict(self, ids: Sequence[int]) -> tuple[list[tuple[str, float]], float]:
+        """Tasks with calibrated probabilities, most likely first, and the request's coverage (0..1)."""
+        probabilities = softmax(self.scores(ids), self.temperature)
+        ranked = sorted(zip(self.tasks, probabilities, strict=True), key=lambda tp: -tp[1])
+        coverage = sum(1 for i in ids if i in self.known) / len(ids) if ids else 0.0
+        return ranked, coverage
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "format": FORMAT,
+                "tasks": self.tasks,
+                "seed": self.seed,
+                "priors": self.priors,
+                "defaults": self.defaults,
+                "weights": [{str(k): v for k, v in w.items()} for w in self.weights],
+                "temperature": self.temperature,
+                "min_coverage": self.min_coverage,
+                "examples": self.examples,
+                "meta": dict(self.meta),
+            }
+        )
+
+
+def softmax(scores: Sequence[float], temperature: float = 1.0) -> list[float]:
+    top = max(scores)
+    exps = [math.exp((s - top) / temperature) for s in scores]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def fit(examples: Sequence[Example], seed: int, *, tasks: Sequence[str] | None = None) -> Model:
+    """Count ``examples`` into a model (uncalibrated: ``temperature`` 1)."""
+    names = tuple(tasks) if tasks is not None else tuple(sorted({task for task, _ in examples}))
+    index = {t: i for i, t in enumerate(names)}
+    counts: list[Counter[int]] = [Counter() for _ in names]
+    docs = [0] * len(names)
+    for task, ids in examples:
+        i = index[task]
+        docs[i] += 1
+        counts[i].update(ids)
+    total_docs = sum(docs)
+    priors, defaults, weights = [], [], []
+    for i in range(len(names)):
+        mass = sum(counts[i].values()) + ALPHA * BUCKETS
+        default = math.log(ALPHA / mass)
+        priors.append(math.log((docs[i] + 1) / (total_docs + len(names))))
+        defaults.append(default)
+        weights.append({f: math.log((c + ALPHA) / mass) - default for f, c in counts[i].items()})
+    known = frozenset(f for c in counts for f in c)
+    return Model(names, seed, tuple(priors), tuple(defaults), tuple(weights), known, examples=total_docs)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """k-fold cross-validation of the training set."""
+
+    folds: int
+    accuracy: float
+    per_task: Mapping[str, Mapping[str, float]]  # task -> examples, precision, recall
+    confusion: Mapping[str, Mapping[str, int]]  # true task -> predicted task -> count
+    temperature: float
+
+
+def train(examples: Sequence[Example], seed: int, *, folds: int = 5, shuffle_seed: int = 0) -> tuple[Model, Evaluation]:
+    """Cross-validate, fit the calibration on the held-out scores, then fit the final model on everything."""
+    tasks = tuple(sorted({task for task, _ in examples}))
+    if len(tasks) < 2:
+        raise ModelError("training needs examples of at least two tasks")
+    order = list(range(len(examples)))
+    random.Random(shuffle_seed).shuffle(order)
+    folds = max(2, min(folds, len(examples)))
+    held: list[tuple[str, list[float]]] = []  # true task, scores
+    for k in range(folds):
+        test = set(order[k::folds])
+        model = fit([e for i, e in enumerate(examples) if i not in test], seed, tasks=tasks)
+        held += [(examples[i][0], model.scores(examples[i][1])) for i in sorted(test)]
+    temperature = _calibrate(held, tasks)
+    confusion: dict[str, Counter[str]] = {t: Counter() for t in tasks}
+    for truth, scores in held:
+        confusion[truth][tasks[max(range(len(tasks)), key=scores.__getitem__)]] += 1
+    correct = sum(confusion[t][t] for t in tasks)
+    per_task = {}
+    for t in tasks:
+        predicted = sum(confusion[o][t] for o in tasks)
+        actual = sum(confusion[t].values())
+        per_task[t] = {
+            "examples": actual,
+            "precision": confusion[t][t] / predicted if predicted else 0.0,
+            "recall": confusion[t][t] / actual if actual else 0.0,
+        }
+    evaluation = Evaluation(
+        folds=folds,
+        accuracy=correct / len(held),
+        per_task=per_task,
+        confusion={t: dict(c) for t, c in confusion.items()},
+        temperature=temperature,
+    )
+    final = fit(examples, seed, tasks=tasks)
+    return Model(
+        final.tasks, seed, final.priors, final.defaults, final.weights, final.known,
+        temperature=temperature, examples=final.examples,
+    ), evaluation  # fmt: skip
+
+
+def _calibrate(held: Sequence[tuple[str, list[float]]], tasks: Sequence[str]) -> float:
+    """The temperature that minimises the held-out log loss (a coarse-to-fine 1-D search)."""
+    index = {t: i for i, t in enumerate(tasks)}
+
+    def loss(temperature: float) -> float:
+        total = 0.0
+        for truth, scores in held:
+            total -= math.log(max(softmax(scores, temperature)[index[truth]], 1e-12))
+        return total
+
+    best = min((2.0**e for e in range(-2, 12)), key=loss)
+    return min((best * f for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 1.8)), key=loss)
+
+
+def load(path: str | Path, tasks: Sequence[str] | None = None) -> Model:
+    """A model file; ``ModelError`` when it is missing, corrupt, or names a task not in ``tasks``."""
+    try:
+        raw = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError:
+        raise ModelError(f"{path} is not a classifier model (not JSON)") from None
+    try:
+        if raw.get("format") != FORMAT:
+            raise ModelError(f"{path} is not a {FORMAT} model")
+        names = tuple(str(t) for t in raw["tasks"])
+        weights = tuple({int(k): float(v) for k, v in w.items()} for w in raw["weights"])
+        model = Model(
+            tasks=names,
+            seed=int(raw["seed"]),
+            priors=tuple(float(p) for p in raw["priors"]),
+            defaults=tuple(float(d) for d in raw["defaults"]),
+            weights=weights,
+            known=frozenset(f for w in weights for f in w),
+            temperature=float(raw.get("temperature", 1.0)),
+            min_coverage=float(raw.get("min_coverage", MIN_COVERAGE)),
+            examples=int(raw.get("examples", 0)),
+            meta=raw.get("meta") or {},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"{path} is a corrupt classifier model ({type(exc).__name__}: {exc})") from None
+    if (
+        not (len(model.tasks) == len(model.priors) == len(model.defaults) == len(model.weights))
+        or model.temperature <= 0
+    ):
+        raise ModelError(f"{path} is a corrupt classifier model (its parts disagree)")
+    if tasks is not None:
+        missing = [t for t in model.tasks if t not in tasks]
+        if missing:
+            raise ModelError(
+                f"{path} was trained for tasks the registry no longer has: {', '.join(missing)} (retrain it)"
+            )
+    return model
