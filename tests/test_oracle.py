@@ -18,8 +18,10 @@ from proxy.evals import golden
 from proxy.evals.case import Case
 from proxy.evals.golden import GoldenSet
 from proxy.evals.scorers import Answer, JudgeScorer, Verdict, score_all
+from proxy.fakes.answers import build_json, right_answer
 from proxy.fakes.openai import Behavior, FakeOpenAI
-from proxy.fakes.oracle import FRONTIER, MODELS, SMALL, Oracle, Profile, build_json, chain, right_answer
+from proxy.fakes.oracle import FRONTIER, MODELS, SMALL, Oracle, Profile, chain
+from proxy.handlers.ticket_labels import classify
 from proxy.loopback import serve
 from tests.conftest import ROOT, ProxyFactory, sdk, shipped_registry
 
@@ -93,6 +95,23 @@ def test_the_small_tier_passes_labels_and_titles_but_not_narrative() -> None:
     assert rates["extraction"] < rates["title_generation"]  # somewhat worse at fields
 
 
+async def test_on_the_rules_tier_classification_passes_but_for_the_ticket_the_table_mislabels() -> None:
+    # the current tier of classification: the lookup table, then the small model for what it declines
+    gold, passed = SETS["classification"], []
+    for case in gold.cases:
+        label = classify({"messages": [dict(m) for m in case.messages]})
+        text = label if label is not None else ORACLE.answer("classification", case, "gpt-5.4-nano")
+        assert text is not None
+        verdict = await score_all(gold.scorers, Answer.of({"content": text}), case, judge=no_judge)
+        passed += [case.id] if verdict.passed else []
+    assert sorted({c.id for c in gold.cases} - set(passed)) == ["bug-download-receipt-button"]
+    assert len(passed) / len(gold.cases) >= gold.threshold
+
+
+async def no_judge(messages: list[dict[str, Any]]) -> str:
+    raise AssertionError("no judge here")
+
+
 async def test_wrong_answers_fail_for_a_reason_a_weaker_model_would() -> None:
     reasons: dict[str, set[str]] = {}
     for model in ("gpt-5.4-nano", "claude-haiku-5-5"):
@@ -109,7 +128,7 @@ async def test_wrong_answers_fail_for_a_reason_a_weaker_model_would() -> None:
 
 
 def test_answers_are_deterministic_and_decided_per_model() -> None:
-    again = Oracle(golden.load_all(ROOT / "evals", REGISTRY))
+    again = Oracle.load(ROOT / "evals", REGISTRY)
     narrative = SETS["narrative"]
     for model in MODELS:
         for case in narrative.cases:
@@ -231,6 +250,20 @@ def test_list_content_parts_are_recognised_too() -> None:
     ]
     found = ORACLE.find(parts)
     assert found is not None and found.case.id == case.id
+
+
+def test_an_anthropic_shaped_body_is_recognised_too() -> None:
+    # FakeAnthropic takes the same choose: system at the top level, content as text blocks
+    case = SETS["summary"].cases[0]
+    system, user = case.messages
+    request = {
+        "model": "claude-haiku-5-5",
+        "system": system["content"],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": user["content"]}]}],
+        "max_tokens": 512,
+    }
+    reply = ORACLE.choose(request)
+    assert reply is not None and reply.text == ORACLE.answer("summary", case, "claude-haiku-5-5")
 
 
 def test_anything_else_is_not_the_oracles() -> None:
