@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from proxy import logs, rules
 from proxy.errors import ConfigError
+from proxy.registry import Registry
 from proxy.settings import Settings
 
 
@@ -74,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    check = sub.add_parser("check", help="validate a registry file with the server's own validator")
+    check = sub.add_parser("check", help="validate a registry file with the server's own validator, and evals/")
     check.add_argument("config", nargs="?", default="rules.yaml")
+    check.add_argument(
+        "--evals", metavar="DIR", help="golden sets to validate against the registry (default: ./evals, if it exists)"
+    )
     check.set_defaults(run=_check)
 
     demo = sub.add_parser("demo", help="run a sample workload against an embedded fake upstream (no keys needed)")
@@ -170,7 +175,26 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
         f"{len(registry.providers)} providers; default task {registry.default_task!r}"
     )
+    _check_evals(args.evals, registry)
     return 0
+
+
+def _check_evals(folder: str | None, registry: Registry) -> None:
+    """The golden sets under ``folder`` (default ``./evals``), validated against the registry's tasks."""
+    from proxy.evals import golden
+
+    root = Path(folder or "evals")
+    if folder is None and not root.is_dir():
+        return  # no golden sets here: nothing to say
+    if not root.is_dir():
+        raise ConfigError(f"--evals {folder}", "no such folder")
+    sets = golden.load_all(root, registry)
+    cases = sum(len(g.cases) for g in sets.values())
+    print(f"{folder or 'evals'}: ok — {_plural(len(sets), 'golden set')}, {_plural(cases, 'case')}")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _demo(args: argparse.Namespace) -> int:
