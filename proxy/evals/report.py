@@ -253,7 +253,7 @@ def _pct(value: float) -> str:
 
 
 def _usd(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.4f}"
+    return "-" if value is None else f"${value:,.6f}"  # an eval run costs cents: show them
 
 
 def _ms(value: float | None) -> str:
