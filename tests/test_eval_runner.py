@@ -23,6 +23,7 @@ import pytest
 
 from proxy import rules
 from proxy.cli import main
+from proxy.errors import ConfigError
 from proxy.evals import candidates, golden
 from proxy.evals.report import wilson
 from proxy.evals.runner import Options, evaluate
@@ -525,3 +526,19 @@ def test_cli_bad_golden_set_is_one_line_exit_2(project: Path, capsys: pytest.Cap
         capsys.readouterr().err
         == f"tiergate: {cases}:6: colour: unknown key (a case has id, messages, expect, note, request params)\n"
     )
+
+
+def test_cli_unusable_ledger_is_one_line_exit_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _cli(project, "title")
+    args[args.index("--db") + 1] = str(project / "no-such-folder" / "t.db")
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"tiergate: --db: cannot use the ledger {project}/no-such-folder/t.db: unable to open database file\n"
+    )
+
+
+async def test_a_judge_task_the_registry_lacks_is_a_config_error(tmp_path: Path, registry: Registry, db: str) -> None:
+    spec = JUDGED + "judge: {task: grader}\n"
+    cases = golden.load(write_golden(tmp_path / "evals", spec=spec))
+    with pytest.raises(ConfigError, match="judge.task: 'grader' is not a task of rules.yaml"):
+        await evaluate(cases, registry, current_registry=None, db=db)

@@ -112,7 +112,7 @@ async def evaluate(
             current=sides[1] if len(sides) > 1 else None,
             candidate_is_current=current_registry is None or (comparable and len(sides) == 1),
         )
-        await asyncio.to_thread(store.record, *_rows(report))
+        await asyncio.to_thread(store.record, report)
     finally:
         await asyncio.to_thread(store.close)
     return report
@@ -327,42 +327,3 @@ def _money(values: Sequence[float | None]) -> float | None:
     """The exact sum of the known costs; None only when there were costs and none is known."""
     known = [v for v in values if v is not None]
     return math.fsum(known) if known or not values else None
-
-
-# --- the ledger's record of the run -------------------------------------------------------------
-
-
-def _rows(report: EvalReport) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    runs, results = [], []
-    regressions = {r.id for r in report.regressions}
-    for side in (report.candidate, report.current):
-        if side is None:
-            continue
-        lo, hi = side.ci95
-        is_candidate = side is report.candidate
-        verdict = report.verdict if is_candidate else ("pass" if side.meets_threshold else "fail")
-        runs.append(
-            {
-                "run": report.run, "side": side.side, "ts": report.ts, "task": report.task, "tier": side.tier,
-                "targets": orjson.dumps(list(side.targets)).decode(),
-                "current": int(not is_candidate or report.candidate_is_current),
-                "registry_hash": side.registry_hash, "registry_source": side.registry_source,
-                "golden_source": report.golden_source, "threshold": report.threshold,
-                "max_regressions": report.max_regressions, "repeats": report.repeats, "total": side.total,
-                "passed": side.passed, "pass_rate": side.pass_rate, "ci_low": lo, "ci_high": hi,
-                "regressions": len(regressions) if is_candidate and report.current is not None else None,
-                "flipped": len(side.flipped), "verdict": verdict, "cost_usd": side.cost_usd,
-                "judge_cost_usd": side.judge_cost_usd, "unpriced": side.unpriced, "reused": side.reused,
-                "answers": side.answers, "p50_ms": side.p50_ms, "p95_ms": side.p95_ms,
-            }
-        )  # fmt: skip
-        results += [
-            {
-                "run": report.run, "side": side.side, "case_id": c.id, "passed": int(c.passed),
-                "repeats_passed": c.repeats_passed, "reason": c.reason, "answer": c.answer,
-                "flipped": int(c.flipped), "regression": int(is_candidate and c.id in regressions),
-                "latency_ms": c.latency_ms, "cost_usd": c.cost_usd,
-            }
-            for c in side.cases
-        ]  # fmt: skip
-    return runs, results

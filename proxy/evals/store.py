@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from proxy.evals.report import EvalReport
 from proxy.ledger.records import iso
 from proxy.ledger.schema import open_ledger
 from proxy.usage import Usage
@@ -85,8 +86,9 @@ class EvalStore:
                  answer.latency_ms),
             )  # fmt: skip
 
-    def record(self, runs: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    def record(self, report: EvalReport) -> None:
         """Write one run's ``eval_runs`` rows (one per side) and ``eval_results`` rows in one transaction."""
+        runs, results = _rows(report)
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -101,3 +103,39 @@ class EvalStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+
+def _rows(report: EvalReport) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    runs, results = [], []
+    regressions = {r.id for r in report.regressions}
+    for side in (report.candidate, report.current):
+        if side is None:
+            continue
+        lo, hi = side.ci95
+        is_candidate = side is report.candidate
+        verdict = report.verdict if is_candidate else ("pass" if side.meets_threshold else "fail")
+        runs.append(
+            {
+                "run": report.run, "side": side.side, "ts": report.ts, "task": report.task, "tier": side.tier,
+                "targets": orjson.dumps(list(side.targets)).decode(),
+                "current": int(not is_candidate or report.candidate_is_current),
+                "registry_hash": side.registry_hash, "registry_source": side.registry_source,
+                "golden_source": report.golden_source, "threshold": report.threshold,
+                "max_regressions": report.max_regressions, "repeats": report.repeats, "total": side.total,
+                "passed": side.passed, "pass_rate": side.pass_rate, "ci_low": lo, "ci_high": hi,
+                "regressions": len(regressions) if is_candidate and report.current is not None else None,
+                "flipped": len(side.flipped), "verdict": verdict, "cost_usd": side.cost_usd,
+                "judge_cost_usd": side.judge_cost_usd, "unpriced": side.unpriced, "reused": side.reused,
+                "answers": side.answers, "p50_ms": side.p50_ms, "p95_ms": side.p95_ms,
+            }
+        )  # fmt: skip
+        results += [
+            {
+                "run": report.run, "side": side.side, "case_id": c.id, "passed": int(c.passed),
+                "repeats_passed": c.repeats_passed, "reason": c.reason, "answer": c.answer,
+                "flipped": int(c.flipped), "regression": int(is_candidate and c.id in regressions),
+                "latency_ms": c.latency_ms, "cost_usd": c.cost_usd,
+            }
+            for c in side.cases
+        ]  # fmt: skip
+    return runs, results
