@@ -319,6 +319,18 @@ async def test_a_rerun_reuses_stored_answers_unless_fresh(
     assert changed.current is not None and changed.current.reused == 5
 
 
+async def test_the_same_model_at_another_endpoint_is_another_target(
+    tmp_path: Path, registry: Registry, upstream: Upstream, db: str
+) -> None:
+    cases = golden.load(write_golden(tmp_path / "evals"))
+    await evaluate(cases, registry, current_registry=None, db=db)
+    other = Upstream()
+    async with serve(other) as url:
+        elsewhere = rules.loads(RULES, environ={"FAKE_URL": url}, source="rules.yaml")
+        result = await evaluate(cases, elsewhere, current_registry=None, db=db)
+    assert result.candidate.reused == 0 and len(other.chat()) == 5
+
+
 async def test_only_the_first_hops_answers_are_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str) -> None:
     upstream = Upstream(fail=lambda model, case: model == "small-model" and case == "c1")
     async with serve(upstream) as url:

@@ -161,12 +161,15 @@ class _Caller:
     def __init__(self, http: httpx.AsyncClient, store: EvalStore, run: str, fresh: bool, registry: Registry) -> None:
         self._http, self._store, self._run, self._fresh = http, store, run, fresh
         self._router = Router(registry)
+        self._providers = registry.providers
         self._pricer = Pricer(registry.prices, pricing.price_ids(registry))
 
     async def call(self, task: str, body: dict[str, Any], repeat: int) -> _Reply:
         route = self._router.resolve(task, "auto")
         first = route.hops[0]
-        key = answer_key(first.target.key, rewrite.for_target(body, route.task, first.target, first.prompt))
+        provider = self._providers[first.target.provider]
+        sent = rewrite.for_target(body, route.task, first.target, first.prompt)
+        key = answer_key(first.target.key, sent, endpoint=f"{provider.type} {provider.base_url}")
         if not self._fresh:
             stored = await asyncio.to_thread(self._store.answer, key, repeat)
             if stored is not None:

@@ -1,7 +1,7 @@
 """The eval side of the ledger file: the answer store, and the record of each run (``eval_runs``, ``eval_results``).
 
 An answer is stored per (target, request): its key is the sha256 of the first hop's ``provider::model``
-and the body tiergate sends that target (``rewrite.for_target``: model, prompt variant, params, caps),
+(and its provider's type and base URL) and the body tiergate sends that target (``rewrite.for_target``: model, prompt variant, params, caps),
 as canonical JSON, together with the repeat index. A re-run of an unchanged case on an unchanged target
 therefore finds its answer and makes no call; a changed prompt variant, param or model is a new key. Only
 answers the first hop served are stored (a fallback's answer is not that target's), and judge replies
@@ -29,9 +29,14 @@ from proxy.ledger.schema import open_ledger
 from proxy.usage import Usage
 
 
-def answer_key(target: str, body: Mapping[str, Any]) -> str:
-    """The store key of ``body`` sent to ``target`` (``provider::model``): sha256 of canonical JSON."""
-    canonical = orjson.dumps({"target": target, "body": body}, option=orjson.OPT_SORT_KEYS, default=_plain)
+def answer_key(target: str, body: Mapping[str, Any], endpoint: str = "") -> str:
+    """The store key of ``body`` sent to ``target`` (``provider::model``) at ``endpoint``: sha256 of canonical JSON.
+
+    ``endpoint`` is the provider's type and base URL: the same model name behind another endpoint (a
+    fake upstream, a proxy, a self-hosted copy) is another target, whose answers are not these.
+    """
+    document = {"target": target, "endpoint": endpoint, "body": body}
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS, default=_plain)
     return hashlib.sha256(canonical).hexdigest()
 
 
