@@ -226,21 +226,28 @@ def _audit(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from proxy.evals.command import run_eval
 
-    logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)  # the report counts unpriced calls itself
+    # The report gives every failed call's reason and counts unpriced calls: the in-process server's
+    # per-request warnings would only repeat them, through the progress bar.
     env = Settings.from_env()
-    code, text = run_eval(
-        args.task,
-        config=args.config or env.config,
-        evals=args.evals,
-        db=args.db or env.db,
-        tier=args.tier,
-        model=args.model,
-        concurrency=args.concurrency,
-        limit=args.limit,
-        repeats=args.repeats,
-        fresh=args.fresh,
-        fmt=args.format,
-    )
+    quiet = logging.getLogger("tiergate")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        code, text = run_eval(
+            args.task,
+            config=args.config or env.config,
+            evals=args.evals,
+            db=args.db or env.db,
+            tier=args.tier,
+            model=args.model,
+            concurrency=args.concurrency,
+            limit=args.limit,
+            repeats=args.repeats,
+            fresh=args.fresh,
+            fmt=args.format,
+        )
+    finally:
+        quiet.setLevel(level)
     print(text, end="")
     return code
 

@@ -82,12 +82,14 @@ async def evaluate(
     the ledger at ``db`` and return the report. Raises ``ConfigError`` when a registry lacks the task or
     the judge task."""
     task = golden.task
+    started = time.time()
     registries = [("candidate", candidate_registry)]
-    # No current side when the candidate runs the task as the current registry does (it would run the
+    # No current side when the candidate runs the task as the current registry does (it would make the
     # same calls twice), or when the current registry has no such task (a new task: nothing to compare).
-    comparable = current_registry is not None and task in current_registry.tasks and task in candidate_registry.tasks
-    if comparable and current_registry is not None and not same_route(candidate_registry, current_registry, task):
-        registries.append(("current", current_registry))
+    comparable = current_registry if current_registry is not None and task in current_registry.tasks else None
+    if comparable is not None and task in candidate_registry.tasks:
+        if not same_route(candidate_registry, comparable, task):
+            registries.append(("current", comparable))
     for _, registry in registries:
         _check(golden, registry)
     cases = golden.cases[: options.limit] if options.limit else golden.cases
@@ -102,7 +104,7 @@ async def evaluate(
         ]
         report = EvalReport(
             run=run,
-            ts=iso(time.time()),
+            ts=iso(started),
             task=task,
             threshold=golden.threshold,
             max_regressions=golden.max_regressions,
@@ -110,7 +112,7 @@ async def evaluate(
             golden_source=golden.source,
             candidate=sides[0],
             current=sides[1] if len(sides) > 1 else None,
-            candidate_is_current=current_registry is None or (comparable and len(sides) == 1),
+            candidate_is_current=current_registry is None or (comparable is not None and len(sides) == 1),
         )
         await asyncio.to_thread(store.record, report)
     finally:
