@@ -235,6 +235,11 @@ async def test_the_current_tier_alone_runs_once(
     assert (result.candidate.passed, result.verdict, result.regressions) == (5, "pass", ())
     assert len(upstream.chat()) == 5
     assert [r["current"] for r in _rows(db, "SELECT current FROM eval_runs")] == [1]
+    # what decides is how the calls are sent, not how the task is described
+    described = rules.loads(RULES.replace("  title: mid", "  title: {tier: mid, description: titles}"), environ={})
+    assert candidates.same_route(registry, described, "title")
+    hotter = rules.loads(RULES.replace("  title: mid", "  title: {tier: mid, params: {temperature: 1}}"), environ={})
+    assert not candidates.same_route(registry, hotter, "title")
 
 
 async def test_a_model_candidate(tmp_path: Path, registry: Registry, upstream: Upstream, db: str) -> None:

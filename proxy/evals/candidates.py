@@ -62,9 +62,12 @@ def with_model(registry: Registry, task: str, model: str) -> Registry:
 
 
 def same_route(a: Registry, b: Registry, task: str) -> bool:
-    """Whether ``a`` and ``b`` run ``task`` alike: the same task settings and hops (tier, targets, policy, prompt)."""
+    """Whether ``a`` and ``b`` send ``task``'s calls alike: the same hops (tier, target with its params and
+    cap, policy, prompt variant) and the same task params and cap. A description is not a difference."""
     route_a, route_b = Router(a).resolve(task, "auto"), Router(b).resolve(task, "auto")
-    return route_a.task == route_b.task and route_a.hops == route_b.hops
+    spec_a, spec_b = route_a.task, route_b.task
+    same_task = (spec_a.params, spec_a.max_tokens_cap) == (spec_b.params, spec_b.max_tokens_cap)
+    return same_task and route_a.hops == route_b.hops
 
 
 def _task(registry: Registry, task: str) -> Task:
