@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from proxy import logs, rules
 from proxy.errors import ConfigError
@@ -23,7 +24,10 @@ from proxy.settings import Settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage mistake (already said in one line)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
@@ -40,8 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one line (``tiergate: ...``) and exit code 2, like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tiergate: {self.prog.removeprefix('tiergate').strip() or 'usage'}: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tiergate", description="Route each LLM call to the tier its task needs.")
+    parser = _Parser(prog="tiergate", description="Route each LLM call to the tier its task needs.")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the proxy")
@@ -93,7 +104,26 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--by", help="group by task (default), tier, model, provider or day")
     audit.add_argument("--format", default="table", help="table (default), csv or json")
     audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
+    audit.add_argument(
+        "--include-eval",
+        action="store_true",
+        help="count eval traffic too (tiergate eval's calls, left out by default)",
+    )
     audit.set_defaults(run=_audit)
+
+    ev = sub.add_parser("eval", help="run a task's golden set on a tier or model, side by side with its current tier")
+    ev.add_argument("task", nargs="?", help="the task whose golden set (EVALS/TASK/) to run")
+    ev.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
+    ev.add_argument("--evals", default="evals", help="folder of golden sets (default evals)")
+    ev.add_argument("--db", help="ledger SQLite file for the answer store and the results (TIERGATE_DB)")
+    ev.add_argument("--tier", help="the candidate: the task on this tier (default: its current tier)")
+    ev.add_argument("--model", help="the candidate: the task on this one model, provider::model")
+    ev.add_argument("--concurrency", type=int, default=4, help="cases in flight at once (default 4)")
+    ev.add_argument("--limit", type=int, help="only the first N cases")
+    ev.add_argument("--repeats", type=int, help="runs of each case, passed by majority (default: the set's)")
+    ev.add_argument("--fresh", action="store_true", help="make every call again instead of reusing stored answers")
+    ev.add_argument("--format", default="table", help="table (default) or json")
+    ev.set_defaults(run=_eval)
     return parser
 
 
@@ -210,8 +240,40 @@ def _audit(args: argparse.Namespace) -> int:
     logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)
     db = args.db or Settings.from_env().db
     candidate = rules.load(args.what_if) if args.what_if else None
-    print(report(db, since=args.since, by=args.by, fmt=args.format, candidate=candidate), end="")
+    text = report(
+        db, since=args.since, by=args.by, fmt=args.format, candidate=candidate, include_eval=args.include_eval
+    )
+    print(text, end="")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from proxy.evals.command import run_eval
+
+    # The report gives every failed call's reason and counts unpriced calls: the in-process server's
+    # per-request warnings would only repeat them, through the progress bar.
+    env = Settings.from_env()
+    quiet = logging.getLogger("tiergate")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        code, text = run_eval(
+            args.task,
+            config=args.config or env.config,
+            evals=args.evals,
+            db=args.db or env.db,
+            tier=args.tier,
+            model=args.model,
+            concurrency=args.concurrency,
+            limit=args.limit,
+            repeats=args.repeats,
+            fresh=args.fresh,
+            fmt=args.format,
+        )
+    finally:
+        quiet.setLevel(level)
+    print(text, end="")
+    return code
 
 
 if __name__ == "__main__":

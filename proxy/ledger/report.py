@@ -20,6 +20,7 @@ from proxy.ledger.audit import (
     Summary,
     TaskChange,
     WhatIf,
+    is_eval,
     load,
     parse_since,
     summarize,
@@ -31,16 +32,25 @@ from proxy.registry import Registry
 FORMATS = ("table", "csv", "json")
 
 
-def render(result: Summary | WhatIf, fmt: str) -> str:
-    """``result`` as ``table`` (rounded, for people), ``csv`` or ``json`` (exact values, for tools)."""
+def render(result: Summary | WhatIf, fmt: str, eval_left_out: int = 0) -> str:
+    """``result`` as ``table`` (rounded, for people), ``csv`` or ``json`` (exact values, for tools).
+
+    ``eval_left_out``: eval calls the rows leave out, said under the table and in the JSON
+    (``eval_calls_left_out``), so traffic is never dropped silently.
+    """
     if fmt not in FORMATS:
         raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     records, first = _records(result)
     if fmt == "csv":
         return _csv(records, first)
     if fmt == "json":
-        return json.dumps({**_about(result), "rows": records[:-1], "total": records[-1]}, indent=2) + "\n"
-    return _summary_table(result) if isinstance(result, Summary) else _what_if_table(result)
+        about = {**_about(result), "eval_calls_left_out": eval_left_out}
+        return json.dumps({**about, "rows": records[:-1], "total": records[-1]}, indent=2) + "\n"
+    text = _summary_table(result) if isinstance(result, Summary) else _what_if_table(result)
+    if eval_left_out:
+        s = "s" if eval_left_out != 1 else ""
+        text += f"\n{eval_left_out:,} eval call{s} left out (tiergate eval's traffic; --include-eval counts them).\n"
+    return text
 
 
 def _records(result: Summary | WhatIf) -> tuple[list[dict[str, Any]], str]:
@@ -189,13 +199,21 @@ def report(
     fmt: str = "table",
     candidate: Registry | None = None,
     now: datetime | None = None,
+    include_eval: bool = False,
 ) -> str:
-    """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``."""
+    """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``.
+
+    Eval traffic is left out (and counted under the table) unless ``include_eval``.
+    """
     if fmt not in FORMATS:
         raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if candidate is not None and by not in (None, "task"):
         raise AuditError("--what-if compares per task; drop --by")
-    rows = load(db, parse_since(since, now))
+    rows = load(db, parse_since(since, now), include_eval=True)
+    left_out = 0
+    if not include_eval:
+        production = [row for row in rows if not is_eval(row)]
+        rows, left_out = production, len(rows) - len(production)
     if candidate is not None:
-        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt)
-    return render(summarize(rows, by or "task"), fmt)
+        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt, left_out)
+    return render(summarize(rows, by or "task"), fmt, left_out)
