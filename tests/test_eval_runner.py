@@ -24,7 +24,7 @@ import pytest
 from proxy import rules
 from proxy.cli import main
 from proxy.errors import ConfigError
-from proxy.evals import candidates, golden
+from proxy.evals import candidates, diff, golden
 from proxy.evals.report import wilson
 from proxy.evals.runner import Options, evaluate
 from proxy.fakes.openai import Behavior, FakeOpenAI, count_prompt_tokens, message_text
@@ -236,10 +236,11 @@ async def test_the_current_tier_alone_runs_once(
     assert len(upstream.chat()) == 5
     assert [r["current"] for r in _rows(db, "SELECT current FROM eval_runs")] == [1]
     # what decides is how the calls are sent, not how the task is described
-    described = rules.loads(RULES.replace("  title: mid", "  title: {tier: mid, description: titles}"), environ={})
-    assert candidates.same_route(registry, described, "title")
-    hotter = rules.loads(RULES.replace("  title: mid", "  title: {tier: mid, params: {temperature: 1}}"), environ={})
-    assert not candidates.same_route(registry, hotter, "title")
+    env = {"FAKE_URL": registry.providers["fake"].base_url.removesuffix("/v1")}
+    described = rules.loads(RULES.replace("  title: mid", "  title: {tier: mid, description: titles}"), environ=env)
+    assert diff.same_route(registry, described, "title")
+    hotter = rules.loads(RULES.replace("  title: mid", "  title: {tier: mid, params: {temperature: 1}}"), environ=env)
+    assert not diff.same_route(registry, hotter, "title")
 
 
 async def test_a_model_candidate(tmp_path: Path, registry: Registry, upstream: Upstream, db: str) -> None:

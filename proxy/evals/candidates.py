@@ -2,8 +2,7 @@
 
 ``with_tier``: the task moved to another tier (``--tier``). ``with_model``: the task moved to a synthetic
 one-target tier for one model (``--model provider::model``). Each candidate gets its own content hash
-(the base's, plus the change), so an eval run names the exact registry it tested. ``same_route`` says
-whether two registries run a task the same way, in which case the current side is not run twice.
+(the base's, plus the change), so an eval run names the exact registry it tested.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from types import MappingProxyType
 
 from proxy.providers import provider_class
 from proxy.registry import Registry, Target, Task, Tier
-from proxy.router import Router
 
 MODEL_TIER_PREFIX = "model:"  # the synthetic tier of ``--model openai::gpt-x`` is ``model:openai::gpt-x``
 
@@ -59,15 +57,6 @@ def with_model(registry: Registry, task: str, model: str) -> Registry:
     tier = Tier(name=MODEL_TIER_PREFIX + target.key, targets=(target,), description=f"{target.key} alone (eval)")
     widened = replace(registry, tiers=MappingProxyType({**registry.tiers, tier.name: tier}))
     return _derived(widened, task, tier.name, f"tiers.{tier.name}={target.key}")
-
-
-def same_route(a: Registry, b: Registry, task: str) -> bool:
-    """Whether ``a`` and ``b`` send ``task``'s calls alike: the same hops (tier, target with its params and
-    cap, policy, prompt variant) and the same task params and cap. A description is not a difference."""
-    route_a, route_b = Router(a).resolve(task, "auto"), Router(b).resolve(task, "auto")
-    spec_a, spec_b = route_a.task, route_b.task
-    same_task = (spec_a.params, spec_a.max_tokens_cap) == (spec_b.params, spec_b.max_tokens_cap)
-    return same_task and route_a.hops == route_b.hops
 
 
 def _task(registry: Registry, task: str) -> Task:

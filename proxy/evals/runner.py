@@ -28,8 +28,8 @@ import orjson
 from proxy import pricing, rewrite
 from proxy.app import create_app
 from proxy.errors import ConfigError
-from proxy.evals.candidates import same_route
 from proxy.evals.case import Case
+from proxy.evals.diff import same_route
 from proxy.evals.golden import GoldenSet
 from proxy.evals.report import CaseResult, EvalReport, SideResult
 from proxy.evals.scorers import Answer, Judge, Verdict, score_all
