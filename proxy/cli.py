@@ -123,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--repeats", type=int, help="runs of each case, passed by majority (default: the set's)")
     ev.add_argument("--fresh", action="store_true", help="make every call again instead of reusing stored answers")
     ev.add_argument("--format", default="table", help="table (default) or json")
+    ev.add_argument(
+        "--gate",
+        metavar="CANDIDATE_YAML",
+        help="evaluate every task CANDIDATE_YAML changes against --config; exit 1 if any fails (CI)",
+    )
     ev.set_defaults(run=_eval)
     return parser
 
@@ -248,7 +253,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from proxy.evals.command import run_eval
+    from proxy.evals.command import run_eval, run_gate
 
     # The report gives every failed call's reason and counts unpriced calls: the in-process server's
     # per-request warnings would only repeat them, through the progress bar.
@@ -256,20 +261,23 @@ def _eval(args: argparse.Namespace) -> int:
     quiet = logging.getLogger("tiergate")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
+    common = {
+        "config": args.config or env.config,
+        "evals": args.evals,
+        "db": args.db or env.db,
+        "concurrency": args.concurrency,
+        "limit": args.limit,
+        "repeats": args.repeats,
+        "fresh": args.fresh,
+        "fmt": args.format,
+    }
     try:
-        code, text = run_eval(
-            args.task,
-            config=args.config or env.config,
-            evals=args.evals,
-            db=args.db or env.db,
-            tier=args.tier,
-            model=args.model,
-            concurrency=args.concurrency,
-            limit=args.limit,
-            repeats=args.repeats,
-            fresh=args.fresh,
-            fmt=args.format,
-        )
+        if args.gate is not None:
+            if args.task or args.tier or args.model:
+                raise ValueError("--gate evaluates every changed task on the candidate: no TASK, --tier or --model")
+            code, text = run_gate(args.gate, **common)
+        else:
+            code, text = run_eval(args.task, tier=args.tier, model=args.model, **common)
     finally:
         quiet.setLevel(level)
     print(text, end="")

@@ -1,4 +1,4 @@
-"""``tiergate eval TASK``: load the registry and the golden set, build the candidate, run, render.
+"""``tiergate eval TASK`` and ``tiergate eval --gate CANDIDATE.yaml``: load, build, run, render.
 
 A user mistake (a bad flag, an unknown task, tier or provider, a bad golden set, an unusable ledger
 file) raises ``ValueError`` or ``ConfigError``: one line and exit code 2 from the CLI. Otherwise the exit
@@ -11,17 +11,20 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from proxy import rules
 from proxy.errors import ConfigError
 from proxy.evals import candidates, golden
-from proxy.evals.report import EvalReport, table
+from proxy.evals.gate import gate
+from proxy.evals.report import table
 from proxy.evals.runner import Options, Progress, evaluate
 from proxy.loopback import ServerStartError
-from proxy.registry import Registry
+
+T = TypeVar("T")
 
 FORMATS = ("table", "json")
 
@@ -61,21 +64,39 @@ def run_eval(
     elif model is not None:
         candidate = candidates.with_model(current, task, model)
     with _progress_bar() as progress:
-        report = asyncio.run(_run(cases, candidate, current, db, options, progress))
+        run = evaluate(cases, candidate, current_registry=current, db=db, options=options, progress=progress)
+        report = asyncio.run(_guarded(run, db))
     text = json.dumps(report.to_json(), indent=2) + "\n" if fmt == "json" else table(report)
     return report.exit_code, text
 
 
-async def _run(
-    cases: golden.GoldenSet,
-    candidate: Registry,
-    current: Registry,
+def run_gate(
+    candidate_path: str,
+    *,
+    config: str,
+    evals: str,
     db: str,
-    options: Options,
-    progress: Progress,
-) -> EvalReport:
+    concurrency: int = 4,
+    limit: int | None = None,
+    repeats: int | None = None,
+    fresh: bool = False,
+    fmt: str = "table",
+) -> tuple[int, str]:
+    """The gate as the CLI runs it: every task ``candidate_path`` changes against ``config``, evaluated."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    options = Options(concurrency=concurrency, limit=limit, repeats=repeats, fresh=fresh)
+    current, candidate = rules.load(config), rules.load(candidate_path)
+    with _progress_bar() as progress:
+        checked = asyncio.run(_guarded(gate(current, candidate, evals, db=db, options=options, progress=progress), db))
+    text = json.dumps(checked.to_json(), indent=2) + "\n" if fmt == "json" else checked.table()
+    return checked.exit_code, text
+
+
+async def _guarded(run: Awaitable[T], db: str) -> T:
+    """``run``, with its environment's failures (the ledger file, the in-process server) as one-line errors."""
     try:
-        return await evaluate(cases, candidate, current_registry=current, db=db, options=options, progress=progress)
+        return await run
     except sqlite3.Error as exc:
         raise ValueError(f"--db: cannot use the ledger {db}: {exc}") from None
     except ServerStartError as exc:
