@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--format", default="table", help="table (default), csv or json")
     audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
     audit.add_argument(
+        "--recommend",
+        action="store_true",
+        help="the re-tierings the evals support (a cheaper tier whose golden set passed), with their savings",
+    )
+    audit.add_argument("--config", help="the registry --recommend re-tiers (TIERGATE_CONFIG, default rules.yaml)")
+    audit.add_argument(
         "--include-eval",
         action="store_true",
         help="count eval traffic too (tiergate eval's calls, left out by default)",
@@ -243,7 +249,16 @@ def _audit(args: argparse.Namespace) -> int:
 
     # The audit counts and names unpriced calls itself; the pricer's per-model warning would only repeat it.
     logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)
-    db = args.db or Settings.from_env().db
+    env = Settings.from_env()
+    db = args.db or env.db
+    if args.recommend:
+        from proxy.evals.recommend import recommend, render
+
+        if args.what_if or args.by:
+            raise ValueError("--recommend prices each supported re-tiering itself: drop --what-if and --by")
+        registry = rules.load(args.config or env.config)
+        print(render(recommend(db, registry, since=args.since), args.format), end="")
+        return 0
     candidate = rules.load(args.what_if) if args.what_if else None
     text = report(
         db, since=args.since, by=args.by, fmt=args.format, candidate=candidate, include_eval=args.include_eval

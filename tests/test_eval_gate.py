@@ -6,6 +6,7 @@ task without a golden set is blocked, and no change passes.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,17 @@ import pytest_asyncio
 import yaml
 
 from proxy import rules
+from proxy.evals import candidates, golden
 from proxy.evals.command import run_gate
 from proxy.evals.gate import gate
-from proxy.evals.runner import Options
+from proxy.evals.recommend import recommend, render
+from proxy.evals.runner import Options, evaluate
 from proxy.fakes.openai import FakeOpenAI
 from proxy.fakes.oracle import Oracle
+from proxy.ledger.report import report
 from proxy.loopback import serve
 from proxy.registry import Registry
-from tests.conftest import RULES
+from tests.conftest import RULES, ProxyFactory, sdk
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -96,3 +100,47 @@ def test_the_gate_from_the_command_line_reads_both_files(tmp_path: Path, monkeyp
     candidate.write_text(RULES.read_text() + "\n# reviewed 2026-12-01\n")
     code, text = run_gate(str(candidate), config=str(RULES), evals=str(EVALS), db=str(tmp_path / "l.db"), fmt="json")
     assert (code, json.loads(text)) == (0, {"changed": [], "results": [], "verdict": "pass"})
+
+
+@module_loop
+async def test_audit_recommends_the_re_tierings_the_evals_support(
+    oracle_url: str, tmp_path: Path, start_proxy: ProxyFactory
+) -> None:
+    registry = _variant(oracle_url, lambda doc: None)
+    db = str(tmp_path / "l.db")
+    # production traffic: summaries and narratives on mid
+    async with start_proxy(registry, db=db) as url:
+        for task, n in (("summary", 6), ("narrative", 4)):
+            client = sdk(url, {"X-Task-Type": task})
+            for i in range(n):
+                await client.chat.completions.create(
+                    model="auto", messages=[{"role": "user", "content": f"Write about queue {i} " * 40}]
+                )
+            await client.close()
+    # the evidence: summary passes on small, narrative does not
+    for task in ("summary", "narrative"):
+        cases = golden.load(EVALS / task)
+        await evaluate(cases, candidates.with_tier(registry, task, "small"), current_registry=registry, db=db)
+    found = recommend(db, registry)
+    assert [(r.task, r.current_tier, r.tier, r.calls) for r in found] == [("summary", "mid", "small", 6)]
+    [summary] = found
+    assert summary.saving_usd > 0 and summary.cost_usd is not None and summary.current_cost_usd is not None
+    assert summary.saving_usd == pytest.approx(summary.current_cost_usd - summary.cost_usd)
+    assert "summary  mid  small  pass 92%" in render(found, "table")
+    # the audit shows each task's last eval of its current tier
+    cost_line = next(line for line in report(db, by="task").splitlines() if " summary " in line and "$" in line)
+    assert cost_line.endswith("pass 100% on mid, " + rows_ts(db, "summary"))
+    rows = {r["task"]: r for r in json.loads(report(db, by="task", fmt="json"))["rows"]}
+    assert rows["summary"]["eval_ts"][5:10] == rows_ts(db, "summary")
+    assert (rows["summary"]["eval_tier"], rows["summary"]["eval_verdict"]) == ("mid", "pass")
+    assert rows["narrative"]["eval_tier"] == "mid"
+
+
+def rows_ts(db: str, task: str) -> str:
+    """MM-DD of the task's last current-tier eval, as the audit prints it."""
+    conn = sqlite3.connect(db)
+    try:
+        [(ts,)] = conn.execute("SELECT MAX(ts) FROM eval_runs WHERE task = ? AND current = 1", (task,)).fetchall()
+    finally:
+        conn.close()
+    return str(ts)[5:10]

@@ -174,6 +174,30 @@ def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None
     )
 
 
+@dataclass(frozen=True)
+class EvalVerdict:
+    """A task's last ``tiergate eval`` of the tier it ran on then (``eval_runs.current = 1``)."""
+
+    task: str
+    tier: str
+    verdict: str
+    pass_rate: float
+    ts: str
+
+
+def last_evals(path: str) -> dict[str, EvalVerdict]:
+    """Per task, its latest eval verdict on its current tier; empty for a ledger without evals."""
+    sql = "SELECT task, tier, verdict, pass_rate, MAX(ts) AS ts FROM eval_runs WHERE current = 1 GROUP BY task"  # SQLite: the bare columns come from the row holding the MAX
+    try:
+        conn = open_readonly(path)
+        try:
+            return {row["task"]: EvalVerdict(**dict(row)) for row in conn.execute(sql)}
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return {}  # a ledger older than the eval tables (schema v4)
+
+
 def is_eval(row: Row) -> bool:
     """A call ``tiergate eval`` made (marked with its run id), not production traffic."""
     return row.get("eval_run") is not None
