@@ -237,6 +237,16 @@ def table(report: EvalReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(report: EvalReport) -> str:
+    """The verdict in one line: the candidate's pass rate and interval, the current side's, the regressions."""
+    c = report.candidate
+    line = f"{report.task} on {c.tier}: {c.passed}/{c.total} pass ({_pct(c.pass_rate)}, 95% CI {_pct(c.ci95[0])}-{_pct(c.ci95[1])})"
+    if report.current is not None:
+        n = len(report.regressions)
+        line += f"; {report.current.tier} {report.current.passed}/{report.current.total}; {n} regression{'s' if n != 1 else ''}"
+    return f"{line} -> {report.verdict.upper()} ({_why(report)})"
+
+
 def _why(report: EvalReport) -> str:
     c = report.candidate
     sign = ">=" if c.meets_threshold else "<"
