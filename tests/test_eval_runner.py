@@ -276,7 +276,7 @@ async def test_repeats_pass_by_majority_and_list_the_flips(
         ("c3", False, 1),
     ]
     assert side.flipped == ("c2", "c3")
-    assert side.case("c3").reason == "judge: judge: judged c3"  # score_all prefixes the kind again
+    assert side.case("c3").reason == "judge: judged c3"  # score_all names the scorer that failed it
     assert upstream.judged == {"c1": 3, "c2": 3, "c3": 3}
     # the judge's calls are priced apart; each reply is 5 words ({"pass": true, "reason": "judged c1"})
     judge_calls = upstream.chat("judge-model")

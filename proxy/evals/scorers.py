@@ -555,7 +555,8 @@ async def score_all(scorers: tuple[Scorer, ...], answer: Answer, case: Case, jud
         except Exception as exc:  # noqa: BLE001 - a custom scorer's or the judge's failure is a failed case
             verdict = Verdict(False, f"{scorer.kind} scorer raised {type(exc).__name__}: {exc}")
         if not verdict.passed:
-            return Verdict(False, f"{scorer.kind}: {verdict.reason}")
+            named = verdict.reason.startswith(f"{scorer.kind}:")  # the judge names itself already
+            return Verdict(False, verdict.reason if named else f"{scorer.kind}: {verdict.reason}")
         reasons.append(verdict.reason)
     return Verdict(True, "; ".join(reasons))
 
