@@ -13,15 +13,21 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from proxy import logs, rules
 from proxy.errors import ConfigError
+from proxy.registry import Registry
 from proxy.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage mistake (already said in one line)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
@@ -38,8 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one line (``tiergate: ...``) and exit code 2, like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tiergate: {self.prog.removeprefix('tiergate').strip() or 'usage'}: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tiergate", description="Route each LLM call to the tier its task needs.")
+    parser = _Parser(prog="tiergate", description="Route each LLM call to the tier its task needs.")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the proxy")
@@ -74,8 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    check = sub.add_parser("check", help="validate a registry file with the server's own validator")
+    check = sub.add_parser("check", help="validate a registry file with the server's own validator, and evals/")
     check.add_argument("config", nargs="?", default="rules.yaml")
+    check.add_argument(
+        "--evals", metavar="DIR", help="golden sets to validate against the registry (default: ./evals, if it exists)"
+    )
     check.set_defaults(run=_check)
 
     demo = sub.add_parser("demo", help="run a sample workload against an embedded fake upstream (no keys needed)")
@@ -88,7 +104,37 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--by", help="group by task (default), tier, model, provider or day")
     audit.add_argument("--format", default="table", help="table (default), csv or json")
     audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
+    audit.add_argument(
+        "--recommend",
+        action="store_true",
+        help="the re-tierings the evals support (a cheaper tier whose golden set passed), with their savings",
+    )
+    audit.add_argument("--config", help="the registry --recommend re-tiers (TIERGATE_CONFIG, default rules.yaml)")
+    audit.add_argument(
+        "--include-eval",
+        action="store_true",
+        help="count eval traffic too (tiergate eval's calls, left out by default)",
+    )
     audit.set_defaults(run=_audit)
+
+    ev = sub.add_parser("eval", help="run a task's golden set on a tier or model, side by side with its current tier")
+    ev.add_argument("task", nargs="?", help="the task whose golden set (EVALS/TASK/) to run")
+    ev.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
+    ev.add_argument("--evals", default="evals", help="folder of golden sets (default evals)")
+    ev.add_argument("--db", help="ledger SQLite file for the answer store and the results (TIERGATE_DB)")
+    ev.add_argument("--tier", help="the candidate: the task on this tier (default: its current tier)")
+    ev.add_argument("--model", help="the candidate: the task on this one model, provider::model")
+    ev.add_argument("--concurrency", type=int, default=4, help="cases in flight at once (default 4)")
+    ev.add_argument("--limit", type=int, help="only the first N cases")
+    ev.add_argument("--repeats", type=int, help="runs of each case, passed by majority (default: the set's)")
+    ev.add_argument("--fresh", action="store_true", help="make every call again instead of reusing stored answers")
+    ev.add_argument("--format", default="table", help="table (default) or json")
+    ev.add_argument(
+        "--gate",
+        metavar="CANDIDATE_YAML",
+        help="evaluate every task CANDIDATE_YAML changes against --config; exit 1 if any fails (CI)",
+    )
+    ev.set_defaults(run=_eval)
     return parser
 
 
@@ -170,7 +216,26 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
         f"{len(registry.providers)} providers; default task {registry.default_task!r}"
     )
+    _check_evals(args.evals, registry)
     return 0
+
+
+def _check_evals(folder: str | None, registry: Registry) -> None:
+    """The golden sets under ``folder`` (default ``./evals``), validated against the registry's tasks."""
+    from proxy.evals import golden
+
+    root = Path(folder or "evals")
+    if folder is None and not root.is_dir():
+        return  # no golden sets here: nothing to say
+    if not root.is_dir():
+        raise ConfigError(f"--evals {folder}", "no such folder")
+    sets = golden.load_all(root, registry)
+    cases = sum(len(g.cases) for g in sets.values())
+    print(f"{folder or 'evals'}: ok — {_plural(len(sets), 'golden set')}, {_plural(cases, 'case')}")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -184,10 +249,54 @@ def _audit(args: argparse.Namespace) -> int:
 
     # The audit counts and names unpriced calls itself; the pricer's per-model warning would only repeat it.
     logging.getLogger("tiergate.pricing").setLevel(logging.ERROR)
-    db = args.db or Settings.from_env().db
+    env = Settings.from_env()
+    db = args.db or env.db
+    if args.recommend:
+        from proxy.evals.recommend import recommend, render
+
+        if args.what_if or args.by:
+            raise ValueError("--recommend prices each supported re-tiering itself: drop --what-if and --by")
+        registry = rules.load(args.config or env.config)
+        print(render(recommend(db, registry, since=args.since), args.format), end="")
+        return 0
     candidate = rules.load(args.what_if) if args.what_if else None
-    print(report(db, since=args.since, by=args.by, fmt=args.format, candidate=candidate), end="")
+    text = report(
+        db, since=args.since, by=args.by, fmt=args.format, candidate=candidate, include_eval=args.include_eval
+    )
+    print(text, end="")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from proxy.evals.command import run_eval, run_gate
+
+    # The report gives every failed call's reason and counts unpriced calls: the in-process server's
+    # per-request warnings would only repeat them, through the progress bar.
+    env = Settings.from_env()
+    quiet = logging.getLogger("tiergate")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    common = {
+        "config": args.config or env.config,
+        "evals": args.evals,
+        "db": args.db or env.db,
+        "concurrency": args.concurrency,
+        "limit": args.limit,
+        "repeats": args.repeats,
+        "fresh": args.fresh,
+        "fmt": args.format,
+    }
+    try:
+        if args.gate is not None:
+            if args.task or args.tier or args.model:
+                raise ValueError("--gate evaluates every changed task on the candidate: no TASK, --tier or --model")
+            code, text = run_gate(args.gate, **common)
+        else:
+            code, text = run_eval(args.task, tier=args.tier, model=args.model, **common)
+    finally:
+        quiet.setLevel(level)
+    print(text, end="")
+    return code
 
 
 if __name__ == "__main__":

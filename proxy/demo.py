@@ -19,10 +19,17 @@ from typing import Any, TextIO
 
 from proxy import rules
 from proxy.app import create_app
+from proxy.evals import candidates, golden
+from proxy.evals.recommend import recommend
+from proxy.evals.recommend import render as render_recommendations
+from proxy.evals.report import headline
+from proxy.evals.runner import evaluate
 from proxy.fakes.anthropic import FakeAnthropic
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.fakes.oracle import Oracle, chain
 from proxy.ledger.report import report as audit_report
 from proxy.loopback import serve
+from proxy.registry import Registry
 from proxy.settings import Settings
 
 # A prompt with this marker meets a fake OpenAI outage (503), so the demo shows a failover.
@@ -57,11 +64,13 @@ class Row:
     latency_ms: float
 
 
-async def run_demo(config: str, out: TextIO) -> int:
+async def run_demo(config: str, out: TextIO, evals: str = "evals") -> int:
     """Run the sample workload, print one line per call, then the audit; 0 when every call succeeded."""
     from openai import AsyncOpenAI  # the demo's client is the official SDK, as in a real app
 
-    fake = FakeOpenAI(choose=_outage)
+    evals_dir = Path(evals)
+    oracle = Oracle.load(evals_dir, rules.load(config, environ={})) if evals_dir.is_dir() else None
+    fake = FakeOpenAI(choose=chain(_outage, oracle.choose if oracle is not None else None))
     async with serve(fake) as upstream_url, serve(FakeAnthropic()) as anthropic_url:
         environ = {
             **os.environ,
@@ -81,11 +90,29 @@ async def run_demo(config: str, out: TextIO) -> int:
                 client = AsyncOpenAI(base_url=proxy_url + "/v1", api_key="sk-demo-client", max_retries=0)
                 rows = [await _call(client, task, prompt, stream) for task, prompt, stream in WORKLOAD]
                 await client.close()
+            _print(rows, out)
+            if oracle is not None:
+                await _evals(registry, evals_dir, settings.db, out)
             # The proxy has stopped: its lifespan closed the ledger writer, so every row is on disk.
-            report = audit_report(settings.db, by="task")
-    _print(rows, out)
-    print(f"\n$ tiergate audit --by task\n{report}", end="", file=out)
+            print(f"\n$ tiergate audit --by task\n{audit_report(settings.db, by='task')}", end="", file=out)
+            if oracle is not None:
+                found = recommend(settings.db, registry)
+                print(f"\n$ tiergate audit --recommend\n{render_recommendations(found, 'table')}", end="", file=out)
     return 0
+
+
+# (task, candidate tier): one re-tiering its golden set supports, one it does not
+EVALS = (("summary", "small"), ("narrative", "small"))
+
+
+async def _evals(registry: Registry, evals_dir: Path, db: str, out: TextIO) -> None:
+    """Each of ``EVALS`` as ``tiergate eval TASK --tier T`` runs it: the golden set, side by side."""
+    print("\nThe fake models are a simulation of different skill (proxy/fakes/oracle.py), not a measurement:", file=out)
+    for task, tier in EVALS:
+        cases = golden.load(evals_dir / task)
+        candidate = candidates.with_tier(registry, task, tier)
+        result = await evaluate(cases, candidate, current_registry=registry, db=db)
+        print(f"$ tiergate eval {task} --tier {tier}\n{headline(result)}", file=out)
 
 
 def _outage(body: dict[str, Any]) -> Behavior | None:

@@ -129,6 +129,9 @@ class Registry:
     # Keyed by model name or provider::model.
     prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # the global layer
+    # sha256 of what the registry was built from (rules.yaml's text, else the document's canonical JSON):
+    # an eval run records it, so a verdict names the exact registry it was reached under.
+    content_hash: str = ""
     classify: tuple[ClassifyRule, ...] = ()  # in order: the first that matches wins
     classifier: ClassifierSettings | None = None
 

@@ -9,6 +9,7 @@ starts with the dotted path of the offending value, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import orjson
 
 from proxy import policy as policy_mod
 from proxy import prompts, yamldoc
@@ -45,7 +48,10 @@ def loads(text: str, environ: Mapping[str, str] | None = None, source: str = "<s
     """Like ``load`` for YAML text."""
     raw = yamldoc.load(text, source)
     env = os.environ if environ is None else environ
-    return build(_resolve_env(raw, "", env), source=source)
+    # The file's text, not the resolved document: the registry is what the file says; the environment
+    # (endpoints, keys) is where it runs.
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return build(_resolve_env(raw, "", env), source=source, content_hash=digest)
 
 
 def _resolve_env(node: Any, path: str, env: Mapping[str, str]) -> Any:
@@ -74,8 +80,11 @@ def _resolve_env(node: Any, path: str, env: Mapping[str, str]) -> Any:
     return node
 
 
-def build(raw: Any, source: str = "<memory>") -> Registry:
-    """Validate an already-parsed document and freeze it into a ``Registry``."""
+def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -> Registry:
+    """Validate an already-parsed document and freeze it into a ``Registry``.
+
+    ``content_hash`` defaults to the sha256 of the document's canonical JSON (sorted keys).
+    """
     doc = _mapping(
         raw,
         "",
@@ -109,7 +118,14 @@ def build(raw: Any, source: str = "<memory>") -> Registry:
         source=source,
         prices=MappingProxyType(prices),
         policy=MappingProxyType(policy_mod.parse_layer(doc.get("policy", {}), "policy")),
+        content_hash=content_hash or document_hash(doc),
     )
+
+
+def document_hash(doc: Any) -> str:
+    """sha256 of ``doc`` as canonical JSON (sorted keys; a value JSON lacks is written as its ``str``)."""
+    canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _check_fallback_tiers(tiers: Mapping[str, Tier]) -> None:

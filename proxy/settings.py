@@ -32,6 +32,10 @@ class Settings:
     # Serve on a non-loopback address without client keys (an open relay of the provider keys) only
     # when this says it is intended (a network boundary in front does the authenticating).
     allow_unauthenticated: bool = False
+    # Mark calls that carry ``X-Tiergate-Eval: <run id>`` as eval traffic in the ledger (the audit leaves
+    # them out). Only ``tiergate eval``'s in-process server sets it: a production client must not be able
+    # to hide its calls from the audit with a header.
+    eval_traffic: bool = False
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
 

@@ -402,10 +402,11 @@ def test_empty_period(db: str, capsys: pytest.CaptureFixture[str]) -> None:
 async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
     out = io.StringIO()
     assert await run_demo(str(RULES), out=out) == 0
-    audit_part = out.getvalue().split("$ tiergate audit --by task\n", 1)[1]
+    before, audit_part = out.getvalue().split("$ tiergate audit --by task\n", 1)
+    audit_part, recommended = audit_part.split("$ tiergate audit --recommend\n", 1)
     lines = audit_part.splitlines()
     assert lines[0].startswith(f"Workload by task: {len(WORKLOAD)} calls, ")
-    ranked = [line.split()[1] for line in lines if line[:1].isdigit()]
+    ranked = [line.split()[1] for line in lines if line[:1].isdigit() and "eval calls left out" not in line]
     # the demo's 8 tasks in both tables; the untagged call ran as agent, the most expensive task
     assert len(ranked) == 16 and set(ranked) == {
         "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"
@@ -413,3 +414,7 @@ async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
     total = next(line for line in lines if line.strip().startswith("TOTAL")).split()
     assert total[:2] == ["TOTAL", str(len(WORKLOAD))] and total[4].startswith("$")
     assert "unpriced" in audit_part and "no known price" not in audit_part  # every shipped model is priced
+    # the evals on the simulated models: summary may move to small, narrative may not; the audit says so
+    assert "-> PASS (pass rate 91.7% >= threshold 90.0%, 1 regression <= 1)" in before
+    assert "narrative on small: 6/12 pass" in before and "-> FAIL" in before
+    assert recommended.splitlines()[3].split()[:3] == ["summary", "mid", "small"]

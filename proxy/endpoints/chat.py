@@ -41,6 +41,7 @@ async def chat_completions(request: Request) -> Response | streaming.SSEResponse
         status=0,
         latency_ms=0.0,
         client=client,
+        eval_run=_eval_run(gateway, request),
     )
     # The id a client sees when tiergate has no upstream's to pass on; a crash's 500 carries it too.
     request.state.request_id = "req_" + record.id
@@ -158,6 +159,13 @@ def _end_user(body: dict[str, Any]) -> str | None:
 
 
 _END_USER_LIMIT = 64
+EVAL_HEADER = "x-tiergate-eval"
+
+
+def _eval_run(gateway: Gateway, request: Request) -> str | None:
+    """The eval run a call belongs to: ``X-Tiergate-Eval``, honoured only by ``tiergate eval``'s own server."""
+    value = request.headers.get(EVAL_HEADER) if gateway.settings.eval_traffic else None
+    return value[:_END_USER_LIMIT] if value else None
 
 
 def _note(record: RequestRecord, outcome: Outcome[Any]) -> None:

@@ -29,26 +29,37 @@ def changed_tasks(current: Registry, candidate: Registry) -> list[Change]:
     """The tasks of ``candidate`` that would run differently than under ``current``, in registry order."""
     now, then = Router(current), Router(candidate)
     changes = []
-    for name, task in candidate.tasks.items():
-        before = current.tasks.get(name)
-        if before is None:
-            changes.append(Change(name, ("new task",)))
-            continue
-        what: list[str] = []
-        if before.tier != task.tier:
-            what.append(f"tier {before.tier} -> {task.tier}")
-        old_hops, new_hops = now.resolve(name, "auto").hops, then.resolve(name, "auto").hops
-        if [_target(h, current) for h in old_hops] != [_target(h, candidate) for h in new_hops]:
-            what.append("targets")
-        if [h.prompt for h in old_hops] != [h.prompt for h in new_hops]:
-            what.append("prompt variant")
-        if [h.policy for h in old_hops] != [h.policy for h in new_hops]:
-            what.append("policy")
-        if (before.params, before.max_tokens_cap) != (task.params, task.max_tokens_cap):
-            what.append("task params")
+    for name in candidate.tasks:
+        what = ("new task",) if name not in current.tasks else differences(current, candidate, name, now, then)
         if what:
-            changes.append(Change(name, tuple(what)))
+            changes.append(Change(name, what))
     return changes
+
+
+def same_route(a: Registry, b: Registry, task: str) -> bool:
+    """Whether ``task``'s calls run alike under ``a`` and ``b`` (a description is not a difference)."""
+    return not differences(a, b, task)
+
+
+def differences(
+    current: Registry, candidate: Registry, task: str, now: Router | None = None, then: Router | None = None
+) -> tuple[str, ...]:
+    """What differs in how ``task``'s calls run (both registries define it); empty when nothing does."""
+    before, after = current.tasks[task], candidate.tasks[task]
+    old_hops = (now or Router(current)).resolve(task, "auto").hops
+    new_hops = (then or Router(candidate)).resolve(task, "auto").hops
+    what: list[str] = []
+    if before.tier != after.tier:
+        what.append(f"tier {before.tier} -> {after.tier}")
+    if [_target(h, current) for h in old_hops] != [_target(h, candidate) for h in new_hops]:
+        what.append("targets")
+    if [h.prompt for h in old_hops] != [h.prompt for h in new_hops]:
+        what.append("prompt variant")
+    if [h.policy for h in old_hops] != [h.policy for h in new_hops]:
+        what.append("policy")
+    if (before.params, before.max_tokens_cap) != (after.params, after.max_tokens_cap):
+        what.append("task params")
+    return tuple(what)
 
 
 def _target(hop: Hop, registry: Registry) -> tuple[Any, ...]:

@@ -9,7 +9,8 @@ lacks what its scorer reads). A case passes when every scorer of its set passes.
     not_contains        no string of expect.not_contains, nor of the option values, is in the answer
     regex               the answer matches the option pattern, else expect.regex
     valid_json          the answer is one JSON value (option allow_fences: a ```json block is unwrapped)
-    json_schema         the answer's JSON validates against the option schema / schema_file, else expect.schema
+    json_schema         the answer's JSON validates against the option schema / schema_file, else expect.schema,
+                        else the schema the case's own response_format asked for (type json_schema)
     json_fields         each dotted path of expect.fields has that value in the answer's JSON
     number              the answer's first number is expect.number, within tolerance / relative
     length              min_chars, max_chars, min_words, max_words (options; expect.length overrides)
@@ -69,6 +70,9 @@ class Where:
     judge_rubric: str | None = None
 
 
+_FLAG_OPTIONS = frozenset({"case_sensitive", "allow_fences", "full", "normalize"})
+_NUMBER_OPTIONS = frozenset({"tolerance", "relative"})
+
 # The judge: sends one chat request for the judge task (through tiergate, like any call) -> its answer text.
 Judge = Callable[[list[dict[str, Any]]], Awaitable[str]]
 
@@ -82,6 +86,13 @@ class Scorer(ABC):
             if key != "type" and key not in self.options:
                 allowed = ", ".join(sorted(self.options)) or "none"
                 raise ConfigError(f"{path}.{key}", f"unknown option of a {self.kind} scorer (allowed: {allowed})")
+            # read with bool() / float() when scoring: a quoted "false" or "0.5" would pass unnoticed
+            if key in _FLAG_OPTIONS and not isinstance(spec[key], bool):
+                raise ConfigError(f"{path}.{key}", f"expected true or false, got {spec[key]!r}")
+            if key in _NUMBER_OPTIONS and (
+                isinstance(spec[key], bool) or not isinstance(spec[key], int | float) or spec[key] < 0
+            ):
+                raise ConfigError(f"{path}.{key}", f"expected a number >= 0, got {spec[key]!r}")
         self.spec = spec
         self.path = path
 
@@ -280,21 +291,38 @@ class JsonSchema(Scorer):
         self.validator = _validator(schema, f"{path}.schema") if schema is not None else None
 
     def check_case(self, case: Case, path: str) -> None:
-        if self.validator is None:
-            if "schema" not in case.expect:
-                raise ConfigError(f"{path}.schema", "is required by a json_schema scorer without a schema")
+        if self.validator is not None:
+            return
+        if "schema" in case.expect:
             _validator(case.expect["schema"], f"{path}.schema")
+        elif (requested := requested_schema(case)) is not None:
+            # ``path`` names the case's expect; the schema is a request param beside it
+            _validator(requested, f"{path.rpartition(': ')[0]}: response_format.json_schema.schema")
+        else:
+            raise ConfigError(
+                f"{path}.schema",
+                "is required by a json_schema scorer without a schema (or give the case a json_schema response_format)",
+            )
 
     async def score(self, answer: Answer, case: Case, judge: Judge) -> Verdict:
         ok, value, reason = parse_json(answer.text, bool(self.spec.get("allow_fences")))
         if not ok:
             return Verdict(False, reason)
-        validator = self.validator or _validator(case.expect["schema"], "schema")
+        validator = self.validator or _validator(case.expect.get("schema") or requested_schema(case), "schema")
         error = next(iter(validator.iter_errors(value)), None)
         if error is None:
             return Verdict(True, "valid against the schema")
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         return Verdict(False, f"schema violation at {where}: {error.message}")
+
+
+def requested_schema(case: Case) -> Any:
+    """The JSON Schema the case's ``response_format`` asks for (``type: json_schema``), or None."""
+    spec = case.params.get("response_format")
+    if not isinstance(spec, Mapping) or spec.get("type") != "json_schema":
+        return None
+    inner = spec.get("json_schema")
+    return inner.get("schema") if isinstance(inner, Mapping) else None
 
 
 def _validator(schema: Any, path: str) -> Any:
@@ -347,6 +375,8 @@ class JsonFields(Scorer):
         return Verdict(not wrong, "every field matches" if not wrong else "; ".join(wrong))
 
     def _same(self, got: Any, wanted: Any) -> bool:
+        if isinstance(wanted, bool) or isinstance(got, bool):
+            return got is wanted  # JSON true is not 1, nor false 0 (Python's == says they are)
         if isinstance(wanted, int | float) and isinstance(got, int | float) and not isinstance(got, bool):
             return abs(got - wanted) <= float(self.spec.get("tolerance", 0))
         if isinstance(wanted, str) and isinstance(got, str) and self.spec.get("normalize"):
@@ -392,6 +422,18 @@ class Length(Scorer):
                 raise ConfigError(f"{path}.{key}", "expected a whole number >= 0")
         if not self.options & set(spec):
             raise ConfigError(path, "a length scorer needs min_chars, max_chars, min_words or max_words")
+
+    def check_case(self, case: Case, path: str) -> None:
+        bounds = case.expect.get("length")
+        if bounds is None:
+            return
+        if not isinstance(bounds, Mapping):
+            raise ConfigError(f"{path}.length", "expected an object of min_chars, max_chars, min_words, max_words")
+        for key, value in bounds.items():
+            if key not in self.options:
+                raise ConfigError(f"{path}.length.{key}", f"unknown bound (allowed: {', '.join(sorted(self.options))})")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{path}.length.{key}", f"expected a whole number >= 0, got {value!r}")
 
     async def score(self, answer: Answer, case: Case, judge: Judge) -> Verdict:
         bounds = {**self.spec, **(case.expect.get("length") or {})}
@@ -513,7 +555,8 @@ async def score_all(scorers: tuple[Scorer, ...], answer: Answer, case: Case, jud
         except Exception as exc:  # noqa: BLE001 - a custom scorer's or the judge's failure is a failed case
             verdict = Verdict(False, f"{scorer.kind} scorer raised {type(exc).__name__}: {exc}")
         if not verdict.passed:
-            return Verdict(False, f"{scorer.kind}: {verdict.reason}")
+            named = verdict.reason.startswith(f"{scorer.kind}:")  # the judge names itself already
+            return Verdict(False, verdict.reason if named else f"{scorer.kind}: {verdict.reason}")
         reasons.append(verdict.reason)
     return Verdict(True, "; ".join(reasons))
 

@@ -72,15 +72,20 @@ def _ledger_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def load(path: str, since: str | None = None) -> list[dict[str, Any]]:
-    """The ``requests`` rows at or after ``since`` (a ledger ts), oldest first."""
+def load(path: str, since: str | None = None, *, include_eval: bool = False) -> list[dict[str, Any]]:
+    """The ``requests`` rows at or after ``since`` (a ledger ts), oldest first.
+
+    Eval traffic (``tiergate eval``'s calls, ``eval_run`` set) is left out unless ``include_eval``: the
+    audit is about production. (A ledger older than schema v4 has no eval traffic.)
+    """
     if not Path(path).is_file():
         raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
     sql = "SELECT * FROM requests" + (" WHERE ts >= ?" if since else "") + " ORDER BY ts"
     try:
         conn = open_readonly(path)
         try:
-            return [dict(row) for row in conn.execute(sql, (since,) if since else ())]
+            rows = [dict(row) for row in conn.execute(sql, (since,) if since else ())]
+            return rows if include_eval else [row for row in rows if not is_eval(row)]
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -167,6 +172,35 @@ def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None
         fallback_rate=_ratio(sum(1 for r in rows if r["fallback"]), n),
         estimated_share=_ratio(sum(1 for r in rows if r["usage_source"] == "estimated"), n),
     )
+
+
+@dataclass(frozen=True)
+class EvalVerdict:
+    """A task's last ``tiergate eval`` of the tier it ran on then (``eval_runs.current = 1``)."""
+
+    task: str
+    tier: str
+    verdict: str
+    pass_rate: float
+    ts: str
+
+
+def last_evals(path: str) -> dict[str, EvalVerdict]:
+    """Per task, its latest eval verdict on its current tier; empty for a ledger without evals."""
+    sql = "SELECT task, tier, verdict, pass_rate, MAX(ts) AS ts FROM eval_runs WHERE current = 1 GROUP BY task"  # SQLite: the bare columns come from the row holding the MAX
+    try:
+        conn = open_readonly(path)
+        try:
+            return {row["task"]: EvalVerdict(**dict(row)) for row in conn.execute(sql)}
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return {}  # a ledger older than the eval tables (schema v4)
+
+
+def is_eval(row: Row) -> bool:
+    """A call ``tiergate eval`` made (marked with its run id), not production traffic."""
+    return row.get("eval_run") is not None
 
 
 def is_error(row: Row) -> bool:

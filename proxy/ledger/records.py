@@ -25,7 +25,7 @@ REQUEST_COLUMNS = (
     "error_type", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
     "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
     "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
-    "prompt_variant", "end_user",
+    "prompt_variant", "end_user", "eval_run",
 )  # fmt: skip
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
@@ -76,6 +76,7 @@ class RequestRecord:
     end_user: str | None = None  # the body's safety_identifier or user, bounded (never an identity)
     fallback: bool = False
     prompt_variant: str | None = None
+    eval_run: str | None = None  # the eval run this call belongs to (X-Tiergate-Eval); None: production traffic
     attempts: list[AttemptRecord] = field(default_factory=list)
     # Only kept when usage may need estimating (the upstream never reported it):
     messages: Any = None
@@ -113,7 +114,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.baseline.model if record.baseline else None, baseline_cost, price_source,
         _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
         max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
-        record.prompt_variant, record.end_user,
+        record.prompt_variant, record.end_user, record.eval_run,
     )  # fmt: skip
     attempts = [
         (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -16,10 +16,13 @@ from typing import Any
 from proxy.ledger.audit import (
     GROUPINGS,
     AuditError,
+    EvalVerdict,
     Group,
     Summary,
     TaskChange,
     WhatIf,
+    is_eval,
+    last_evals,
     load,
     parse_since,
     summarize,
@@ -31,16 +34,36 @@ from proxy.registry import Registry
 FORMATS = ("table", "csv", "json")
 
 
-def render(result: Summary | WhatIf, fmt: str) -> str:
-    """``result`` as ``table`` (rounded, for people), ``csv`` or ``json`` (exact values, for tools)."""
+def render(
+    result: Summary | WhatIf, fmt: str, eval_left_out: int = 0, evals: Mapping[str, EvalVerdict] | None = None
+) -> str:
+    """``result`` as ``table`` (rounded, for people), ``csv`` or ``json`` (exact values, for tools).
+
+    ``eval_left_out``: eval calls the rows leave out, said under the table and in the JSON
+    (``eval_calls_left_out``), so traffic is never dropped silently. ``evals``: per task, its last eval
+    verdict on its current tier (a by-task summary shows it beside each task).
+    """
     if fmt not in FORMATS:
         raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     records, first = _records(result)
+    evals = evals if isinstance(result, Summary) and result.by == "task" else None
+    if evals is not None:
+        for record in records[:-1]:
+            verdict = evals.get(record["task"])
+            record["eval_tier"] = verdict.tier if verdict else None
+            record["eval_verdict"] = verdict.verdict if verdict else None
+            record["eval_pass_rate"] = verdict.pass_rate if verdict else None
+            record["eval_ts"] = verdict.ts if verdict else None
     if fmt == "csv":
         return _csv(records, first)
     if fmt == "json":
-        return json.dumps({**_about(result), "rows": records[:-1], "total": records[-1]}, indent=2) + "\n"
-    return _summary_table(result) if isinstance(result, Summary) else _what_if_table(result)
+        about = {**_about(result), "eval_calls_left_out": eval_left_out}
+        return json.dumps({**about, "rows": records[:-1], "total": records[-1]}, indent=2) + "\n"
+    text = _summary_table(result, evals) if isinstance(result, Summary) else _what_if_table(result)
+    if eval_left_out:
+        s = "s" if eval_left_out != 1 else ""
+        text += f"\n{eval_left_out:,} eval call{s} left out (tiergate eval's traffic; --include-eval counts them).\n"
+    return text
 
 
 def _records(result: Summary | WhatIf) -> tuple[list[dict[str, Any]], str]:
@@ -67,15 +90,20 @@ def _csv(records: list[dict[str, Any]], first: str) -> str:
     return out.getvalue()
 
 
-def _summary_table(s: Summary) -> str:
+def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -> str:
     if not s.total.calls:
         return "No requests in the ledger for this period.\n"
     title = f"Workload by {s.by}: {s.total.calls:,} calls, {_when(s.first_ts)} to {_when(s.last_ts)} UTC"
     ranked = list(enumerate(s.groups, 1))
+    header = ["#", s.by, "calls", "input", "output", "cost", "%cost", "unpriced", "baseline", "savings"]
+    extra: Callable[[Group], list[str]] = lambda g: []  # noqa: E731
+    if evals is not None:
+        header.append("last eval")
+        extra = lambda g: [_eval_cell(evals.get(g.key))]  # noqa: E731
     cost = _grid(
-        ["#", s.by, "calls", "input", "output", "cost", "%cost", "unpriced", "baseline", "savings"],
-        [[str(i), *_cost_cells(g)] for i, g in ranked],
-        ["", *_cost_cells(s.total)],
+        header,
+        [[str(i), *_cost_cells(g), *extra(g)] for i, g in ranked],
+        ["", *_cost_cells(s.total), *([""] if evals is not None else [])],
     )
     traffic = _grid(
         ["#", s.by, "calls", "%calls", "p50 ms", "p95 ms", "errors", "discon.", "fallback", "estim."],
@@ -87,6 +115,12 @@ def _summary_table(s: Summary) -> str:
         notes.append(f"unpriced: {s.total.unpriced} of {s.total.calls:,} calls had tokens but no known price;")
         notes.append("cost and savings leave them out (price their model under `prices:` in rules.yaml).")
     return _lines(title, "", "Cost", *cost, "", "Traffic", *traffic, *_footer(notes))
+
+
+def _eval_cell(verdict: EvalVerdict | None) -> str:
+    if verdict is None:
+        return "none"
+    return f"{verdict.verdict} {verdict.pass_rate * 100:.0f}% on {verdict.tier}, {verdict.ts[5:10]}"
 
 
 def _cost_cells(g: Group) -> list[str]:
@@ -144,7 +178,7 @@ def _note(changes: Sequence[TaskChange], count: Callable[[TaskChange], int], wha
 def _grid(header: list[str], body: list[list[str]], total: list[str]) -> list[str]:
     """Aligned lines: text columns (the grouping, the change) left, numbers right; a rule around the body."""
     widths = [max(len(line[i]) for line in (header, *body, total)) for i in range(len(header))]
-    left = {header.index(h) for h in header if h in {*GROUPINGS, "change"}}
+    left = {header.index(h) for h in header if h in {*GROUPINGS, "change", "last eval"}}
 
     def line(cells: list[str]) -> str:
         padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
@@ -189,13 +223,21 @@ def report(
     fmt: str = "table",
     candidate: Registry | None = None,
     now: datetime | None = None,
+    include_eval: bool = False,
 ) -> str:
-    """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``."""
+    """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``.
+
+    Eval traffic is left out (and counted under the table) unless ``include_eval``.
+    """
     if fmt not in FORMATS:
         raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if candidate is not None and by not in (None, "task"):
         raise AuditError("--what-if compares per task; drop --by")
-    rows = load(db, parse_since(since, now))
+    rows = load(db, parse_since(since, now), include_eval=True)
+    left_out = 0
+    if not include_eval:
+        production = [row for row in rows if not is_eval(row)]
+        rows, left_out = production, len(rows) - len(production)
     if candidate is not None:
-        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt)
-    return render(summarize(rows, by or "task"), fmt)
+        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt, left_out)
+    return render(summarize(rows, by or "task"), fmt, left_out, last_evals(db))

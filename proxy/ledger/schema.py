@@ -70,18 +70,85 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE requests ADD COLUMN end_user TEXT;
     """,
+    # v4: evals (issue 11). ``requests.eval_run``: the eval run a call belonged to (NULL for production
+    # traffic; the audit leaves those rows out by default). ``eval_runs``: one row per side (candidate,
+    # current) of a ``tiergate eval`` run; ``eval_results``: one row per case per side; ``eval_answers``:
+    # the answer store (answers reused by a re-run of an unchanged case on an unchanged target).
+    """
+    ALTER TABLE requests ADD COLUMN eval_run TEXT;
+    CREATE INDEX requests_eval_run ON requests (eval_run) WHERE eval_run IS NOT NULL;
+    CREATE TABLE eval_runs (
+        id              INTEGER PRIMARY KEY,
+        run             TEXT NOT NULL,
+        side            TEXT NOT NULL,
+        ts              TEXT NOT NULL,
+        task            TEXT NOT NULL,
+        tier            TEXT NOT NULL,
+        targets         TEXT NOT NULL,
+        current         INTEGER NOT NULL,
+        registry_hash   TEXT NOT NULL,
+        registry_source TEXT,
+        golden_source   TEXT,
+        threshold       REAL NOT NULL,
+        max_regressions INTEGER,
+        repeats         INTEGER NOT NULL,
+        total           INTEGER NOT NULL,
+        passed          INTEGER NOT NULL,
+        pass_rate       REAL NOT NULL,
+        ci_low          REAL NOT NULL,
+        ci_high         REAL NOT NULL,
+        regressions     INTEGER,
+        flipped         INTEGER NOT NULL,
+        verdict         TEXT NOT NULL,
+        cost_usd        REAL,
+        judge_cost_usd  REAL,
+        unpriced        INTEGER NOT NULL,
+        reused          INTEGER NOT NULL,
+        answers         INTEGER NOT NULL,
+        p50_ms          REAL,
+        p95_ms          REAL
+    );
+    CREATE UNIQUE INDEX eval_runs_run_side ON eval_runs (run, side);
+    CREATE INDEX eval_runs_task_ts ON eval_runs (task, ts);
+    CREATE TABLE eval_results (
+        id              INTEGER PRIMARY KEY,
+        run             TEXT NOT NULL,
+        side            TEXT NOT NULL,
+        case_id         TEXT NOT NULL,
+        passed          INTEGER NOT NULL,
+        repeats_passed  INTEGER NOT NULL,
+        reason          TEXT NOT NULL,
+        answer          TEXT NOT NULL,
+        flipped         INTEGER NOT NULL,
+        regression      INTEGER NOT NULL,
+        latency_ms      REAL,
+        cost_usd        REAL
+    );
+    CREATE UNIQUE INDEX eval_results_case ON eval_results (run, side, case_id);
+    CREATE TABLE eval_answers (
+        key             TEXT NOT NULL,
+        repeat          INTEGER NOT NULL,
+        ts              TEXT NOT NULL,
+        target          TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        usage           TEXT,
+        latency_ms      REAL,
+        PRIMARY KEY (key, repeat)
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)
 
 
-def open_ledger(path: str) -> sqlite3.Connection:
+def open_ledger(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the ledger; WAL so readers never block the writer.
 
     ``synchronous = NORMAL``: a committed transaction survives the process being killed (it is in the
     WAL file, which the next opener replays); only a power cut can lose the last few.
+    ``check_same_thread=False`` for a caller that serialises its own use from several threads.
     """
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=check_same_thread)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

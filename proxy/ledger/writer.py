@@ -315,6 +315,7 @@ _BARE: dict[str, Callable[[RequestRecord], Any]] = {
     "attempts": lambda r: len(r.attempts),
     "fallback": lambda r: int(bool(r.fallback)),
     "client": lambda r: r.client if isinstance(r.client, str) else None,
+    "eval_run": lambda r: r.eval_run if isinstance(r.eval_run, str) else None,
 }
 _BARE_DEFAULTS: dict[str, Any] = {
     "ts": None,  # filled with the time of writing
