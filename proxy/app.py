@@ -26,6 +26,8 @@ from proxy import logs, pricing, rules
 from proxy.access import AccessLog
 from proxy.auth import ClientKeys
 from proxy.breaker import Breakers
+from proxy.classify.decide import Classifier
+from proxy.classify.features import seed_of
 from proxy.connections import LIMITS_KEY, ConnectionLimits, default_max_connections
 from proxy.dispatch import Dispatcher
 from proxy.endpoints.chat import chat_completions
@@ -91,6 +93,7 @@ def create_app(
                 providers=providers,
                 dispatcher=dispatcher,
                 ledger=ledger,
+                classifier=Classifier(loaded, seed_of(settings.feature_key), clock=clock),
                 started=int(time.time()),
             )
             limits = ConnectionLimits(settings.head_timeout_s, settings.max_connections or default_max_connections())

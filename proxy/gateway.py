@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.auth import ClientKeys
+from proxy.classify.decide import Classifier
 from proxy.dispatch import Dispatcher
 from proxy.ledger.writer import LedgerWriter
 from proxy.providers.base import Provider
@@ -28,4 +29,5 @@ class Gateway:
     providers: Mapping[str, Provider]
     dispatcher: Dispatcher
     ledger: LedgerWriter | None
+    classifier: Classifier
     started: int  # epoch seconds: the ``created`` of the model objects

@@ -35,7 +35,7 @@ class Hop:
 @dataclass(frozen=True, slots=True)
 class Route:
     task: Task
-    task_source: str  # "header" | "default"
+    task_source: str  # "header" | "rule:<name>" | "classifier" | "default"
     tier: Tier
     hops: tuple[Hop, ...]
     requested_model: str
@@ -62,8 +62,12 @@ class Router:
             for tier in registry.tiers.values()
         }
 
-    def resolve(self, task_header: str | None, model: str) -> Route:
-        """Decide task, tier and ordered hops for one request. Raises ``InvalidRequest`` on bad selectors."""
+    def resolve(self, task_header: str | None, model: str, source: str = "header") -> Route:
+        """Decide task, tier and ordered hops for one request. Raises ``InvalidRequest`` on bad selectors.
+
+        ``task_header`` names the task (from the header, or as ``source`` says from a rule or the
+        classifier); ``None`` is the registry's default task.
+        """
         registry = self.registry
         if task_header:
             task = registry.tasks.get(task_header.strip())
@@ -72,7 +76,6 @@ class Router:
                     f"Unknown X-Task-Type {task_header!r}. Known task types: {', '.join(sorted(registry.tasks))}.",
                     param="X-Task-Type",
                 )
-            source = "header"
         else:
             task = registry.tasks[registry.default_task]
             source = "default"

@@ -22,11 +22,13 @@ import orjson
 
 from proxy import policy as policy_mod
 from proxy import prompts, yamldoc
+from proxy.classify import conditions
+from proxy.classify import model as classifier_model
 from proxy.errors import ConfigError
 from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
 from proxy.providers import PROVIDER_TYPES, provider_class
-from proxy.registry import Price, ProviderConfig, Registry, Target, Task, Tier
+from proxy.registry import ClassifierSettings, Price, ProviderConfig, Registry, Target, Task, Tier
 
 # Body fields tiergate owns; a registry may not set them as params.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -89,7 +91,7 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         raw,
         "",
         required={"providers", "tiers", "tasks"},
-        optional={"version", "default_task", "prices", "policy"},
+        optional={"version", "default_task", "prices", "policy", "classify", "classifier"},
     )
     version = doc.get("version", 1)
     if version != 1:
@@ -110,6 +112,7 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
 
     prices = {name: _price(node, f"prices.{name}") for name, node in _mapping(doc.get("prices", {}), "prices").items()}
 
+    names = list(tasks)
     return Registry(
         default_task=default_task,
         providers=MappingProxyType(providers),
@@ -119,7 +122,30 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         prices=MappingProxyType(prices),
         policy=MappingProxyType(policy_mod.parse_layer(doc.get("policy", {}), "policy")),
         content_hash=content_hash or document_hash(doc),
+        classify=conditions.parse_rules(doc.get("classify", []), "classify", names),
+        classifier=_classifier(doc.get("classifier"), "classifier", names, source),
     )
+
+
+def _classifier(node: Any, path: str, tasks: list[str], source: str) -> ClassifierSettings | None:
+    """``classifier:``: its model file must load and know only tasks the registry has (checked now)."""
+    if node is None:
+        return None
+    spec = _mapping(node, path, required={"model"}, optional={"min_confidence", "capture_text"})
+    location = Path(_str(spec["model"], f"{path}.model"))
+    if not location.is_absolute() and source not in ("<string>", "<memory>"):
+        location = Path(source).parent / location  # relative to rules.yaml, as a reader expects
+    confidence = spec.get("min_confidence", 0.7)
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 < confidence <= 1:
+        raise ConfigError(f"{path}.min_confidence", f"expected a probability in (0, 1], got {confidence!r}")
+    capture = spec.get("capture_text", False)
+    if not isinstance(capture, bool):
+        raise ConfigError(f"{path}.capture_text", f"expected true or false, got {capture!r}")
+    try:
+        classifier_model.load(location, tasks)
+    except classifier_model.ModelError as exc:
+        raise ConfigError(f"{path}.model", str(exc)) from None
+    return ClassifierSettings(model=str(location), min_confidence=float(confidence), capture_text=capture)
 
 
 def document_hash(doc: Any) -> str:

@@ -25,6 +25,9 @@ class Settings:
     # Largest request body accepted (413 beyond): room for base64 images and PDFs, as OpenAI and
     # Anthropic accept (Anthropic's Messages API takes up to 32 MB), and the same bound on an upstream's
     # non-streamed answer.
+    # The key of the classifier's feature hashing (TIERGATE_FEATURE_KEY): with it secret and kept apart
+    # from the ledger, the ledger's hashed features cannot be tested for a given word.
+    feature_key: str = field(default="", repr=False)
     max_body_mb: int = 32
     max_event_mb: int = 8  # largest single event of an upstream stream (upstream_bad_response beyond)
     head_timeout_s: float = 10.0  # a connection's request head must be complete within this (slowloris)

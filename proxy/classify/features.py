@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Any
+
+import orjson
 
 from proxy.classify.conditions import RequestView
 
@@ -55,6 +58,17 @@ def _hash(grams: Iterable[str], seed: int) -> list[int]:
 def _bucket(n: int) -> int:
     """0, 1, 2, 3-4, 5-8, 9-16, ...: sizes that differ in kind, not in degree."""
     return n if n < 3 else 1 << (n - 1).bit_length()
+
+
+def captured_text(body: Mapping[str, Any]) -> str:
+    """The raw system prompt and last user message as JSON, for a registry that opts in (``capture_text``)."""
+    view = RequestView(body, {})
+    return orjson.dumps({"system": view.system, "user": view.last_user}).decode()
+
+
+def seed_of(key: str) -> int:
+    """The feature seed for a key (``TIERGATE_FEATURE_KEY``): the buckets a word falls in depend on it."""
+    return zlib.crc32(key.encode()) if key else 0
 
 
 def encode(ids: Iterable[int]) -> bytes:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from proxy import headers as header_rules
 from proxy import rewrite, streaming, wire
 from proxy.body import read_body
+from proxy.classify.features import captured_text, encode
 from proxy.dispatch import Outcome
 from proxy.errors import TiergateError
 from proxy.gateway import Gateway
@@ -69,7 +70,12 @@ async def _chat(
     record.stream = bool(body.get("stream"))
     record.messages = body.get("messages")
     record.end_user = _end_user(body)
-    route = gateway.router.resolve(request.headers.get("x-task-type"), body["model"])
+    decision = gateway.classifier.decide(request.headers, body)
+    record.task_confidence, record.task_predicted = decision.confidence, decision.predicted
+    record.features = encode(decision.features)
+    if gateway.registry.classifier is not None and gateway.registry.classifier.capture_text:
+        record.prompt_text = captured_text(body)
+    route = gateway.router.resolve(decision.task, body["model"], decision.source)
     record.task, record.task_source, record.tier = route.task.name, route.task_source, route.tier.name
     record.baseline_tier = route.task.baseline
     record.baseline = gateway.registry.tiers[route.task.baseline].targets[0]
@@ -204,6 +210,7 @@ def _route_headers(route: Route, outcome: Outcome[Any], request_id: str) -> dict
         "x-tiergate-attempts": str(len(outcome.attempts)),
         "x-tiergate-fallback": "true" if outcome.fallback else "false",
         "x-tiergate-task": route.task.name,
+        "x-tiergate-task-source": route.task_source,
         "x-tiergate-tier": hop.tier,
         "x-tiergate-model": hop.target.model,
         "x-tiergate-provider": hop.target.provider,

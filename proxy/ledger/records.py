@@ -25,7 +25,7 @@ REQUEST_COLUMNS = (
     "error_type", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
     "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
     "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
-    "prompt_variant", "end_user", "eval_run",
+    "prompt_variant", "end_user", "eval_run", "task_confidence", "task_predicted", "features", "prompt_text",
 )  # fmt: skip
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
@@ -77,6 +77,10 @@ class RequestRecord:
     fallback: bool = False
     prompt_variant: str | None = None
     eval_run: str | None = None  # the eval run this call belongs to (X-Tiergate-Eval); None: production traffic
+    task_confidence: float | None = None  # the classifier's probability, when it chose the task
+    task_predicted: str | None = None  # the classifier's own choice, whoever decided (shadow mode)
+    features: bytes | None = None  # the request's hashed features (proxy.classify.features.encode)
+    prompt_text: str | None = None  # the raw system prompt and last user message: only when opted in
     attempts: list[AttemptRecord] = field(default_factory=list)
     # Only kept when usage may need estimating (the upstream never reported it):
     messages: Any = None
@@ -114,7 +118,8 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.baseline.model if record.baseline else None, baseline_cost, price_source,
         _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
         max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
-        record.prompt_variant, record.end_user, record.eval_run,
+        record.prompt_variant, record.end_user, record.eval_run, record.task_confidence, record.task_predicted,
+        record.features, record.prompt_text,
     )  # fmt: skip
     attempts = [
         (

@@ -136,6 +136,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, repeat)
     );
     """,
+    # v5: classification (issue 12). How the task was decided (``task_source`` gains ``rule:<name>`` and
+    # ``classifier``), the classifier's probability when it decided, what it would have chosen for every
+    # call (shadow mode), the request's hashed features (what training reads), and the raw system prompt
+    # and last user message only when rules.yaml opts in (``classifier.capture_text``).
+    """
+    ALTER TABLE requests ADD COLUMN task_confidence REAL;
+    ALTER TABLE requests ADD COLUMN task_predicted TEXT;
+    ALTER TABLE requests ADD COLUMN features BLOB;
+    ALTER TABLE requests ADD COLUMN prompt_text TEXT;
+    """,
 )
 
 VERSION = len(MIGRATIONS)
