@@ -215,7 +215,12 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
         f"{len(registry.providers)} providers; default task {registry.default_task!r}"
+        + (f"; {_plural(len(registry.classify), 'classify rule')}" if registry.classify else "")
     )
+    from proxy.classify.conditions import dead_rules
+
+    for dead in dead_rules(registry.classify):
+        print(f"warning: {dead.describe()}", file=sys.stderr)
     _check_evals(args.evals, registry)
     return 0
 

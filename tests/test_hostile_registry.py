@@ -43,6 +43,11 @@ def _check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
 _VALID = RULES.read_text()
 
 
+def _line_of(text: str) -> int:
+    """The 1-based line of rules.yaml that holds ``text``."""
+    return next(i for i, line in enumerate(_VALID.splitlines(), 1) if text in line)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -55,7 +60,7 @@ _VALID = RULES.read_text()
         ),
         (
             _VALID.replace("  retries: 1 ", "  retries: 1\n  retries: 2\n  "),
-            "tiergate: policy.retries: duplicate key (line 31): each key may appear once",
+            f"tiergate: policy.retries: duplicate key (line {_line_of('  retries: 1 ') + 1}): each key may appear once",
         ),
         (
             _VALID.replace("${OPENAI_API_KEY:-}", "${OPENAI_API_KEY"),
