@@ -26,10 +26,13 @@ from proxy import logs, pricing, rules
 from proxy.access import AccessLog
 from proxy.auth import ClientKeys
 from proxy.breaker import Breakers
+from proxy.cache.service import CacheService
+from proxy.cache.store import SQLiteCacheStore
 from proxy.classify.decide import Classifier
 from proxy.classify.features import seed_of
 from proxy.connections import LIMITS_KEY, ConnectionLimits, default_max_connections
 from proxy.dispatch import Dispatcher
+from proxy.endpoints import precompute
 from proxy.endpoints.chat import chat_completions
 from proxy.endpoints.health import healthz, readyz
 from proxy.endpoints.models import get_model, list_models
@@ -54,11 +57,13 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    wall_clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """Build the ASGI app. ``registry`` defaults to loading ``settings.config``.
 
     ``clock`` (breaker cooldowns, deadlines) and ``sleep`` (backoff waits) are the seams through which
-    tests drive time instead of waiting for it.
+    tests drive time instead of waiting for it; ``wall_clock`` (epoch seconds) is the cache's: when an
+    answer was made, when it expires.
     """
     loaded = registry if registry is not None else rules.load(settings.config)
 
@@ -84,6 +89,15 @@ def create_app(
                 await ledger.start()
                 # uvicorn has finished in-flight requests by the time this runs: their rows are queued.
                 resources.push_async_callback(ledger.close)
+            cache = CacheService(
+                SQLiteCacheStore(settings.db, max_bytes=settings.cache_max_mb * 2**20),
+                concurrency=settings.generation_concurrency,
+                max_queue=settings.generation_queue,
+                clock=wall_clock,
+            )
+            cache.start()
+            # Closed before the ledger (its background generations still write rows) and the upstream pool.
+            resources.push_async_callback(cache.aclose)
             gateway = Gateway(
                 settings=settings,
                 registry=loaded,
@@ -94,6 +108,7 @@ def create_app(
                 dispatcher=dispatcher,
                 ledger=ledger,
                 classifier=Classifier(loaded, seed_of(settings.feature_key), clock=clock),
+                cache=cache,
                 started=int(time.time()),
             )
             limits = ConnectionLimits(settings.head_timeout_s, settings.max_connections or default_max_connections())
@@ -109,6 +124,8 @@ def create_app(
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/v1/precompute", precompute.submit, methods=["POST"]),
+            Route("/v1/precompute/{key:path}", precompute.status, methods=["GET"]),
         ],
         exception_handlers={
             TiergateError: render_error,

@@ -5,6 +5,7 @@
     │   ├── UnknownTaskType       400 code=unknown_task_type
     │   └── PayloadTooLarge       413 code=request_too_large (a body over --max-body-mb)
     ├── Unauthorized              401 (client key missing or wrong)
+    ├── QueueFull                 429 code=precompute_queue_full (background generations), retry-after
     ├── NotFound                  404 (unknown route or model id)
     └── UpstreamError             talking to a target went wrong
         ├── UpstreamStatus        the upstream answered 4xx/5xx; its status and error are passed on
@@ -76,6 +77,14 @@ class UnknownTaskType(InvalidRequest):
 class PayloadTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
+
+
+class QueueFull(TiergateError):
+    """429: the background generation queue is full; the client may try again after ``retry-after``."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "precompute_queue_full"
 
 
 class Unauthorized(TiergateError):

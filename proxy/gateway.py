@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.auth import ClientKeys
+from proxy.cache.service import CacheService
 from proxy.classify.decide import Classifier
 from proxy.dispatch import Dispatcher
 from proxy.ledger.writer import LedgerWriter
@@ -30,4 +31,5 @@ class Gateway:
     dispatcher: Dispatcher
     ledger: LedgerWriter | None
     classifier: Classifier
+    cache: CacheService
     started: int  # epoch seconds: the ``created`` of the model objects

@@ -47,6 +47,15 @@ class Target:
 
 
 @dataclass(frozen=True)
+class CachePolicy:
+    """``cache:`` on a tier or a task (the task's wins): exact answers kept ``ttl_s`` seconds."""
+
+    ttl_s: float
+    # Answers to requests with temperature > 0 or n > 1 vary: kept only when this says so.
+    nondeterministic: bool = False
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     targets: tuple[Target, ...]
@@ -54,6 +63,7 @@ class Tier:
     fallback_tier: str | None = None  # where to continue when every target of this tier failed
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
     prompt: PromptVariant | None = None
+    cache: CachePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Task:
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
     # Per-tier prompt variants for this task; they beat the tier's own.
     prompts: Mapping[str, PromptVariant] = field(default_factory=lambda: MappingProxyType({}))
+    cache: CachePolicy | None = None  # beats the tier's
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from proxy.errors import ConfigError
 from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
 from proxy.providers import PROVIDER_TYPES, provider_class
-from proxy.registry import ClassifierSettings, Price, ProviderConfig, Registry, Target, Task, Tier
+from proxy.registry import CachePolicy, ClassifierSettings, Price, ProviderConfig, Registry, Target, Task, Tier
 
 # Body fields tiergate owns; a registry may not set them as params.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -207,7 +207,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         node,
         path,
         required={"targets"},
-        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt"},
+        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt", "cache"},
     )
     tier_params = _params(spec.get("params", {}), f"{path}.params")
     tier_cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
@@ -227,6 +227,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         fallback_tier=None if fallback is None else _str(fallback, f"{path}.fallback_tier"),
         policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
         prompt=prompts.parse(spec["prompt"], f"{path}.prompt", name) if "prompt" in spec else None,
+        cache=_cache(spec.get("cache"), f"{path}.cache"),
     )
 
 
@@ -284,7 +285,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         node,
         path,
         required={"tier"},
-        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description", "policy", "prompts"},
+        optional={"baseline", "params", "max_tokens_cap", "allow_models", "description", "policy", "prompts", "cache"},
     )
     tier = _str(spec["tier"], f"{path}.tier")
     if tier not in tiers:
@@ -317,7 +318,21 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         description=_str(spec.get("description", ""), f"{path}.description", True),
         policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
         prompts=MappingProxyType(_task_prompts(spec.get("prompts", {}), f"{path}.prompts", name, tiers)),
+        cache=_cache(spec.get("cache"), f"{path}.cache"),
     )
+
+
+def _cache(node: Any, path: str) -> CachePolicy | None:
+    if node is None:
+        return None
+    spec = _mapping(node, path, required={"ttl_s"}, optional={"nondeterministic"})
+    ttl = spec["ttl_s"]
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise ConfigError(f"{path}.ttl_s", f"expected seconds > 0, got {ttl!r}")
+    loose = spec.get("nondeterministic", False)
+    if not isinstance(loose, bool):
+        raise ConfigError(f"{path}.nondeterministic", f"expected true or false, got {loose!r}")
+    return CachePolicy(ttl_s=float(ttl), nondeterministic=loose)
 
 
 def _task_prompts(node: Any, path: str, task: str, tiers: Mapping[str, Tier]) -> dict[str, PromptVariant]:

@@ -28,6 +28,10 @@ class Settings:
     # The key of the classifier's feature hashing (TIERGATE_FEATURE_KEY): with it secret and kept apart
     # from the ledger, the ledger's hashed features cannot be tested for a given word.
     feature_key: str = field(default="", repr=False)
+    # Background generations (precompute, stale regeneration): at most this many at once, this many queued.
+    generation_concurrency: int = 4
+    generation_queue: int = 1000
+    cache_max_mb: int = 256  # the stored answers' table is pruned, oldest first, to this size
     max_body_mb: int = 32
     max_event_mb: int = 8  # largest single event of an upstream stream (upstream_bad_response beyond)
     head_timeout_s: float = 10.0  # a connection's request head must be complete within this (slowloris)
@@ -53,6 +57,9 @@ class Settings:
             raise ValueError(f"--head-timeout-s: expected seconds in (0, 3600], got {self.head_timeout_s}")
         if self.max_connections < 0:
             raise ValueError(f"--max-connections: expected 0 (automatic) or more, got {self.max_connections}")
+        for name in ("generation_concurrency", "generation_queue", "cache_max_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: expected 1 or more, got {getattr(self, name)}")
         if self.max_event_mb < 1:
             raise ValueError(f"--max-event-mb: expected 1 or more, got {self.max_event_mb}")
         if self.max_body_mb < 1:

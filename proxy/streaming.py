@@ -49,9 +49,15 @@ class StreamStats:
         return None if self.first_chunk_at is None else (self.first_chunk_at - self.started) * 1000.0
 
 
-def relay(stream: ChunkStream, stats: StreamStats, *, include_usage: bool) -> Relay:
-    """The ``Relay`` of ``stream`` to one client."""
-    return Relay(stream, stats, include_usage=include_usage)
+def relay(
+    stream: ChunkStream,
+    stats: StreamStats,
+    *,
+    include_usage: bool,
+    observe: Callable[[dict[str, Any]], None] | None = None,
+) -> Relay:
+    """The ``Relay`` of ``stream`` to one client; ``observe`` sees every chunk's data (the cache's assembler)."""
+    return Relay(stream, stats, include_usage=include_usage, observe=observe)
 
 
 class Relay:
@@ -63,10 +69,18 @@ class Relay:
     ``OSError`` while the response start is sent), which would keep the upstream generating.
     """
 
-    def __init__(self, stream: ChunkStream, stats: StreamStats, *, include_usage: bool) -> None:
+    def __init__(
+        self,
+        stream: ChunkStream,
+        stats: StreamStats,
+        *,
+        include_usage: bool,
+        observe: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._stream = stream
         self._stats = stats
         self._include_usage = include_usage
+        self._observe = observe
         self._events = self._relay()
         self._closed = False
 
@@ -84,11 +98,13 @@ class Relay:
             await self._stream.aclose()
 
     async def _relay(self) -> AsyncGenerator[bytes, None]:
-        stream, stats, include_usage = self._stream, self._stats, self._include_usage
+        stream, stats, include_usage, observe = self._stream, self._stats, self._include_usage, self._observe
         try:
             async for chunk in stream:
                 data = chunk.data
                 payload = chunk.payload
+                if observe is not None:
+                    observe(data)
                 usage = data.get("usage")
                 if usage:
                     stats.usage = Usage.from_openai(usage)

@@ -133,19 +133,22 @@ ProxyFactory = Callable[..., AbstractAsyncContextManager[str]]
 
 @pytest.fixture
 def start_proxy(settings: Settings) -> ProxyFactory:
-    """``async with start_proxy(registry, clock=None, **settings_overrides) as url`` serves tiergate on loopback.
+    """``async with start_proxy(registry, clock=None, wall=None, **settings_overrides) as url`` serves tiergate
+    on loopback.
 
-    With a `FakeClock`, tiergate's breakers, deadlines and backoff waits run on it instead of on real time.
+    With a `FakeClock` as ``clock``, tiergate's breakers, deadlines and backoff waits run on it instead of on
+    real time; as ``wall``, the cache's epoch time does.
     """
 
     @asynccontextmanager
-    async def start(registry: Registry, *, clock: FakeClock | None = None, **overrides: Any) -> AsyncIterator[str]:
+    async def start(
+        registry: Registry, *, clock: FakeClock | None = None, wall: FakeClock | None = None, **overrides: Any
+    ) -> AsyncIterator[str]:
         merged = Settings(**{**settings.__dict__, **overrides})
-        app = (
-            create_app(merged, registry)
-            if clock is None
-            else create_app(merged, registry, clock=clock, sleep=clock.sleep)
-        )
+        seams: dict[str, Any] = {} if clock is None else {"clock": clock, "sleep": clock.sleep}
+        if wall is not None:
+            seams["wall_clock"] = wall  # the cache's epoch time: answers' age, TTLs, retry backoff
+        app = create_app(merged, registry, **seams)
         async with serve(app) as url:
             yield url
 

@@ -1,8 +1,14 @@
-"""``POST /v1/chat/completions``: parse -> route -> dispatch -> relay or respond -> one ledger record.
+"""``POST /v1/chat/completions``: parse -> route -> (stored answer?) -> dispatch -> relay or respond -> ledger.
 
 Dispatch reports what it did as an ``Outcome``; this edge turns it into the response headers and the
 ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). Every request that got
-past authentication leaves exactly one record, whether it succeeded, failed, or crashed.
+past authentication leaves exactly one record, whether it succeeded, failed, crashed, or was answered
+from the cache.
+
+A request with a cache plan (``proxy.cache.plan``: an ``X-Tiergate-Key``, or a task with ``cache:``) is
+served from a stored answer when one fits (``hit``; ``stale`` for a keyed generation of another data
+version, which also starts one regeneration), waits for an identical request already in flight
+(``coalesced``), or is generated here and stored (``miss``). ``x-tiergate-cache`` says which.
 """
 
 from __future__ import annotations
@@ -18,13 +24,23 @@ from starlette.responses import Response
 from proxy import headers as header_rules
 from proxy import rewrite, streaming, wire
 from proxy.body import read_body
+from proxy.cache.answer import Assembler, replay
+from proxy.cache.plan import Plan
+from proxy.cache.plan import plan as cache_plan
+from proxy.cache.store import Entry
 from proxy.classify.features import captured_text, encode
 from proxy.dispatch import Outcome
+from proxy.endpoints import generation
+from proxy.endpoints.calls import note, route_headers, route_record, settle
 from proxy.errors import TiergateError
 from proxy.gateway import Gateway
-from proxy.ledger.records import AttemptRecord, RequestRecord, new_id
+from proxy.ledger.records import RequestRecord, new_id
 from proxy.providers.base import ChunkStream
+from proxy.registry import Target
 from proxy.router import Route
+from proxy.sse import DONE_EVENT, sse_event
+
+CACHE_HEADER = "x-tiergate-cache"
 
 
 async def chat_completions(request: Request) -> Response | streaming.SSEResponse:
@@ -76,26 +92,112 @@ async def _chat(
     if gateway.registry.classifier is not None and gateway.registry.classifier.capture_text:
         record.prompt_text = captured_text(body)
     route = gateway.router.resolve(decision.task, body["model"], decision.source)
-    record.task, record.task_source, record.tier = route.task.name, route.task_source, route.tier.name
-    record.baseline_tier = route.task.baseline
-    record.baseline = gateway.registry.tiers[route.task.baseline].targets[0]
+    route_record(record, route, gateway)
     forwarded = header_rules.forwardable(request.headers.items())
+    plan = cache_plan(route, request.headers, body)
+    if plan is None:
+        return await _generate(request, gateway, record, started, route, body, forwarded, None, lead=False)
+    stored, lead = await _stored(request, gateway, record, route, plan, body, forwarded)
+    if stored is not None:
+        return stored
+    return await _generate(request, gateway, record, started, route, body, forwarded, plan, lead=lead)
 
-    if record.stream:
-        chunks, headers = _accept(request, record, route, await gateway.dispatcher.stream(route, body, forwarded))
-        try:
-            return _sse(
-                request, gateway, record, started, chunks, headers, include_usage=rewrite.client_wants_usage(body)
-            )
-        except BaseException:
-            # Until the SSEResponse owns it, the open upstream stream is ours to close.
-            await chunks.aclose()
-            raise
 
-    completion, headers = _accept(request, record, route, await gateway.dispatcher.complete(route, body, forwarded))
-    record.usage = completion.usage
-    content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
-    return Response(content, media_type="application/json", headers=headers)
+async def _stored(
+    request: Request,
+    gateway: Gateway,
+    record: RequestRecord,
+    route: Route,
+    plan: Plan,
+    body: dict[str, Any],
+    forwarded: dict[str, str],
+) -> tuple[Response | None, bool]:
+    """A response from a stored answer (hit, stale, coalesced), or ``None`` to generate one here, and
+    whether this request now leads the flight that identical requests will wait on."""
+    cache = gateway.cache
+    if plan.read:
+        entry = await cache.store.get(plan.key)
+        if entry is not None and plan.kind == "keyed":
+            if plan.version is not None and entry.version != plan.version and gateway.settings.workers > 1:
+                # Another worker sharing the file may have stored that version since this one looked.
+                entry = await cache.store.get(plan.key, shared=True) or entry
+            if plan.version is None or entry.version == plan.version:
+                return _from_store(request, record, route, entry, "hit", body), False
+            generation.refresh(gateway, plan, route, body, forwarded)  # one regeneration, however many ask
+            return _from_store(request, record, route, entry, "stale", body), False
+        if entry is not None and entry.fresh(cache.clock(), plan.max_age):
+            return _from_store(request, record, route, entry, "hit", body), False
+    if not plan.write:
+        return None, False  # no-store: its answer is not to be shared with anyone, waiting or not
+    leader = cache.flights.follow(plan.key)
+    if leader is None:
+        cache.flights.lead(plan.key)
+        return None, True
+    entry = await leader
+    if entry is None:
+        return None, False  # the leader got no answer: try for ourselves
+    return _from_store(request, record, route, entry, "coalesced", body), False
+
+
+def _from_store(
+    request: Request, record: RequestRecord, route: Route, entry: Entry, state: str, body: dict[str, Any]
+) -> Response:
+    """The stored answer as the client asked for it: a JSON body, or replayed as an event stream."""
+    answer = entry.answer
+    target = Target(answer.provider, answer.model, {})
+    record.cache, record.target, record.tier, record.usage = state, target, answer.tier, answer.usage
+    headers = route_headers(route, answer.tier, target, attempts=0, fallback=False, request_id=request.state.request_id)
+    headers[CACHE_HEADER] = state
+    record.request_id = headers["x-request-id"]
+    if not record.stream:
+        return Response(orjson.dumps(answer.body), media_type="application/json", headers=headers)
+    chunks = replay(answer.body, include_usage=rewrite.client_wants_usage(body))
+    events = b"".join(sse_event(orjson.dumps(c)) for c in chunks) + DONE_EVENT
+    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return Response(events, media_type="text/event-stream; charset=utf-8", headers=headers)
+
+
+async def _generate(
+    request: Request,
+    gateway: Gateway,
+    record: RequestRecord,
+    started: float,
+    route: Route,
+    body: dict[str, Any],
+    forwarded: dict[str, str],
+    plan: Plan | None,
+    *,
+    lead: bool,
+) -> Response | streaming.SSEResponse:
+    """Dispatch the call; with a plan, store its answer (``generation.keep``) and, leading, land the flight
+    that identical calls wait on: with the answer, or with nothing when there is none."""
+    keeper = generation.Keeper(gateway, plan, route, body, lead=lead) if plan is not None else None
+    try:
+        if record.stream:
+            opened = await gateway.dispatcher.stream(route, body, forwarded)
+            chunks, headers = _accept(request, record, route, opened)
+            try:
+                if keeper is not None:
+                    headers[CACHE_HEADER] = record.cache = keeper.state
+                    keeper.served_by(opened.hop)
+                return _sse(request, gateway, record, started, chunks, headers, body, keeper)
+            except BaseException:
+                # Until the SSEResponse owns it, the open upstream stream is ours to close.
+                await chunks.aclose()
+                raise
+        done = await gateway.dispatcher.complete(route, body, forwarded)
+        completion, headers = _accept(request, record, route, done)
+        record.usage = completion.usage
+        if keeper is not None:
+            headers[CACHE_HEADER] = record.cache = keeper.state
+            keeper.served_by(done.hop)
+            keeper.finished(completion.body)
+        content = completion.raw if completion.raw is not None else orjson.dumps(completion.body)
+        return Response(content, media_type="application/json", headers=headers)
+    except BaseException:
+        if keeper is not None:
+            keeper.finished(None)
+        raise
 
 
 def _sse(
@@ -105,12 +207,15 @@ def _sse(
     started: float,
     chunks: ChunkStream,
     headers: dict[str, str],
-    *,
-    include_usage: bool,
+    body: dict[str, Any],
+    keeper: generation.Keeper | None,
 ) -> streaming.SSEResponse:
     """The streaming response; its ``on_close`` settles the ledger record once the stream has ended."""
     stats = streaming.StreamStats(started=started)
-    relay = streaming.relay(chunks, stats, include_usage=include_usage)
+    assembler = Assembler() if keeper is not None and keeper.stores else None
+    relay = streaming.relay(
+        chunks, stats, include_usage=rewrite.client_wants_usage(body), observe=assembler.feed if assembler else None
+    )
     relay_started = time.perf_counter()
 
     def on_close(stats: streaming.StreamStats) -> None:
@@ -119,6 +224,9 @@ def _sse(
         record.produced_output = stats.chunks > 0
         record.streamed_text = stats.text() if stats.usage is None else None
         record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - relay_started) * 1000.0
+        if keeper is not None:
+            whole = stats.completed and stats.error is None and assembler is not None
+            keeper.finished(assembler.completion() if whole and assembler is not None else None)
         if stats.error is not None:
             _finish(request, gateway, record, started, 200, stats.error.code or stats.error.type)
         elif stats.client_disconnected:
@@ -144,12 +252,21 @@ A = TypeVar("A", bound=_Answer)
 
 def _accept(request: Request, record: RequestRecord, route: Route, outcome: Outcome[A]) -> tuple[A, dict[str, str]]:
     """Note what dispatch did on the record; the answer and its response headers, or raise its error."""
-    _note(record, outcome)
+    note(record, outcome)
     if outcome.error is not None:
         raise outcome.error
     answer = outcome.value
-    assert answer is not None  # an outcome holds a value or an error
-    headers = {**answer.headers, **_route_headers(route, outcome, answer.request_id or request.state.request_id)}
+    assert answer is not None and outcome.hop is not None  # an outcome holds a value or an error
+    request_id = answer.request_id or request.state.request_id
+    routing = route_headers(
+        route,
+        outcome.hop.tier,
+        outcome.hop.target,
+        attempts=len(outcome.attempts),
+        fallback=outcome.fallback,
+        request_id=request_id,
+    )
+    headers = {**answer.headers, **routing}
     record.request_id = headers["x-request-id"]
     return answer, headers
 
@@ -174,45 +291,16 @@ def _eval_run(gateway: Gateway, request: Request) -> str | None:
     return value[:_END_USER_LIMIT] if value else None
 
 
-def _note(record: RequestRecord, outcome: Outcome[Any]) -> None:
-    """Copy what dispatch did onto the ledger record."""
-    hop = outcome.hop
-    if hop is not None:
-        record.target, record.tier = hop.target, hop.tier
-        record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
-    record.fallback = outcome.fallback
-    record.upstream_ms = outcome.upstream_ms
-    record.attempts = [
-        AttemptRecord(a.n, a.ts, a.tier, a.target, a.status, a.error, a.latency_ms) for a in outcome.attempts
-    ]
-
-
 def _finish(
     request: Request, gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None
 ) -> None:
-    """Close the request's ledger record and hand it to the writer (never blocks); note the access line's facts."""
+    """Settle the record for the ledger; note the access line's facts."""
     request.state.request_id = record.request_id
     target = record.target
-    request.state.access = {"task": record.task, "tier": record.tier, "model": target.key if target else None}
-    record.status = status
-    record.error_type = error
-    record.latency_ms = (time.perf_counter() - started) * 1000.0
-    if record.usage is not None:
-        record.messages = None  # only kept for estimating missing usage
-    if gateway.ledger is not None:
-        gateway.ledger.submit(record)
-
-
-def _route_headers(route: Route, outcome: Outcome[Any], request_id: str) -> dict[str, str]:
-    hop = outcome.hop
-    assert hop is not None  # a value means some hop served it
-    return {
-        "x-tiergate-attempts": str(len(outcome.attempts)),
-        "x-tiergate-fallback": "true" if outcome.fallback else "false",
-        "x-tiergate-task": route.task.name,
-        "x-tiergate-task-source": route.task_source,
-        "x-tiergate-tier": hop.tier,
-        "x-tiergate-model": hop.target.model,
-        "x-tiergate-provider": hop.target.provider,
-        "x-request-id": request_id,
+    request.state.access = {
+        "task": record.task,
+        "tier": record.tier,
+        "model": target.key if target else None,
+        "cache": record.cache,
     }
+    settle(gateway, record, started, status, error)

@@ -14,7 +14,11 @@ Definitions (the README's "The workload audit" repeats them):
   its model has no known price. Its cost is unknown, never $0: a group's cost sums the priced rows and
   is shown next to its unpriced count; a group whose rows are all unpriced has no cost at all. A row
   without usage (an error before any token) has nothing to price and counts as $0.
-- savings: baseline cost minus cost, over the rows priced on both sides.
+- savings: what the tiering saved: baseline cost minus what the call cost to generate on its tier (its
+  cost, or for an answer served from the cache the cost it avoided), over the rows priced on both sides.
+- cached: calls answered from a stored answer (``cache`` is hit, stale or coalesced); cache saved: the
+  cost those answers avoided (the price of the generation each stood in for). Savings and cache saved
+  add up to baseline cost minus cost.
 - p50 / p95: nearest rank over the non-NULL ``latency_ms``: the value at rank ceil(p/100 * n).
 - shares and rates are fractions (0.25) in CSV and JSON, percentages in the table.
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from proxy.ledger.records import SERVED_FROM_STORE
 from proxy.ledger.schema import open_readonly
 from proxy.pricing import Pricer
 from proxy.registry import Registry, Target, Task
@@ -109,6 +114,8 @@ class Group:
     cost_share: float | None
     baseline_cost_usd: float | None
     savings_usd: float | None
+    cached: int  # answered from the cache (hit, stale, coalesced)
+    cache_saved_usd: float | None  # what those answers would have cost to generate
     p50_ms: float | None
     p95_ms: float | None
     error_rate: float | None
@@ -152,7 +159,8 @@ def group_key(row: Row, by: str) -> str:
 def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None) -> Group:
     n = len(rows)
     cost = _money([_cost(r, "cost_usd") for r in rows])
-    pairs = [(_cost(r, "baseline_cost_usd"), _cost(r, "cost_usd")) for r in rows]
+    pairs = [(_cost(r, "baseline_cost_usd"), _generation_cost(r)) for r in rows]
+    stored = [r for r in rows if r.get("cache") in SERVED_FROM_STORE]
     latencies = [float(r["latency_ms"]) for r in rows if r["latency_ms"] is not None]
     return Group(
         key=key,
@@ -165,6 +173,8 @@ def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None
         cost_share=_ratio(cost, cost if all_cost is None else all_cost),
         baseline_cost_usd=_money([b for b, _ in pairs]),
         savings_usd=_money([None if b is None or c is None else b - c for b, c in pairs]),
+        cached=len(stored),
+        cache_saved_usd=_money([r.get("cost_avoided_usd") for r in stored]) if stored else 0.0,
         p50_ms=percentile(latencies, 50),
         p95_ms=percentile(latencies, 95),
         error_rate=_ratio(sum(1 for r in rows if is_error(r)), n),
@@ -223,6 +233,14 @@ def _cost(row: Row, column: str) -> float | None:
         return 0.0
     value = row[column]
     return None if value is None else float(value)
+
+
+def _generation_cost(row: Row) -> float | None:
+    """What the call's answer cost to generate on its tier: its cost, or the cost a cached answer avoided."""
+    if row.get("cache") in SERVED_FROM_STORE:
+        avoided = row.get("cost_avoided_usd")
+        return None if avoided is None else float(avoided)
+    return _cost(row, "cost_usd")
 
 
 def _money(values: Sequence[float | None]) -> float | None:
@@ -298,7 +316,8 @@ def _candidate_target(candidate: Registry, task: str) -> Target | None:
 
 
 def _reprice(row: Row, target: Target | None, candidate: Registry, pricer: Pricer) -> Priced:
-    if row["usage_source"] == "none":
+    # A call answered from the cache cost nothing, and would cost nothing under the candidate either.
+    if row["usage_source"] == "none" or row.get("cache") in SERVED_FROM_STORE:
         return 0.0, 0.0, False
     usage = Usage(
         prompt_tokens=row["prompt_tokens"] or 0,

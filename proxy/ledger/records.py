@@ -26,7 +26,9 @@ REQUEST_COLUMNS = (
     "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
     "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
     "prompt_variant", "end_user", "eval_run", "task_confidence", "task_predicted", "features", "prompt_text",
+    "cache", "cost_avoided_usd",
 )  # fmt: skip
+SERVED_FROM_STORE = frozenset({"hit", "stale", "coalesced"})
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
 
@@ -81,6 +83,7 @@ class RequestRecord:
     task_predicted: str | None = None  # the classifier's own choice, whoever decided (shadow mode)
     features: bytes | None = None  # the request's hashed features (proxy.classify.features.encode)
     prompt_text: str | None = None  # the raw system prompt and last user message: only when opted in
+    cache: str | None = None  # hit | stale | coalesced | miss | bypass; None: no cache or key applies
     attempts: list[AttemptRecord] = field(default_factory=list)
     # Only kept when usage may need estimating (the upstream never reported it):
     messages: Any = None
@@ -105,6 +108,10 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         if priced is not None:
             cost, price_source = priced.usd, priced.source
         baseline_cost = base.usd if base is not None else None
+    avoided = None
+    if record.cache in SERVED_FROM_STORE:
+        # Nobody was billed: the stored answer stood in for a generation of that price.
+        avoided, cost = cost, 0.0 if cost is not None else None
     upstream = record.upstream_ms
     overhead = None if upstream is None else max(record.latency_ms - upstream, 0.0)
     target = record.target
@@ -119,7 +126,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
         max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
         record.prompt_variant, record.end_user, record.eval_run, record.task_confidence, record.task_predicted,
-        record.features, record.prompt_text,
+        record.features, record.prompt_text, record.cache, avoided,
     )  # fmt: skip
     attempts = [
         (
@@ -146,6 +153,8 @@ def needs_estimate(record: RequestRecord) -> bool:
 
 
 def _settle_usage(record: RequestRecord) -> tuple[Usage | None, str]:
+    if record.cache in SERVED_FROM_STORE:
+        return record.usage, "cache"  # the stored answer's own usage: what it took to make, not billed now
     if record.usage is not None:
         # "clamped": the upstream reported more cached than prompt tokens (see proxy.usage)
         return record.usage, "clamped" if record.usage.clamped else "upstream"

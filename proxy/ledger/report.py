@@ -96,15 +96,21 @@ def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -
     title = f"Workload by {s.by}: {s.total.calls:,} calls, {_when(s.first_ts)} to {_when(s.last_ts)} UTC"
     ranked = list(enumerate(s.groups, 1))
     header = ["#", s.by, "calls", "input", "output", "cost", "%cost", "unpriced", "baseline", "savings"]
-    extra: Callable[[Group], list[str]] = lambda g: []  # noqa: E731
+    cached = s.total.cached > 0  # the cache's columns, once it has answered anything
+    if cached:
+        header += ["cached", "cache saved"]
     if evals is not None:
         header.append("last eval")
-        extra = lambda g: [_eval_cell(evals.get(g.key))]  # noqa: E731
-    cost = _grid(
-        header,
-        [[str(i), *_cost_cells(g), *extra(g)] for i, g in ranked],
-        ["", *_cost_cells(s.total), *([""] if evals is not None else [])],
-    )
+
+    def cells(g: Group, total: bool = False) -> list[str]:
+        out = _cost_cells(g)
+        if cached:
+            out += [f"{g.cached:,}", _usd(g.cache_saved_usd)]
+        if evals is not None:
+            out.append("" if total else _eval_cell(evals.get(g.key)))
+        return out
+
+    cost = _grid(header, [[str(i), *cells(g)] for i, g in ranked], ["", *cells(s.total, total=True)])
     traffic = _grid(
         ["#", s.by, "calls", "%calls", "p50 ms", "p95 ms", "errors", "discon.", "fallback", "estim."],
         [[str(i), *_traffic_cells(g)] for i, g in ranked],

@@ -146,6 +146,30 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE requests ADD COLUMN features BLOB;
     ALTER TABLE requests ADD COLUMN prompt_text TEXT;
     """,
+    # v6: generation off the request path (issue 13). ``requests.cache``: how the answer was found (hit,
+    # stale, miss, coalesced; NULL for a call with no cache or key), ``cost_avoided_usd``: the price of the
+    # original generation a cached answer stood in for. ``cache``: stored answers (exact cache and keyed
+    # generations); ``generations``: where each keyed generation stands.
+    """
+    ALTER TABLE requests ADD COLUMN cache TEXT;
+    ALTER TABLE requests ADD COLUMN cost_avoided_usd REAL;
+    CREATE TABLE cache (
+        key         TEXT PRIMARY KEY,
+        version     TEXT,
+        created     REAL NOT NULL,
+        expires     REAL,
+        size        INTEGER NOT NULL,
+        answer      BLOB NOT NULL
+    );
+    CREATE INDEX cache_created ON cache (created);
+    CREATE TABLE generations (
+        key         TEXT PRIMARY KEY,
+        version     TEXT,
+        status      TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        error       TEXT
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)
