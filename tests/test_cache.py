@@ -451,3 +451,26 @@ async def test_the_audit_shows_cache_hits_and_what_they_saved_next_to_the_tier_s
     assert "cache saved" in table.splitlines()[3]
     as_json = json.loads(report.report(str(db), fmt="json"))
     assert as_json["total"]["cached"] == 3
+
+
+async def test_stored_answers_belong_to_the_client_key_that_asked(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    keys = ("sk-app-one-0000000000", "sk-app-two-0000000000")
+    registry = _registry(upstream_url, summary={"ttl_s": 3600})
+    async with start_proxy(registry, db=str(tmp_path / "l.db"), api_keys=keys) as url:
+        one, two = (AsyncOpenAI(base_url=url + "/v1", api_key=k, max_retries=0) for k in keys)
+        fake.push(Behavior(text="one's story"), Behavior(text="two's story"))
+        got = [await _ask(one, "v1"), await _ask(two, "v1"), await _ask(one, "v1")]
+        exact = [(await _summary(one))[0], (await _summary(two))[0], (await _summary(two))[0]]
+        await _ask(one, "v1", **{"X-Tiergate-Key": "one-only"})
+        async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {keys[1]}"}) as http:
+            seen_by_two = [(await http.get(f"/v1/precompute/{k}")).status_code for k in BOARD_AND_ONE_ONLY]
+        for c in (one, two):
+            await c.close()
+    assert got == [("miss", "one's story"), ("miss", "two's story"), ("hit", "one's story")]
+    assert exact == ["miss", "miss", "hit"]
+    assert seen_by_two == [200, 404]  # its own generation is ready; one's is not two's to see
+
+
+BOARD_AND_ONE_ONLY = ("dashboard:42:narrative", "one-only")

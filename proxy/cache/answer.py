@@ -139,7 +139,9 @@ def replay(body: Mapping[str, Any], *, include_usage: bool) -> list[dict[str, An
 
     for choice in body.get("choices") or ():
         index, message = choice.get("index", 0), choice.get("message") or {}
-        out.append(chunk(index, {"role": "assistant", "content": ""}))
+        # As OpenAI opens a choice: content "" before text, null before tool calls only.
+        opening = "" if isinstance(message.get("content"), str) else None
+        out.append(chunk(index, {"role": "assistant", "content": opening}))
         if message.get("content"):
             out.append(chunk(index, {"content": message["content"]}))
         if message.get("refusal"):

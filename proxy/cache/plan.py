@@ -13,6 +13,9 @@ Two kinds of stored answer:
 
 ``Cache-Control`` on the request: ``no-cache`` (fetch fresh, store it), ``no-store`` (neither read nor
 store), ``max-age=N`` (accept an entry at most N seconds old).
+
+Both kinds are scoped to the client key that asked (``scope``): one app's ``dashboard:42`` is not
+another's, and no client learns from a hit what another client asked.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ _MAX_KEY = 256
 class Plan:
     kind: str  # "keyed" | "exact"
     key: str  # the store's key
+    scope: str = ""  # the client it belongs to
+    name: str | None = None  # keyed: the key as the client named it
     version: str | None = None  # keyed: the data version asked for
     ttl_s: float | None = None  # exact: how long an answer is kept
     read: bool = True  # a stored answer may serve it (not no-cache)
@@ -49,8 +54,9 @@ class Plan:
         return not self.read and not self.write
 
 
-def plan(route: Route, headers: Mapping[str, str], body: Mapping[str, Any]) -> Plan | None:
-    """The request's cache plan; ``None`` when neither a key nor its task's cache applies."""
+def plan(route: Route, headers: Mapping[str, str], body: Mapping[str, Any], scope: str = "") -> Plan | None:
+    """The request's cache plan; ``None`` when neither a key nor its task's cache applies. ``scope``: the
+    client that asked (its name; empty without client keys)."""
     control = _control(headers.get("cache-control", ""))
     read = "no-cache" not in control and "no-store" not in control
     write = "no-store" not in control
@@ -58,22 +64,30 @@ def plan(route: Route, headers: Mapping[str, str], body: Mapping[str, Any]) -> P
     named = headers.get(KEY_HEADER)
     if named:
         version = headers.get(VERSION_HEADER) or None
-        return Plan("keyed", "gen:" + named[:_MAX_KEY], version, read=read, write=write, max_age=max_age)
+        name = named[:_MAX_KEY]
+        return Plan("keyed", keyed_key(scope, name), scope, name, version, read=read, write=write, max_age=max_age)
     policy = route.task.cache or route.tier.cache
     if policy is None:
         return None
     hop = route.hops[0]
     sent = rewrite.for_target(dict(body), route.task, hop.target, hop.prompt)
+    key = exact_key(scope, hop, sent)
     if not policy.nondeterministic and _varies(sent):
-        return Plan("exact", exact_key(hop, sent), ttl_s=policy.ttl_s, read=False, write=False)
-    return Plan("exact", exact_key(hop, sent), ttl_s=policy.ttl_s, read=read, write=write, max_age=max_age)
+        return Plan("exact", key, scope, ttl_s=policy.ttl_s, read=False, write=False)
+    return Plan("exact", key, scope, ttl_s=policy.ttl_s, read=read, write=write, max_age=max_age)
 
 
-def exact_key(hop: Hop, sent: Mapping[str, Any]) -> str:
+def keyed_key(scope: str, name: str) -> str:
+    """The store's key of the generation ``name`` of the client ``scope``."""
+    return f"gen:{scope}:{name}"
+
+
+def exact_key(scope: str, hop: Hop, sent: Mapping[str, Any]) -> str:
     """The exact cache's key of a request as sent to ``hop``'s target (``rewrite.for_target``'s body)."""
     kept = {k: v for k, v in sent.items() if k not in _IRRELEVANT}
     canonical = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
-    return "x:" + hashlib.sha256(hop.target.key.encode() + b"\n" + canonical).hexdigest()
+    head = f"{scope}\n{hop.target.key}\n".encode()
+    return "x:" + hashlib.sha256(head + canonical).hexdigest()
 
 
 def _varies(sent: Mapping[str, Any]) -> bool:

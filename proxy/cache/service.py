@@ -51,7 +51,10 @@ class CacheService:
         self._pruner = asyncio.create_task(self._prune_now_and_then(), name="tiergate-cache-prune")
 
     def keep(self, key: str, entry: Entry) -> None:
-        """Store ``entry`` off the request path (the write is awaited on shutdown)."""
+        """Store ``entry``: readers in this process see it now (before the flight it ends lands, so no
+        request falls between the two and generates it again), the file off the request path (the
+        write is awaited on shutdown)."""
+        self.store.remember(key, entry)
         self._track(self.store.put(key, entry), f"storing {key}")
 
     def note_status(self, status: Status) -> None:

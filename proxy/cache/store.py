@@ -49,7 +49,9 @@ class Status:
 
 class CacheStore(Protocol):
     async def get(self, key: str, *, shared: bool = False) -> Entry | None: ...
-    async def put(self, key: str, entry: Entry) -> None: ...
+    def peek(self, key: str) -> Entry | None: ...  # what this process holds, without I/O
+    def remember(self, key: str, entry: Entry) -> None: ...  # this process's readers see it at once
+    async def put(self, key: str, entry: Entry) -> None: ...  # remember, and persist
     async def status(self, key: str) -> Status | None: ...
     async def set_status(self, status: Status) -> None: ...
     async def prune(self, now: float) -> int: ...
@@ -78,6 +80,12 @@ class SQLiteCacheStore:
         if entry is not None:
             self._remember(key, entry)
         return entry
+
+    def peek(self, key: str) -> Entry | None:
+        return self._hot.get(key)
+
+    def remember(self, key: str, entry: Entry) -> None:
+        self._remember(key, entry)
 
     async def put(self, key: str, entry: Entry) -> None:
         self._remember(key, entry)  # readers see it at once; the file follows

@@ -94,7 +94,7 @@ async def _chat(
     route = gateway.router.resolve(decision.task, body["model"], decision.source)
     route_record(record, route, gateway)
     forwarded = header_rules.forwardable(request.headers.items())
-    plan = cache_plan(route, request.headers, body)
+    plan = cache_plan(route, request.headers, body, record.client or "")
     if plan is None:
         return await _generate(request, gateway, record, started, route, body, forwarded, None, lead=False)
     stored, lead = await _stored(request, gateway, record, route, plan, body, forwarded)
@@ -115,22 +115,41 @@ async def _stored(
     """A response from a stored answer (hit, stale, coalesced), or ``None`` to generate one here, and
     whether this request now leads the flight that identical requests will wait on."""
     cache = gateway.cache
+
+    def serve(entry: Entry | None) -> Response | None:
+        if entry is None:
+            return None
+        if plan.kind == "keyed":
+            if plan.version is None or entry.version == plan.version:
+                return _from_store(request, record, route, entry, "hit", body)
+            generation.refresh(gateway, plan, route, body, forwarded)  # one regeneration, however many ask
+            return _from_store(request, record, route, entry, "stale", body)
+        if entry.fresh(cache.clock(), plan.max_age):
+            return _from_store(request, record, route, entry, "hit", body)
+        return None
+
     if plan.read:
         entry = await cache.store.get(plan.key)
-        if entry is not None and plan.kind == "keyed":
-            if plan.version is not None and entry.version != plan.version and gateway.settings.workers > 1:
-                # Another worker sharing the file may have stored that version since this one looked.
-                entry = await cache.store.get(plan.key, shared=True) or entry
-            if plan.version is None or entry.version == plan.version:
-                return _from_store(request, record, route, entry, "hit", body), False
-            generation.refresh(gateway, plan, route, body, forwarded)  # one regeneration, however many ask
-            return _from_store(request, record, route, entry, "stale", body), False
-        if entry is not None and entry.fresh(cache.clock(), plan.max_age):
-            return _from_store(request, record, route, entry, "hit", body), False
+        if (
+            entry is not None
+            and plan.kind == "keyed"
+            and entry.version != plan.version
+            and gateway.settings.workers > 1
+        ):
+            # Another worker sharing the file may have stored that version since this one looked.
+            entry = await cache.store.get(plan.key, shared=True) or entry
+        served = serve(entry)
+        if served is not None:
+            return served, False
     if not plan.write:
         return None, False  # no-store: its answer is not to be shared with anyone, waiting or not
     leader = cache.flights.follow(plan.key)
     if leader is None:
+        # The read above may have waited on the file, and an identical call landed its answer meanwhile:
+        # look again (no I/O, nothing awaited from here to leading, so no call slips in between).
+        served = serve(cache.store.peek(plan.key)) if plan.read else None
+        if served is not None:
+            return served, False
         cache.flights.lead(plan.key)
         return None, True
     entry = await leader

@@ -61,17 +61,17 @@ def keep(
     entry = Entry(answer, version=plan.version, expires=None if plan.ttl_s is None else answer.created + plan.ttl_s)
     key = plan.key
     if plan.kind == "exact" and hop is not route.hops[0]:
-        key = exact_key(hop, rewrite.for_target(body, route.task, hop.target, hop.prompt))
+        key = exact_key(plan.scope, hop, rewrite.for_target(body, route.task, hop.target, hop.prompt))
     gateway.cache.keep(key, entry)
     if plan.kind == "keyed":
         gateway.cache.succeeded(plan.key, plan.version)
-        gateway.cache.note_status(Status(client_key(plan), plan.version, "ready", gateway.cache.clock()))
+        gateway.cache.note_status(Status(plan.key, plan.version, "ready", gateway.cache.clock()))
     return entry
 
 
 def client_key(plan: Plan) -> str:
-    """The key as the client named it (the store's has a namespace prefix)."""
-    return plan.key.removeprefix("gen:")
+    """The key as the client named it (the store's is scoped to the client)."""
+    return plan.name or plan.key
 
 
 def precompute(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any], headers: dict[str, str]) -> bool:
@@ -81,7 +81,7 @@ def precompute(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any],
         return True
     if not gateway.cache.generator.submit(plan.key, plan.version, job):
         return False
-    gateway.cache.note_status(Status(client_key(plan), plan.version, "queued", gateway.cache.clock()))
+    gateway.cache.note_status(Status(plan.key, plan.version, "queued", gateway.cache.clock()))
     return True
 
 
@@ -99,7 +99,7 @@ def _job(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any], heade
 
     async def generate() -> None:
         cache = gateway.cache
-        cache.note_status(Status(client_key(plan), plan.version, "running", cache.clock()))
+        cache.note_status(Status(plan.key, plan.version, "running", cache.clock()))
         record = RequestRecord(new_id(), time.time(), route.task.name, route.task_source, None, body.get("model"),
                                False, 0, 0.0, cache="miss")  # fmt: skip
         record.request_id = "gen_" + record.id
@@ -115,7 +115,7 @@ def _job(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any], heade
             )
             why = error.message if error is not None else "no answer"
             cache.failed(plan.key, plan.version)
-            cache.note_status(Status(client_key(plan), plan.version, "failed", cache.clock(), why))
+            cache.note_status(Status(plan.key, plan.version, "failed", cache.clock(), why))
             return
         record.usage = outcome.value.usage
         settle(gateway, record, started, 200, None)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from proxy import headers as header_rules
 from proxy import wire
 from proxy.body import read_body
-from proxy.cache.plan import KEY_HEADER
+from proxy.cache.plan import KEY_HEADER, keyed_key
 from proxy.cache.plan import plan as cache_plan
 from proxy.endpoints import generation
 from proxy.errors import InvalidRequest, NotFound, QueueFull
@@ -27,7 +27,7 @@ RETRY_AFTER_S = 5  # a full queue drains in seconds: the SDKs wait this long, th
 
 async def submit(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
-    gateway.keys.authenticate(request.headers)
+    client = gateway.keys.authenticate(request.headers)
     body = wire.parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
     if not request.headers.get(KEY_HEADER):
         raise InvalidRequest(
@@ -37,7 +37,7 @@ async def submit(request: Request) -> Response:
         )
     decision = gateway.classifier.decide(request.headers, body)
     route = gateway.router.resolve(decision.task, body["model"], decision.source)
-    plan = cache_plan(route, request.headers, body)
+    plan = cache_plan(route, request.headers, body, client or "")
     assert plan is not None and plan.kind == "keyed"  # a key makes a keyed plan
     forwarded = header_rules.forwardable(request.headers.items())
     if not generation.precompute(gateway, plan, route, body, forwarded):
@@ -51,13 +51,13 @@ async def submit(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
-    gateway.keys.authenticate(request.headers)
+    client = gateway.keys.authenticate(request.headers)
     key = request.path_params["key"]
-    found = await gateway.cache.status(key)
+    found = await gateway.cache.status(keyed_key(client or "", key))
     if found is None:
         raise NotFound(f"No generation is known for the key {key!r}.", param="key", code="generation_not_found")
     answer = {
-        "key": found.key,
+        "key": key,
         "version": found.version,
         "status": found.status,
         "updated_at": found.updated_at,
