@@ -117,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.set_defaults(run=_audit)
 
+    pre = sub.add_parser("precompute", help="post a batch of generations (one JSON request per line) to tiergate")
+    pre.add_argument("file", help="JSONL: {key, version, task, body, headers} per line ('-' reads stdin)")
+    pre.add_argument("--url", help="tiergate's address (default http://TIERGATE_HOST:TIERGATE_PORT)")
+    pre.add_argument("--api-key", help="a client key of tiergate's (default $TIERGATE_CLIENT_KEY)")
+    pre.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    pre.add_argument("--wait", action="store_true", help="then follow every key until it is ready or failed")
+    pre.set_defaults(run=_precompute)
+
     ev = sub.add_parser("eval", help="run a task's golden set on a tier or model, side by side with its current tier")
     ev.add_argument("task", nargs="?", help="the task whose golden set (EVALS/TASK/) to run")
     ev.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
@@ -270,6 +278,25 @@ def _audit(args: argparse.Namespace) -> int:
     )
     print(text, end="")
     return 0
+
+
+def _precompute(args: argparse.Namespace) -> int:
+    from proxy.cache import batch
+
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency: expected 1 or more, got {args.concurrency}")
+    env = Settings.from_env()
+    url = (args.url or f"http://{env.host}:{env.port}").rstrip("/")
+    try:
+        with sys.stdin if args.file == "-" else open(args.file, encoding="utf-8") as source:  # noqa: SIM115
+            jobs, bad = batch.parse(iter(source))
+    except OSError as exc:
+        raise ValueError(f"cannot read {args.file}: {exc.strerror}") from None
+    key = args.api_key or os.environ.get("TIERGATE_CLIENT_KEY")
+    outcome = asyncio.run(batch.run(jobs, url, key, concurrency=args.concurrency, wait=args.wait, progress=sys.stderr))
+    outcome.refused = sorted(bad + outcome.refused)
+    print(batch.summary(outcome, len(jobs) + len(bad), url, waited=args.wait), end="")
+    return 0 if outcome.ok else 1
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -218,7 +218,10 @@ async def test_a_streamed_generation_is_stored_and_served_to_a_plain_request(
     async with start_proxy(_registry(upstream_url), db=str(tmp_path / "l.db")) as url:
         client = sdk(url)
         stream = await client.chat.completions.create(
-            model="auto", messages=ASK, stream=True, extra_headers={**BOARD, "X-Tiergate-Version": "v1"}  # type: ignore[arg-type]
+            model="auto",
+            messages=ASK,
+            stream=True,
+            extra_headers={**BOARD, "X-Tiergate-Version": "v1"},  # type: ignore[arg-type]
         )
         streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert await _ask(client, "v1") == ("hit", streamed)
@@ -300,7 +303,9 @@ async def test_equal_requests_are_answered_from_the_exact_cache_whatever_their_s
         other = await _summary(client, messages=[{"role": "user", "content": "Summarise: another text"}])
         streamed = await post_stream(url, {"model": "auto", "messages": TO_SUMMARISE, "stream": True}, **SUMMARY)
         untiered = await client.chat.completions.with_raw_response.create(
-            model="auto", messages=TO_SUMMARISE, extra_headers={"X-Task-Type": "agent"}  # type: ignore[arg-type]
+            model="auto",
+            messages=TO_SUMMARISE,
+            extra_headers={"X-Task-Type": "agent"},  # type: ignore[arg-type]
         )
         await client.close()
     assert [first[0], second[0], other[0]] == ["miss", "hit", "miss"]
@@ -474,3 +479,67 @@ async def test_stored_answers_belong_to_the_client_key_that_asked(
 
 
 BOARD_AND_ONE_ONLY = ("dashboard:42:narrative", "one-only")
+
+
+# --- tiergate precompute FILE.jsonl -----------------------------------------------------------------
+
+
+async def test_the_precompute_command_posts_a_batch_and_waits_for_it(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    batch_file = tmp_path / "boards.jsonl"
+    lines = [
+        {"key": f"dashboard:{n}:narrative", "version": "d1", "task": "narrative",
+         "body": {"model": "auto", "messages": [{"role": "user", "content": f"The week of account {n}"}]}}
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+    text = [json.dumps(line) for line in lines]
+    text.insert(1, json.dumps({"version": "d1", "body": {"model": "auto", "messages": []}}))  # no key
+    batch_file.write_text("\n".join(text) + "\n\n")
+    async with start_proxy(_registry(upstream_url), db=str(tmp_path / "l.db")) as url:
+        code, out = await asyncio.to_thread(_cli, ["precompute", str(batch_file), "--url", url, "--wait"])
+        client = sdk(url)
+        states = [(await _ask(client, "d1", **{"X-Tiergate-Key": f"dashboard:{n}:narrative"}))[0] for n in (1, 2, 3)]
+        await client.close()
+    assert code == 1  # one line was refused
+    assert "posted 3 of 4 generations" in out and "ready 3, failed 0" in out
+    assert "line 2: no 'key'" in out
+    assert states == ["hit", "hit", "hit"]
+    assert _chats(fake) == 3
+
+
+async def test_the_batch_waits_out_a_full_queue_as_retry_after_says(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    from proxy.cache import batch
+
+    gate = asyncio.Event()
+    fake.default = Behavior(delay_headers=gate)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        gate.set()  # the upstream answers: the queue drains
+        await asyncio.sleep(0.01)
+
+    jobs, bad = batch.parse(
+        json.dumps({"key": f"k{n}", "task": "narrative", "body": {"model": "auto", "messages": ASK}}) for n in range(4)
+    )
+    settings = {"db": str(tmp_path / "l.db"), "generation_concurrency": 1, "generation_queue": 1}
+    async with start_proxy(_registry(upstream_url), **settings) as url:
+        outcome = await batch.run(jobs, url, None, concurrency=4, wait=True, sleep=sleep)
+    assert not bad and outcome.ok and (outcome.posted, outcome.ready) == (4, 4)
+    assert 5.0 in slept  # the server's retry-after
+    assert _chats(fake) == 4
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from proxy.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
