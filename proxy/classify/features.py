@@ -51,6 +51,14 @@ def _text_features(field: str, text: str, seed: int) -> tuple[int, ...]:
     return tuple(_hash(grams, seed))
 
 
+def marker_ids(seed: int) -> frozenset[int]:
+    """Ids of which every request's features hold at least one under ``seed``: its response_format type
+    (``f:text``, ...) and its message-count bucket. A ledger row holding none was hashed under another
+    seed (``TIERGATE_FEATURE_KEY`` changed since it was written): its features mean nothing to a model."""
+    formats = [f"f:{kind}" for kind in ("text", "json_object", "json_schema")]
+    return frozenset(_hash([*formats, *(f"m:{_bucket(n)}" for n in range(1 << 12))], seed))
+
+
 def _hash(grams: Iterable[str], seed: int) -> list[int]:
     return [zlib.crc32(g.encode(), seed) & (BUCKETS - 1) for g in grams]
 
