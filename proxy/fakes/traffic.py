@@ -81,9 +81,11 @@ _STRANGE = (
 ).split()
 
 
-def calls(n: int, seed: int = 0, tasks: Sequence[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """``n`` (task, chat body) pairs, round-robin over the call sites of ``tasks`` (default: all)."""
-    sites = [s for s in SITES if tasks is None or s.task in tasks]
+def calls(
+    n: int, seed: int = 0, tasks: Sequence[str] | None = None, sites: Sequence[CallSite] = SITES
+) -> list[tuple[str, dict[str, Any]]]:
+    """``n`` (task, chat body) pairs, round-robin over the ``sites`` of ``tasks`` (default: all)."""
+    sites = [s for s in sites if tasks is None or s.task in tasks]
     rng = random.Random(seed)
     return [(site.task, body(site, rng)) for site in (sites[i % len(sites)] for i in range(n))]
 
