@@ -33,7 +33,7 @@ import orjson
 import yaml
 
 from proxy import rules
-from proxy.classify.conditions import RequestView, first_match
+from proxy.classify.conditions import RequestView, matcher
 from proxy.classify.decide import Classifier
 from proxy.classify.features import features, seed_of
 from proxy.classify.model import Model, train
@@ -152,8 +152,10 @@ def run(calls: int, core: int | None) -> dict[str, Any]:
         def stage_features(body: dict[str, Any]) -> object:
             return features(RequestView(body, headers), seed)
 
+        match = matcher(registry.classify)
+
         def stage_rules(body: dict[str, Any]) -> object:
-            return first_match(registry.classify, RequestView(body, headers))
+            return match(RequestView(body, headers))
 
         ids = [features(RequestView(b, headers), seed) for b in fresh_bodies(calls, seed=3)]
         _timed(decide, warm)
