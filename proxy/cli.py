@@ -126,7 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     classifier = sub.add_parser("classifier", help="the classifier learned from header-tagged traffic")
     classifier_sub = classifier.add_subparsers(dest="classifier_command")
     train = classifier_sub.add_parser(
-        "train", help="train it on the ledger's header-tagged calls; report k-fold accuracy; write the model file"
+        "train",
+        help="train it on the ledger's header-tagged calls; report k-fold accuracy; write the model file",
+        epilog="The ledger keeps hashed features, hashed with the server's TIERGATE_FEATURE_KEY: train with the "
+        "same key. After the key changes, only traffic logged since counts (older rows are left out and said).",
     )
     train.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
     train.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
