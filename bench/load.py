@@ -581,6 +581,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--api-key", default="sk-bench")
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
+    parser.add_argument("--untagged", action="store_true", help="send no X-Task-Type (default: X-Task-Type: summary)")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     parser.add_argument("--cpu-pgid", type=int, action="append", default=[], help="process group to charge CPU to")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -592,7 +593,9 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     url = urlsplit(args.url)
     if url.scheme != "http" or url.hostname != LOOPBACK or url.port is None:
         raise SystemExit(f"--url must be http://{LOOPBACK}:PORT/...; got {args.url}")
-    headers = {"authorization": f"Bearer {args.api_key}", "x-task-type": "summary"}
+    headers = {"authorization": f"Bearer {args.api_key}"}
+    if not args.untagged:
+        headers["x-task-type"] = "summary"
     for raw in args.header:
         name, sep, value = raw.partition(":")
         if not sep:

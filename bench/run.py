@@ -35,7 +35,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -119,6 +119,7 @@ class Launch:
     env: dict[str, str]
     health_path: str
     health_timeout_s: float
+    probe: Callable[[int], None] | None = None  # once healthy: raise Skip if it does not serve as intended
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Candidate:
     name: str
     description: str
     launch: Callable[[Context, int], Launch] | None
+    load_args: tuple[str, ...] = ()  # extra bench/load.py flags for every cell (e.g. --untagged)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -259,20 +261,57 @@ def _passthrough(client: str) -> Callable[[Context, int], Launch]:
 
 def _tiergate(*extra: str) -> Callable[[Context, int], Launch]:
     def launch(ctx: Context, port: int) -> Launch:
-        binary = Path(ctx.settings.python).parent / "tiergate"
-        if not binary.exists():
-            raise Skip(f"tiergate is not installed ({binary} missing; pip install -e . in the dev venv)")
-        rules = BENCH_DIR / "rules.yaml"
-        if not rules.exists():
-            raise Skip(f"{rules} does not exist yet")
-        argv = [str(binary), "serve", "--config", str(rules), "--host", HOST, "--port", str(port)]
-        argv += ["--db", str(ctx.settings.raw_dir / f"tiergate-{port}.db"), "--log-level", "warning", *extra]
-        env = {"OPENAI_BASE_URL": f"http://{HOST}:{ctx.upstream_port}/v1", "OPENAI_API_KEY": UPSTREAM_KEY}
-        if ctx.settings.tiergate_src is not None:
-            env["PYTHONPATH"] = str(ctx.settings.tiergate_src)
-        return Launch(argv, env, "/healthz", 10.0)
+        return _tiergate_launch(ctx, port, BENCH_DIR / "rules.yaml", extra)
 
     return launch
+
+
+def _tiergate_launch(ctx: Context, port: int, rules: Path, extra: Sequence[str]) -> Launch:
+    binary = Path(ctx.settings.python).parent / "tiergate"
+    if not binary.exists():
+        raise Skip(f"tiergate is not installed ({binary} missing; pip install -e . in the dev venv)")
+    if not rules.exists():
+        raise Skip(f"{rules} does not exist yet")
+    argv = [str(binary), "serve", "--config", str(rules), "--host", HOST, "--port", str(port)]
+    argv += ["--db", str(ctx.settings.raw_dir / f"tiergate-{port}.db"), "--log-level", "warning", *extra]
+    env = {"OPENAI_BASE_URL": f"http://{HOST}:{ctx.upstream_port}/v1", "OPENAI_API_KEY": UPSTREAM_KEY}
+    if ctx.settings.tiergate_src is not None:
+        env["PYTHONPATH"] = str(ctx.settings.tiergate_src)
+    return Launch(argv, env, "/healthz", 10.0)
+
+
+def _tiergate_untagged(ctx: Context, port: int) -> Launch:
+    """tiergate on bench/rules.yaml plus 20 classify rules (none matching load.py's request) and a classifier
+    trained here on generated traffic (bench/classify.py), so an untagged call tries every rule and is then
+    classified: summary, the task load.py's tagged calls name."""
+    try:
+        import classify  # bench/classify.py; imports the working tree's proxy (the dev venv's)
+    except ImportError as exc:
+        raise Skip(f"bench/classify.py needs tiergate's proxy package importable: {exc}") from None
+    model, config = ctx.settings.raw_dir / "classifier-untagged.json", ctx.settings.raw_dir / "rules-untagged.yaml"
+    if not config.exists():
+        classify.train_model(model)
+        config.write_text(classify.untagged_registry(model))
+    launch = _tiergate_launch(ctx, port, config, ())
+    # The model's features are hashed with the default key: the server must use the same one.
+    return replace(launch, env={**launch.env, "TIERGATE_FEATURE_KEY": ""}, probe=_classified_as_summary)
+
+
+def _classified_as_summary(port: int) -> None:
+    """One untagged call of load.py's: it must be decided by the classifier, as summary."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10.0)
+    try:
+        headers = {"content-type": "application/json", "authorization": f"Bearer {CLIENT_KEY}"}
+        conn.request("POST", CHAT_PATH, body=load.chat_body("gpt-4o-mini", False), headers=headers)
+        response = conn.getresponse()
+        response.read()
+        source, task = response.getheader("x-tiergate-task-source"), response.getheader("x-tiergate-task")
+    except OSError as exc:
+        raise Skip(f"the untagged probe call failed: {exc}") from None
+    finally:
+        conn.close()
+    if response.status != 200 or (source, task) != ("classifier", "summary"):
+        raise Skip(f"the untagged probe call was not classified as summary: {response.status} {source} {task}")
 
 
 def _litellm(ctx: Context, port: int) -> Launch:
@@ -343,6 +382,12 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("pt-aiohttp", "Starlette passthrough, bare aiohttp.ClientSession", _passthrough("aiohttp")),
     Candidate("tiergate", "tiergate serve (ledger on)", _tiergate()),
     Candidate("tiergate-noledger", "tiergate serve --no-ledger", _tiergate("--no-ledger")),
+    Candidate(
+        "tiergate-untagged",
+        "tiergate serve with 20 classify rules and a trained classifier, driven without X-Task-Type",
+        _tiergate_untagged,
+        ("--untagged",),
+    ),
     Candidate("litellm", "LiteLLM proxy, 1 worker, master key, openai/ deployment", _litellm),
 )
 
@@ -381,9 +426,12 @@ class Results:
         self.reports.setdefault(candidate, {}).setdefault(cell.key, []).append(report)
 
 
-def run_cell(settings: Settings, cell: Cell, port: int, pgids: dict[str, int]) -> dict[str, Any]:
+def run_cell(
+    settings: Settings, cell: Cell, port: int, pgids: dict[str, int], load_args: Sequence[str] = ()
+) -> dict[str, Any]:
     """Run the load generator once against ``port``; return its JSON report."""
     argv = [*pin(LOAD_CORE), settings.python, str(BENCH_DIR / "load.py"), "--url", f"http://{HOST}:{port}{CHAT_PATH}"]
+    argv += load_args
     argv += ["-c", str(cell.concurrency), "-n", str(settings.max_requests), "-d", str(settings.duration_s)]
     argv += ["--warmup", str(settings.warmup_s), "--api-key", CLIENT_KEY, "--json"]
     argv += [arg for pgid in pgids.values() for arg in ("--cpu-pgid", str(pgid))]
@@ -419,10 +467,15 @@ def wait_for_quiet(max_wait_s: float) -> float:
 
 
 def run_quiet_cell(
-    settings: Settings, cell: Cell, port: int, pgids: dict[str, int], budget: NoiseBudget
+    settings: Settings,
+    cell: Cell,
+    port: int,
+    pgids: dict[str, int],
+    budget: NoiseBudget,
+    load_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run a cell, again while other processes disturbed it (within budget); keep the quietest attempt."""
-    attempts = [run_cell(settings, cell, port, pgids)]
+    attempts = [run_cell(settings, cell, port, pgids, load_args)]
     while other_share(attempts[-1]) > NOISY_SHARE and len(attempts) <= NOISY_RETRIES:
         share = other_share(attempts[-1])
         if not budget.take_rerun():
@@ -431,7 +484,7 @@ def run_quiet_cell(
         print(
             f"    other processes used {share:.0%} of a core; ran {cell.key} again after waiting for quiet", flush=True
         )
-        attempts.append(run_cell(settings, cell, port, pgids))
+        attempts.append(run_cell(settings, cell, port, pgids, load_args))
     best = min(attempts, key=other_share)
     best["attempts"] = len(attempts)
     return best
@@ -458,6 +511,8 @@ def start_candidate(
     log = ctx.settings.raw_dir / f"{candidate.name}-r{repeat}.log"
     service = stack.enter_context(Service(candidate.name, [*pin(PROXY_CORE), *launch.argv], launch.env, log))
     service.wait_healthy(port, launch.health_path, launch.health_timeout_s)
+    if launch.probe is not None:
+        launch.probe(port)
     return port, service
 
 
@@ -470,7 +525,7 @@ def measure_candidate(ctx: Context, candidate: Candidate, upstream: Service, res
             port, service = start_candidate(ctx, candidate, stack, repeat)
             pgids["proxy"] = service.pid
         for cell in CELLS:
-            report = run_quiet_cell(ctx.settings, cell, port, pgids, results.noise)
+            report = run_quiet_cell(ctx.settings, cell, port, pgids, results.noise, candidate.load_args)
             results.add(candidate.name, cell, report)
             print(f"  [{repeat + 1}] {candidate.name:<18} {cell.key:<7} {describe(report)}", flush=True)
             if report["errors"] and not report["requests"]:
@@ -661,6 +716,22 @@ def direct_targets(table: Table, subject: str) -> list[Target]:
     ]
 
 
+def untagged_targets(table: Table) -> list[Target]:
+    """Issue #12's: untagged calls (20 rules tried, then the classifier) against tiergate's tagged ones."""
+    untagged, tagged = (_figure(table, "ns-c64", name, "cpu_ms_per_req") for name in ("tiergate-untagged", "tiergate"))
+    extra = "n/a" if untagged is None or tagged is None else f"{(untagged - tagged) * 1000:+.0f} µs"
+    return [
+        _ratio_target(
+            "tiergate-untagged / tiergate (tagged) RPS, non-stream c=64",
+            _figure(table, "ns-c64", "tiergate-untagged", "rps"),
+            _figure(table, "ns-c64", "tiergate", "rps"),
+            0.95,
+            False,
+        ),
+        Target("tiergate-untagged − tiergate CPU per request, non-stream c=64", extra, "(for reading)", "—"),
+    ]
+
+
 def _target_rows(targets: Sequence[Target]) -> list[str]:
     return [f"| {t.label} | {t.value} | {t.goal} | {t.verdict} |" for t in targets]
 
@@ -671,6 +742,7 @@ def targets_section(table: Table) -> list[str]:
     lines = ["## targets", "", *header]
     for subject in ("tiergate", "tiergate-noledger"):
         lines += _target_rows(peer_targets(table, subject) + direct_targets(table, subject))
+    lines += _target_rows(untagged_targets(table))
     lines += [
         "",
         (

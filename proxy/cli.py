@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="count eval traffic too (tiergate eval's calls, left out by default)",
     )
+    audit.add_argument(
+        "--classifier",
+        action="store_true",
+        help="the classifier's live agreement with the header on tagged traffic, per task and per day or week "
+        "(--by day|week), and how calls were decided",
+    )
     audit.set_defaults(run=_audit)
 
     pre = sub.add_parser("precompute", help="post a batch of generations (one JSON request per line) to tiergate")
@@ -124,6 +130,35 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     pre.add_argument("--wait", action="store_true", help="then follow every key until it is ready or failed")
     pre.set_defaults(run=_precompute)
+
+    classifier = sub.add_parser("classifier", help="the classifier learned from header-tagged traffic")
+    classifier_sub = classifier.add_subparsers(dest="classifier_command")
+    train = classifier_sub.add_parser(
+        "train",
+        help="train it on the ledger's header-tagged calls; report k-fold accuracy; write the model file",
+        epilog="The ledger keeps hashed features, hashed with the server's TIERGATE_FEATURE_KEY: train with the "
+        "same key. After the key changes, only traffic logged since counts (older rows are left out and said).",
+    )
+    train.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
+    train.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
+    train.add_argument("--since", help="only calls since 24h, 90m, 7d ago, a date (2026-11-01) or a timestamp")
+    train.add_argument("--out", default="classifier.json", help="model file to write (default classifier.json)")
+    train.add_argument(
+        "--min-examples", type=int, default=20, help="refuse when a task has fewer tagged calls (default 20)"
+    )
+    train.add_argument("--folds", type=int, default=5, help="folds of the cross-validation (default 5)")
+    train.add_argument("--format", default="table", help="table (default) or json")
+    train.set_defaults(run=_classifier_train)
+    classifier.set_defaults(run=lambda args: _usage(classifier))
+
+    classify = sub.add_parser("classify", help="explain which task, tier and targets one request would get, and why")
+    classify.add_argument("request", metavar="REQUEST.json", help="a chat completions request body; - for stdin")
+    classify.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
+    classify.add_argument(
+        "--header", action="append", default=[], metavar="K:V", help="a request header, e.g. X-Task-Type:summary"
+    )
+    classify.add_argument("--format", default="table", help="table (default) or json")
+    classify.set_defaults(run=_classify)
 
     ev = sub.add_parser("eval", help="run a task's golden set on a tier or model, side by side with its current tier")
     ev.add_argument("task", nargs="?", help="the task whose golden set (EVALS/TASK/) to run")
@@ -272,6 +307,8 @@ def _audit(args: argparse.Namespace) -> int:
         registry = rules.load(args.config or env.config)
         print(render(recommend(db, registry, since=args.since), args.format), end="")
         return 0
+    if args.classifier:
+        return _audit_classifier(args, db)
     candidate = rules.load(args.what_if) if args.what_if else None
     text = report(
         db, since=args.since, by=args.by, fmt=args.format, candidate=candidate, include_eval=args.include_eval
@@ -297,6 +334,87 @@ def _precompute(args: argparse.Namespace) -> int:
     outcome.refused = sorted(bad + outcome.refused)
     print(batch.summary(outcome, len(jobs) + len(bad), url, waited=args.wait), end="")
     return 0 if outcome.ok else 1
+
+
+def _audit_classifier(args: argparse.Namespace, db: str) -> int:
+    from proxy.classify import agreement
+    from proxy.classify import report as classify_report
+    from proxy.ledger.audit import parse_since
+
+    if args.what_if or args.recommend:
+        raise ValueError("--classifier reports the classifier alone: drop --what-if and --recommend")
+    classify_report.check_format(args.format)
+    rows = agreement.load(db, parse_since(args.since), include_eval=args.include_eval)
+    print(classify_report.agreement(agreement.summarize(rows, args.by or "day"), args.format), end="")
+    return 0
+
+
+def _classifier_train(args: argparse.Namespace) -> int:
+    from proxy.classify import report as classify_report
+    from proxy.classify.features import seed_of
+    from proxy.classify.training import train_from_ledger
+    from proxy.ledger.audit import parse_since
+
+    classify_report.check_format(args.format)
+    env = Settings.from_env()
+    registry = _registry_to_train_for(args.config or env.config)
+    result = train_from_ledger(
+        args.db or env.db,
+        registry,
+        seed_of(env.feature_key),  # the key the server hashed the ledger's features with
+        args.out,
+        since=parse_since(args.since),
+        since_text=args.since,
+        min_examples=args.min_examples,
+        folds=args.folds,
+    )
+    print(classify_report.training(result, args.format), end="")
+    return 0
+
+
+def _registry_to_train_for(path: str) -> Registry:
+    """The registry, even when its ``classifier.model`` is missing or names tasks it no longer has: that
+    model is what training replaces. Its content hash stays the file's own."""
+    try:
+        return rules.load(path)
+    except ConfigError as exc:
+        if exc.path != "classifier.model":
+            raise
+    import dataclasses
+    import hashlib
+
+    import yaml
+
+    from proxy import yamldoc
+
+    text = Path(path).read_text(encoding="utf-8")
+    doc = yamldoc.load(text, path)
+    doc.pop("classifier")
+    registry = rules.loads(yaml.safe_dump(doc, sort_keys=False), source=path)
+    return dataclasses.replace(registry, content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from proxy.classify import report as classify_report
+    from proxy.classify.explain import explain, parse_headers, read_request
+    from proxy.classify.features import seed_of
+    from proxy.errors import UnknownTaskType
+
+    classify_report.check_format(args.format)
+    env = Settings.from_env()
+    registry = rules.load(args.config or env.config)
+    body, headers = read_request(args.request), parse_headers(args.header)
+    try:
+        result = explain(registry, body, headers, seed_of(env.feature_key))
+    except UnknownTaskType as exc:
+        raise ValueError(f"{exc.message} (the server answers 400)") from None
+    print(classify_report.explanation(result, args.format), end="")
+    return 0
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _eval(args: argparse.Namespace) -> int:

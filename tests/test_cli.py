@@ -29,10 +29,16 @@ async def test_demo_runs_the_workload_through_the_sdk() -> None:
     assert await run_demo(str(RULES), out=out) == 0
     text = out.getvalue()
     # the first table only: one line per call, between the rule under its header and the blank line
-    table = text.split("-----\n", 1)[1].split("\n\n", 1)[0]
+    table = text.split("\ntiergate on ", 1)[1].split("-----\n", 1)[1].split("\n\n", 1)[0]
     lines = table.splitlines()
     assert len(lines) == len(WORKLOAD)
-    assert any(line.startswith("agent") and " default " in line for line in lines)  # the untagged call
+    assert any(line.startswith("agent") and " default " in line for line in lines)  # nothing recognised it
+    # the classifier was trained on the simulated app's tagged traffic, then placed untagged calls
+    assert "$ tiergate classifier train" in text and "5-fold accuracy" in text
+    placed = [line.split()[0] for line in lines if line.split()[1] == "classifier"]
+    assert placed == ["summary", "ad_copy", "relevance"]
+    assert any(line.startswith("summary") and " rule:summaries " in line for line in lines)
+    assert "$ tiergate audit --classifier" in text and "Shadow agreement" in text
     assert any(" yes " in line for line in lines)  # the streamed call
     # the ticket the lookup table labels never reaches a model; the outage call falls over to Anthropic
     assert any("local::proxy.handlers.ticket_labels:classify" in line for line in lines)

@@ -27,8 +27,9 @@ is decidable: the earlier rule's conditions are a subset of the later's (ranges 
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -153,6 +154,15 @@ class RequestView:
     def __init__(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
         self.body = body
         self.headers = headers
+        self._lowered: dict[str, str | None] = {}
+
+    def ascii_lower(self, text: str) -> str | None:
+        """``text`` lower-cased if it is ASCII (else ``None``), once per text: the regex prefilter's haystack."""
+        try:
+            return self._lowered[text]
+        except KeyError:
+            lowered = self._lowered[text] = text.lower() if text.isascii() else None
+            return lowered
 
     @cached_property
     def messages(self) -> list[Mapping[str, Any]]:
@@ -215,60 +225,219 @@ def text(message: Mapping[str, Any]) -> str:
     return ""
 
 
+Predicate = Callable[["RequestView"], bool]
+
+
 def holds(condition: Condition, view: RequestView) -> bool:
     """Whether ``condition`` holds for the request seen through ``view``."""
+    return predicate(condition)(view)
+
+
+def predicate(condition: Condition) -> Predicate:
+    """``condition`` as a function of the request, built once: the request path tries every rule on every
+    untagged call, so the dispatch on ``kind`` and the regex prefilter are settled here, not per call."""
     kind = condition.kind
     if kind == "always":
-        return True
-    if kind == "all":
-        return all(holds(c, view) for c in condition.children)
-    if kind == "any":
-        return any(holds(c, view) for c in condition.children)
-    if kind == "not":
-        return not holds(condition.children[0], view)
-    if kind == "system":
-        return _search(condition, view.system)
-    if kind == "last_user":
-        return _search(condition, view.last_user)
-    if kind == "any_message":
-        return any(_search(condition, t) for t in view.texts)
+        return _always
+    if kind in ("all", "any", "not"):
+        parts = tuple(predicate(c) for c in condition.children)
+        return _all(parts) if kind == "all" else _any(parts) if kind == "any" else _not(parts[0])
+    if kind in _TEXTS or kind in _KEYED:
+        return _text_test(condition)
     if kind == "tools":
-        if not condition.values:
-            return view.has_tools is condition.present
-        return not view.tool_names.isdisjoint(condition.values)
+        present, names = condition.present, condition.values
+        if not names:
+            return lambda view: view.has_tools is present
+        return lambda view: not view.tool_names.isdisjoint(names)
     if kind == "response_format":
-        return view.response_format in condition.values
-    if kind == "max_tokens":
-        return _within(condition, view.max_tokens)
-    if kind == "messages":
-        return _within(condition, len(view.messages))
-    if kind == "metadata":
-        metadata = view.body.get("metadata")
-        value = metadata.get(condition.key) if isinstance(metadata, dict) else None
-        return isinstance(value, str) and _search(condition, value)
-    if kind == "header":
-        value = view.headers.get(condition.key or "")
-        return value is not None and _search(condition, value)
+        formats = condition.values
+        return lambda view: view.response_format in formats
+    if kind in _RANGES:
+        low, high = condition.low, condition.high
+        if kind == "max_tokens":
+            return lambda view: _within(low, high, view.max_tokens)
+        return lambda view: _within(low, high, len(view.messages))
     raise AssertionError(f"unknown condition kind {kind!r}")  # parse_condition admits no other
 
 
-def _search(condition: Condition, value: str) -> bool:
+def _always(view: RequestView) -> bool:
+    return True
+
+
+def _all(parts: tuple[Predicate, ...]) -> Predicate:
+    def test(view: RequestView) -> bool:
+        for part in parts:
+            if not part(view):
+                return False
+        return True
+
+    return test
+
+
+def _any(parts: tuple[Predicate, ...]) -> Predicate:
+    def test(view: RequestView) -> bool:
+        for part in parts:
+            if part(view):
+                return True
+        return False
+
+    return test
+
+
+def _not(part: Predicate) -> Predicate:
+    return lambda view: not part(view)
+
+
+def _text_test(condition: Condition) -> Predicate:
+    """A regex condition over one of the request's texts, a metadata field or a header value."""
     assert condition.pattern is not None
-    return condition.pattern.search(value) is not None
+    search = _searcher(condition.pattern)
+    kind, key = condition.kind, condition.key or ""
+    if kind == "system":
+        return lambda view: search(view.system, view)
+    if kind == "last_user":
+        return lambda view: search(view.last_user, view)
+    if kind == "any_message":
+
+        def any_message(view: RequestView) -> bool:
+            for text in view.texts:
+                if search(text, view):
+                    return True
+            return False
+
+        return any_message
+    if kind == "metadata":
+
+        def metadata(view: RequestView) -> bool:
+            fields = view.body.get("metadata")
+            value = fields.get(key) if isinstance(fields, dict) else None
+            return isinstance(value, str) and search(value, view)
+
+        return metadata
+
+    def header(view: RequestView) -> bool:
+        value = view.headers.get(key)
+        return value is not None and search(value, view)
+
+    return header
 
 
-def _within(condition: Condition, value: int | None) -> bool:
+def _within(low: int | None, high: int | None, value: int | None) -> bool:
     if value is None:
         return False
-    return (condition.low is None or value >= condition.low) and (condition.high is None or value <= condition.high)
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def first_match(rules: Sequence[ClassifyRule], view: RequestView) -> ClassifyRule | None:
     """The first rule whose condition holds, or ``None``."""
-    for rule in rules:
-        if holds(rule.when, view):
-            return rule
-    return None
+    return matcher(rules)(view)
+
+
+def matcher(rules: Sequence[ClassifyRule]) -> Callable[[RequestView], ClassifyRule | None]:
+    """``first_match`` over ``rules``, every rule's predicate built once (build it once per registry)."""
+    compiled = tuple((predicate(rule.when), rule) for rule in rules)
+
+    def match(view: RequestView) -> ClassifyRule | None:
+        for test, rule in compiled:
+            if test(view):
+                return rule
+        return None
+
+    return match
+
+
+# --- the regexes' literal prefilter ---------------------------------------------------------------
+#
+# Most rule regexes need some literal text ("(?i)conversation title", "^Extract\b", "copywriter|
+# marketing copy"), and ``needle in text`` is a fast scan where a case-insensitive regex tries every
+# position: the prefilter rules a text out before the regex runs. It only ever answers "cannot match":
+# a pattern it does not understand, or a case-insensitive one over non-ASCII text (where Unicode case
+# folding is not ``str.lower``), goes straight to the regex.
+
+_PARSER: Any = importlib.import_module("re._parser")  # the stdlib's own regex parser (no public API)
+_MIN_NEEDLE = 3
+
+
+def _needles(pattern: re.Pattern[str]) -> tuple[bool, tuple[str, ...]] | None:
+    """Strings of which every match of ``pattern`` contains one (lower-cased when it ignores case, then
+    ASCII only), or ``None`` when no such strings are known."""
+    try:
+        tree = _PARSER.parse(pattern.pattern, pattern.flags)
+        needles = _required(list(tree))
+    except Exception:  # an unexpected tree (another Python): no prefilter, never a wrong answer
+        return None
+    if needles is None:
+        return None
+    folded = bool(tree.state.flags & re.IGNORECASE)
+    if folded:
+        if not all(n.isascii() for n in needles):
+            return None
+        needles = tuple(n.lower() for n in needles)
+    return folded, needles
+
+
+def _required(items: list[tuple[Any, Any]]) -> tuple[str, ...] | None:
+    """In a sequence of parsed regex items, the best literal (or set of a branch's literals) a match needs."""
+    best: tuple[str, ...] | None = None
+
+    def consider(needles: tuple[str, ...]) -> None:
+        nonlocal best
+        shortest = min(map(len, needles))
+        if shortest >= _MIN_NEEDLE and (best is None or shortest > min(map(len, best))):
+            best = needles
+
+    run: list[str] = []
+    for op, av in _flatten(items):
+        if op is _PARSER.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            consider(("".join(run),))
+            run = []
+        if op is _PARSER.BRANCH:
+            alternatives = [_required(list(branch)) for branch in av[1]]
+            if all(a is not None for a in alternatives):
+                consider(tuple(n for a in alternatives if a is not None for n in a))
+    if run:
+        consider(("".join(run),))
+    return best
+
+
+def _flatten(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Groups without flags of their own are part of the sequence around them."""
+    out = []
+    for op, av in items:
+        if op is _PARSER.SUBPATTERN and not av[1] and not av[2]:
+            out += _flatten(list(av[3]))
+        else:
+            out.append((op, av))
+    return out
+
+
+def _searcher(pattern: re.Pattern[str]) -> Callable[[str, RequestView], bool]:
+    """``pattern.search(text) is not None``, behind the prefilter when the pattern has needles."""
+    search = pattern.search
+    needles = _needles(pattern)
+    if needles is None:
+        return lambda text, view: search(text) is not None
+    folded, wanted = needles
+    if not folded:
+        return lambda text, view: _contains(text, wanted) and search(text) is not None
+
+    def folded_search(text: str, view: RequestView) -> bool:
+        hay = view.ascii_lower(text)
+        if hay is not None and not _contains(hay, wanted):
+            return False
+        return search(text) is not None
+
+    return folded_search
+
+
+def _contains(text: str, needles: tuple[str, ...]) -> bool:
+    for needle in needles:
+        if needle in text:
+            return True
+    return False
 
 
 # --- dead rules ---------------------------------------------------------------------------------

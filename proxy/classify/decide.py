@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.classify.conditions import RequestView, first_match
+from proxy.classify.conditions import RequestView, matcher
 from proxy.classify.features import features
 from proxy.classify.model import Model, ModelError, load
 from proxy.registry import ClassifierSettings, Registry
@@ -38,7 +38,7 @@ class Decision:
 
 class Classifier:
     def __init__(self, registry: Registry, seed: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rules = registry.classify
+        self._match = matcher(registry.classify)  # every rule's test built once
         self._settings: ClassifierSettings | None = registry.classifier
         self._tasks = list(registry.tasks)
         self._seed = seed  # the ledger's: the features it stores are computed with it
@@ -65,7 +65,7 @@ class Classifier:
         tagged = headers.get("x-task-type")
         if tagged:
             return decision(tagged.strip(), "header")
-        rule = first_match(self._rules, view)
+        rule = self._match(view)
         if rule is not None:
             return decision(rule.task, f"rule:{rule.name}")
         model, settings = self._model, self._settings

@@ -7,8 +7,9 @@ the message count and the max_tokens bucket). Each feature is hashed with a per-
 ``BUCKETS`` buckets: a bag of bucket numbers, no word order, no text, many words per bucket. That is not
 encryption, but the prompt cannot be read back out of it; raw text capture is a separate opt-in.
 
-Speed: a system prompt is usually one of a few templates, so its features are cached by its text; the
-rest is a regex split and a CRC per word pair (tens of microseconds for a typical request).
+Speed: a system prompt is usually one of a few templates, so its features are cached by its text, as
+are the structural ones; the rest is a regex split and a running CRC per word and word pair (about ten
+microseconds for a typical request; bench/classify.py measures it).
 """
 
 from __future__ import annotations
@@ -25,30 +26,67 @@ from proxy.classify.conditions import RequestView
 
 BUCKETS = 1 << 18
 WORDS = 64  # words read from each text
+_MASK = BUCKETS - 1
 _WORD = re.compile(r"\w+")
 _DIGITS = re.compile(r"\d")
+# The same two steps over ASCII bytes, where \w and \d mean exactly what they mean over an ASCII str.
+_ASCII_WORD = re.compile(rb"\w+")
+_ASCII_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
 def features(view: RequestView, seed: int) -> tuple[int, ...]:
     """The request's feature ids, sorted and unique."""
-    ids = set(_text_features("s", view.system, seed))
+    ids = set(_template_features("s", view.system, seed))
     ids.update(_text_features("u", view.last_user, seed))
-    structure = [f"m:{_bucket(len(view.messages))}", f"f:{view.response_format}"]
-    if view.has_tools:
-        structure.append("t:tools")
-        structure.extend(f"t:{name}" for name in sorted(view.tool_names))
-    if view.max_tokens is not None:
-        structure.append(f"k:{_bucket(view.max_tokens)}")
-    ids.update(_hash(structure, seed))
+    tools = tuple(sorted(view.tool_names)) if view.has_tools else None
+    tokens = None if view.max_tokens is None else _bucket(view.max_tokens)
+    ids.update(_structure(_bucket(len(view.messages)), view.response_format, tools, tokens, seed))
     return tuple(sorted(ids))
 
 
-@lru_cache(maxsize=4096)
 def _text_features(field: str, text: str, seed: int) -> tuple[int, ...]:
-    words = _WORD.findall(_DIGITS.sub("0", text[: WORDS * 16].lower()))[:WORDS]
-    grams = [f"{field}:{w}" for w in words]
-    grams += [f"{field}:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
-    return tuple(_hash(grams, seed))
+    """Unigrams then bigrams of ``text``'s first words, as ``f"{field}:{a}"`` / ``f"{field}:{a} {b}"`` hashed.
+
+    A gram's hash is computed as a running CRC (``crc32(b, crc32(a, seed)) == crc32(a + b, seed)``): the
+    field prefix once, each word once, each bigram from its first word's running value.
+    """
+    lowered = text[: WORDS * 16].lower()
+    if lowered.isascii():
+        words = _ASCII_WORD.findall(lowered.encode().translate(_ASCII_DIGITS))[:WORDS]
+    else:
+        words = [w.encode() for w in _WORD.findall(_DIGITS.sub("0", lowered))[:WORDS]]
+    prefix = zlib.crc32(field.encode() + b":", seed)
+    crc32 = zlib.crc32
+    running = [crc32(w, prefix) for w in words]
+    running += [crc32(b" " + b, a) for a, b in zip(running, words[1:], strict=False)]
+    return tuple([c & _MASK for c in running])
+
+
+# A system prompt is usually one of a few templates: its features are worth keeping (the user's text
+# almost never repeats, so caching it would only evict them).
+_template_features = lru_cache(maxsize=4096)(_text_features)
+
+
+@lru_cache(maxsize=1024)
+def _structure(
+    messages: int, response_format: str, tools: tuple[str, ...] | None, max_tokens: int | None, seed: int
+) -> tuple[int, ...]:
+    """The message count's bucket, the response_format type, tools offered and their names, max_tokens' bucket."""
+    structure = [f"m:{messages}", f"f:{response_format}"]
+    if tools is not None:
+        structure.append("t:tools")
+        structure.extend(f"t:{name}" for name in tools)
+    if max_tokens is not None:
+        structure.append(f"k:{max_tokens}")
+    return tuple(_hash(structure, seed))
+
+
+def marker_ids(seed: int) -> frozenset[int]:
+    """Ids of which every request's features hold at least one under ``seed``: its response_format type
+    (``f:text``, ...) and its message-count bucket. A ledger row holding none was hashed under another
+    seed (``TIERGATE_FEATURE_KEY`` changed since it was written): its features mean nothing to a model."""
+    formats = [f"f:{kind}" for kind in ("text", "json_object", "json_schema")]
+    return frozenset(_hash([*formats, *(f"m:{_bucket(n)}" for n in range(1 << 12))], seed))
 
 
 def _hash(grams: Iterable[str], seed: int) -> list[int]:

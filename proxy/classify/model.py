@@ -21,7 +21,6 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +52,36 @@ class Model:
     min_coverage: float = MIN_COVERAGE
     examples: int = 0
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # feature -> its weight for each task (0.0 where a task never showed it): one lookup per feature
+    # instead of one per feature and task. Derived from ``weights``; not part of the model's value.
+    _table: Mapping[int, tuple[float, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        columns = [(w, w.get) for w in self.weights]
+        table = {f: tuple([get(f, 0.0) for _, get in columns]) for f in self.known}
+        object.__setattr__(self, "_table", table)
 
     def scores(self, ids: Sequence[int]) -> list[float]:
+        return self._scores(ids)[0]
+
+    def _scores(self, ids: Sequence[int]) -> tuple[list[float], int]:
+        """Per task, log prior + the features' log-likelihoods; and how many features the model knows.
+
+        The same sums as ``prior + n * default + sum(w.get(i, 0.0) for i in ids)`` per task, added in
+        the same order: the features no task showed add 0.0 to every sum, so they are skipped.
+        """
         n = len(ids)
-        return [
-            prior + n * default + sum(map(w.get, ids, repeat(0.0)))
-            for prior, default, w in zip(self.priors, self.defaults, self.weights, strict=True)
-        ]
+        rows = [row for row in map(self._table.get, ids) if row is not None]
+        sums: Sequence[float] = list(map(sum, zip(*rows, strict=True))) if rows else [0.0] * len(self.tasks)
+        scores = [prior + n * default + s for prior, default, s in zip(self.priors, self.defaults, sums, strict=True)]
+        return scores, len(rows)
 
     def predict(self, ids: Sequence[int]) -> tuple[list[tuple[str, float]], float]:
         """Tasks with calibrated probabilities, most likely first, and the request's coverage (0..1)."""
-        probabilities = softmax(self.scores(ids), self.temperature)
-        ranked = sorted(zip(self.tasks, probabilities, strict=True), key=lambda tp: -tp[1])
-        coverage = sum(1 for i in ids if i in self.known) / len(ids) if ids else 0.0
-        return ranked, coverage
+        scores, seen = self._scores(ids)
+        probabilities = softmax(scores, self.temperature)
+        ranked = sorted(zip(self.tasks, probabilities, strict=True), key=_by_probability, reverse=True)
+        return ranked, seen / len(ids) if ids else 0.0
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -83,6 +98,10 @@ class Model:
                 "meta": dict(self.meta),
             }
         )
+
+
+def _by_probability(task_probability: tuple[str, float]) -> float:
+    return task_probability[1]
 
 
 def softmax(scores: Sequence[float], temperature: float = 1.0) -> list[float]:

@@ -2,5 +2,6 @@
 
 ``openai`` and ``anthropic`` are small ASGI apps that speak each provider's real wire format (bodies,
 SSE, errors, headers, scripted faults) with no network and no keys (``proxy.loopback`` serves them on a
-real socket). Nothing in the product imports this package except the demo.
+real socket). ``traffic`` is a simulated app's labelled calls (call sites per task, varied fillers), for
+training the classifier in tests and benchmarks. Nothing in the product imports this package except the demo.
 """

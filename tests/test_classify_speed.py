@@ -1,0 +1,246 @@
+"""The request path's classification is written for speed (bench/classify.py); these tests hold it to the
+straightforward versions it replaced, kept here as the reference: the same features, the same scores to
+the last bit, the same rule verdicts, over generated inputs that include the awkward cases (non-ASCII
+text, Unicode digits and case folding, inline regex flags, branches)."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import zlib
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any
+
+import pytest
+
+from proxy.classify import features as F
+from proxy.classify.conditions import RequestView, matcher, parse_condition, predicate
+from proxy.classify.model import Model, softmax, train
+from proxy.fakes import traffic
+from proxy.registry import ClassifyRule, Condition
+
+# --- the reference implementations --------------------------------------------------------------
+
+
+def ref_text_features(field: str, value: str, seed: int) -> tuple[int, ...]:
+    words = re.findall(r"\w+", re.sub(r"\d", "0", value[: F.WORDS * 16].lower()))[: F.WORDS]
+    grams = [f"{field}:{w}" for w in words]
+    grams += [f"{field}:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    return tuple(zlib.crc32(g.encode(), seed) & (F.BUCKETS - 1) for g in grams)
+
+
+def ref_features(view: RequestView, seed: int) -> tuple[int, ...]:
+    def bucket(n: int) -> int:
+        return n if n < 3 else 1 << (n - 1).bit_length()
+
+    ids = set(ref_text_features("s", view.system, seed))
+    ids.update(ref_text_features("u", view.last_user, seed))
+    structure = [f"m:{bucket(len(view.messages))}", f"f:{view.response_format}"]
+    if view.has_tools:
+        structure.append("t:tools")
+        structure.extend(f"t:{name}" for name in sorted(view.tool_names))
+    if view.max_tokens is not None:
+        structure.append(f"k:{bucket(view.max_tokens)}")
+    ids.update(zlib.crc32(g.encode(), seed) & (F.BUCKETS - 1) for g in structure)
+    return tuple(sorted(ids))
+
+
+def ref_predict(model: Model, ids: Sequence[int]) -> tuple[list[float], list[tuple[str, float]], float]:
+    n = len(ids)
+    scores = [
+        prior + n * default + sum(map(w.get, ids, repeat(0.0)))
+        for prior, default, w in zip(model.priors, model.defaults, model.weights, strict=True)
+    ]
+    ranked = sorted(zip(model.tasks, softmax(scores, model.temperature), strict=True), key=lambda tp: -tp[1])
+    coverage = sum(1 for i in ids if i in model.known) / len(ids) if ids else 0.0
+    return scores, ranked, coverage
+
+
+def ref_holds(condition: Condition, view: RequestView) -> bool:
+    kind = condition.kind
+
+    def search(value: str) -> bool:
+        assert condition.pattern is not None
+        return condition.pattern.search(value) is not None
+
+    def within(value: int | None) -> bool:
+        low, high = condition.low, condition.high
+        return value is not None and (low is None or value >= low) and (high is None or value <= high)
+
+    if kind == "always":
+        return True
+    if kind == "all":
+        return all(ref_holds(c, view) for c in condition.children)
+    if kind == "any":
+        return any(ref_holds(c, view) for c in condition.children)
+    if kind == "not":
+        return not ref_holds(condition.children[0], view)
+    if kind == "system":
+        return search(view.system)
+    if kind == "last_user":
+        return search(view.last_user)
+    if kind == "any_message":
+        return any(search(t) for t in view.texts)
+    if kind == "tools":
+        if not condition.values:
+            return view.has_tools is condition.present
+        return not view.tool_names.isdisjoint(condition.values)
+    if kind == "response_format":
+        return view.response_format in condition.values
+    if kind == "max_tokens":
+        return within(view.max_tokens)
+    if kind == "messages":
+        return within(len(view.messages))
+    if kind == "metadata":
+        metadata = view.body.get("metadata")
+        value = metadata.get(condition.key) if isinstance(metadata, dict) else None
+        return isinstance(value, str) and search(value)
+    value = view.headers.get(condition.key or "")
+    return value is not None and search(value)
+
+
+# --- generated inputs ---------------------------------------------------------------------------
+
+# ASCII and not: Unicode digits (٣), letters whose case folding is not str.lower's (ſ folds to s, the
+# Kelvin sign to k, İ lowers to two characters), CJK, punctuation.
+ALPHABET = "abcdeiklnorstxyz ABCKLST 0123456789 _-.,;:!?'\n\t İıſKéß日本٣٤"
+WORDS = ["extract", "title", "Invoice", "KELVIN", "ſummary", "conversation", "label", "yes", "no", "the", "ok"]
+
+
+def random_text(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 40)))
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 1500)))
+
+
+def random_body(rng: random.Random) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    for _ in range(rng.randint(0, 5)):
+        role = rng.choice(["system", "developer", "user", "assistant", "tool"])
+        content: Any = random_text(rng)
+        if rng.random() < 0.2:
+            content = [{"type": "text", "text": random_text(rng)}, {"type": "image_url"}]
+        messages.append({"role": role, "content": content})
+    body: dict[str, Any] = {"model": "auto", "messages": messages}
+    if rng.random() < 0.3:
+        body["tools"] = [{"type": "function", "function": {"name": rng.choice(["a", "lookup", "b"])}}]
+    if rng.random() < 0.3:
+        body["response_format"] = {"type": rng.choice(["text", "json_object", "json_schema"])}
+    if rng.random() < 0.5:
+        body[rng.choice(["max_tokens", "max_completion_tokens"])] = rng.randint(0, 5000)
+    if rng.random() < 0.3:
+        body["metadata"] = {"feature": random_text(rng)[:30]}
+    return body
+
+
+REGEXES = [
+    "(?i)conversation title", "(?i)^extract\\b", "(?i)\\b(label|title)s?\\b", "(?i)invoice|receipt",
+    "(?i)kelvin", "(?i)summary", "(?i)ſummary", "(?i)señor", "Invoice", "^yes$", "(?i:title) ok", "(?i)(?-i:KEL)vin",
+    "(?i)t[iı]tle", "ok|(?i:conversation)", "(?m)^no", "(?x) ext  ract", "(?i)\\bthe (label|conversation)\\b",
+    "[0-9]{3}", ".", "(?i)yes(?= no)", "(?i)(extract)+", "é", "(?i)日本",
+]  # fmt: skip
+
+
+def random_when(rng: random.Random, depth: int = 0) -> dict[str, Any]:
+    kinds = ["system", "last_user", "any_message", "tools", "response_format", "max_tokens", "messages"]
+    kinds += ["metadata", "header"] + (["all", "any", "not"] if depth < 2 else [])
+    kind = rng.choice(kinds)
+    if kind in ("system", "last_user", "any_message"):
+        return {kind: rng.choice(REGEXES)}
+    if kind == "tools":
+        return {kind: rng.choice([True, False, ["lookup"], ["x", "a"]])}
+    if kind == "response_format":
+        return {kind: rng.choice(["text", ["json_object", "json_schema"]])}
+    if kind in ("max_tokens", "messages"):
+        return {kind: rng.choice([{"min": 2}, {"max": 100}, {"min": 1, "max": 3000}])}
+    if kind in ("metadata", "header"):
+        return {kind: {"feature" if kind == "metadata" else "user-agent": rng.choice(REGEXES)}}
+    if kind == "not":
+        return {kind: random_when(rng, depth + 1)}
+    return {kind: [random_when(rng, depth + 1) for _ in range(rng.randint(1, 3))]}
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+
+def test_text_features_are_the_reference_ones() -> None:
+    rng = random.Random(1)
+    for _ in range(3000):
+        value, seed = random_text(rng), rng.choice([0, 1, 12345, 2**32 - 1])
+        assert F._text_features("u", value, seed) == ref_text_features("u", value, seed), value
+
+
+def test_request_features_are_the_reference_ones() -> None:
+    rng = random.Random(2)
+    for _ in range(1500):
+        body, seed = random_body(rng), rng.choice([0, 99])
+        assert F.features(RequestView(body, {}), seed) == ref_features(RequestView(body, {}), seed)
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    calls = traffic.calls(300, seed=5)
+    trained, _ = train([(task, F.features(RequestView(body, {}), 0)) for task, body in calls], 0)
+    return trained
+
+
+def test_scores_and_predictions_are_the_reference_ones_to_the_bit(model: Model) -> None:
+    rng = random.Random(3)
+    known = sorted(model.known)
+    for _, body in traffic.calls(200, seed=6):
+        ids = F.features(RequestView(body, {}), 0)
+        scores, ranked, coverage = ref_predict(model, ids)
+        assert model.scores(ids) == scores and model.predict(ids) == (ranked, coverage)
+    for _ in range(300):  # unknown features, duplicates, nothing at all
+        ids = [rng.choice(known) if rng.random() < 0.5 else rng.randrange(F.BUCKETS) for _ in range(rng.randint(0, 90))]
+        scores, ranked, coverage = ref_predict(model, ids)
+        assert model.scores(ids) == scores and model.predict(ids) == (ranked, coverage)
+    assert all(math.isfinite(s) for s in model.scores([]))
+
+
+def test_rule_verdicts_are_the_reference_ones() -> None:
+    rng = random.Random(4)
+    conditions = [parse_condition(random_when(rng), "when") for _ in range(400)]
+    compiled = [predicate(c) for c in conditions]
+    for _ in range(300):
+        body = random_body(rng)
+        headers = {"user-agent": random_text(rng)[:40]} if rng.random() < 0.5 else {}
+        expected = [ref_holds(c, RequestView(body, headers)) for c in conditions]
+        view = RequestView(body, headers)  # one view for every rule, as the request path has
+        assert [test(view) for test in compiled] == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value"),
+    [
+        ("(?i)kelvin", "\u212aelvin"),  # the Kelvin sign folds to k: no ASCII prefilter may rule it out
+        ("(?i)summary", "ſummary"),  # so does the long s to s
+        ("(?i)(?-i:KEL)vin", "KELVIN"),  # a group with its own flags is not the pattern's literal
+        ("(?x) ext  ract", "extract"),  # verbose: the spaces are not part of the literal
+        ("(?i)\\bthe (label|conversation)\\b", "THE Conversation"),
+    ],
+)
+def test_the_prefilter_never_rules_out_a_match(pattern: str, value: str) -> None:
+    condition = parse_condition({"last_user": pattern}, "when")
+    view = RequestView({"messages": [{"role": "user", "content": value}]}, {})
+    assert predicate(condition)(view) and ref_holds(condition, view)
+
+
+def test_the_matcher_keeps_first_match_order() -> None:
+    rules = [
+        ClassifyRule("a", "x", parse_condition({"last_user": "(?i)invoice"}, "w")),
+        ClassifyRule("b", "y", parse_condition({}, "w")),
+    ]
+    match = matcher(rules)
+    invoice = {"messages": [{"role": "user", "content": "the INVOICE"}]}
+    assert match(RequestView(invoice, {})) is rules[0]
+    assert match(RequestView({"messages": []}, {})) is rules[1]
+    assert matcher([])(RequestView(invoice, {})) is None
+
+
+def test_ascii_lower_is_computed_once_per_text() -> None:
+    view = RequestView({"messages": [{"role": "user", "content": "Hello"}]}, {})
+    assert view.ascii_lower("Hello") == "hello" and view.ascii_lower("日本") is None
+    assert view.ascii_lower("Hello") is view.ascii_lower("Hello")
