@@ -267,8 +267,8 @@ def test_an_anthropic_shaped_body_is_recognised_too() -> None:
 
 
 def test_anything_else_is_not_the_oracles() -> None:
-    for _, prompt, _ in WORKLOAD:
-        assert ORACLE.choose({"model": "gpt-5.5", "messages": [{"role": "user", "content": prompt}]}) is None
+    for call in WORKLOAD:
+        assert ORACLE.choose({"model": "gpt-5.5", "messages": [{"role": "user", "content": call.prompt}]}) is None
     case = SETS["classification"].cases[0]
     truncated = [dict(m) for m in case.messages]
     truncated[-1]["content"] = str(truncated[-1]["content"])[:-10]  # a near miss of a case's text
