@@ -21,7 +21,7 @@ from genai_prices import calc_price
 
 from proxy import rules
 from proxy.cli import main
-from proxy.demo import WORKLOAD, run_demo
+from proxy.demo import WORKLOAD, precompute, run_demo
 from proxy.ledger import audit, report
 from proxy.ledger.records import REQUEST_COLUMNS
 from proxy.ledger.schema import MIGRATIONS, VERSION
@@ -405,14 +405,19 @@ async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
     before, audit_part = out.getvalue().split("$ tiergate audit --by task\n", 1)
     audit_part, recommended = audit_part.split("$ tiergate audit --recommend\n", 1)
     lines = audit_part.splitlines()
-    assert lines[0].startswith(f"Workload by task: {len(WORKLOAD)} calls, ")
+    calls = len(WORKLOAD) + precompute.LEDGER_ROWS
+    assert lines[0].startswith(f"Workload by task: {calls} calls, ")
     ranked = [line.split()[1] for line in lines if line[:1].isdigit() and "eval calls left out" not in line]
     # the demo's 8 tasks in both tables; the untagged call ran as agent, the most expensive task
     assert len(ranked) == 16 and set(ranked) == {
         "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"
     } and ranked[0] == "agent"  # fmt: skip
     total = next(line for line in lines if line.strip().startswith("TOTAL")).split()
-    assert total[:2] == ["TOTAL", str(len(WORKLOAD))] and total[4].startswith("$")
+    assert total[:2] == ["TOTAL", str(calls)] and total[4].startswith("$")
+    # the precompute act: three of the narrative's reads and the repeated summary came from the store
+    cost_header = next(line for line in lines if line.startswith("#  task"))
+    assert "cached" in cost_header and "cache saved" in cost_header
+    assert total[9] == "4" and total[10].startswith("$")
     assert "unpriced" in audit_part and "no known price" not in audit_part  # every shipped model is priced
     # the evals on the simulated models: summary may move to small, narrative may not; the audit says so
     assert "-> PASS (pass rate 91.7% >= threshold 90.0%, 1 regression <= 1)" in before

@@ -39,6 +39,10 @@ async def test_demo_runs_the_workload_through_the_sdk() -> None:
     assert placed == ["summary", "ad_copy", "relevance"]
     assert any(line.startswith("summary") and " rule:summaries " in line for line in lines)
     assert "$ tiergate audit --classifier" in text and "Shadow agreement" in text
+    # a precomputed answer: served from the store, stale while regenerating, then the exact cache
+    act = text.split("Generation off the request path", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    states = [next(w for w in line.split() if w in ("202", "ready", "hit", "stale", "miss")) for line in act]
+    assert states == ["202", "ready", "hit", "stale", "ready", "hit", "miss", "hit"]
     assert any(" yes " in line for line in lines)  # the streamed call
     # the ticket the lookup table labels never reaches a model; the outage call falls over to Anthropic
     assert any("local::proxy.handlers.ticket_labels:classify" in line for line in lines)
