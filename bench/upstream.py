@@ -14,7 +14,9 @@ Routes:
   ``data: [DONE]``. Streams are paced by a time to first token and a delay between
   chunks, set by CLI flags and overridable per request with the headers
   ``x-bench-ttft-ms``, ``x-bench-chunk-delay-ms`` and ``x-bench-chunks``.
-  Non-streaming answers are immediate.
+  Non-streaming answers are immediate, except for a model named ``slow-<ms>``
+  (``slow-600000``), answered after that many milliseconds: a generation that is
+  still running while a benchmark measures something else (tiergate's stale reads).
 * ``GET /healthz`` answers ``ok``; anything else gets a 404 in OpenAI's error shape.
 
 Run it with ``python bench/upstream.py --port P`` or import :func:`serve`.
@@ -373,6 +375,10 @@ class UpstreamProtocol(asyncio.Protocol):
         completion_id = self._server.next_id()
         if not chat.stream:
             payload = completion_payload(chat, completion_id, pacing.chunks)
+            delay = _slow_ms(chat.model)
+            if delay:
+                self._stream_task = asyncio.ensure_future(self._later(payload, delay, request.keep_alive))
+                return
             self._write(_json_response(200, payload, request.keep_alive))
             return
         events = ChunkFactory(chat, completion_id)
@@ -396,6 +402,18 @@ class UpstreamProtocol(asyncio.Protocol):
         else:
             self._close()
 
+    async def _later(self, payload: dict[str, Any], delay_ms: float, keep_alive: bool) -> None:
+        """Answer after ``delay_ms`` (the connection waits, as it does for a stream), then serve on."""
+        try:
+            await _sleep_ms(delay_ms)
+            self._write(_json_response(200, payload, keep_alive))
+        finally:
+            self._stream_task = None
+        if keep_alive:
+            self._serve_buffered()
+        else:
+            self._close()
+
     def _write(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.write(data)
@@ -403,6 +421,12 @@ class UpstreamProtocol(asyncio.Protocol):
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _slow_ms(model: str) -> float:
+    """The answer delay a ``slow-<ms>`` model name asks for; 0 for any other model."""
+    head, _, tail = model.partition("-")
+    return float(tail) if head == "slow" and tail.isdigit() else 0.0
 
 
 async def _sleep_ms(ms: float) -> None:
