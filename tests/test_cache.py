@@ -543,3 +543,23 @@ def _cli(argv: list[str]) -> tuple[int, str]:
     with contextlib.redirect_stdout(out):
         code = main(argv)
     return code, out.getvalue()
+
+
+async def test_hostile_cache_headers_get_an_answer_never_a_500(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    registry = _registry(upstream_url, summary={"ttl_s": 3600})
+    odd = [
+        {"X-Tiergate-Key": "k" * 10_000, "X-Tiergate-Version": "v" * 10_000},
+        {"X-Tiergate-Key": "../../etc/passwd", "X-Tiergate-Version": "'; DROP TABLE cache; --"},
+        {"Cache-Control": "max-age=-5, no-store=maybe, max-age=99999999999999999999"},
+        {"Cache-Control": "max-age=abc,,,;;"},
+    ]
+    async with start_proxy(registry, db=str(tmp_path / "l.db")) as url, _http(url) as http:
+        client = sdk(url)
+        states = [(await _summary(client, extra_headers=headers))[0] for headers in odd]
+        long_status = await http.get("/v1/precompute/" + "k" * 300)
+        await client.close()
+    assert states[0] == "miss" and states[1] == "miss"
+    assert states[2] == "bypass" and states[3] in ("hit", "miss")
+    assert long_status.status_code == 200  # the 10,000-character key was cut to 256 characters: those name it

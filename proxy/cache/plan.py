@@ -33,7 +33,7 @@ from proxy.router import Hop, Route
 KEY_HEADER = "x-tiergate-key"
 VERSION_HEADER = "x-tiergate-version"
 _IRRELEVANT = ("stream", "stream_options", "user")
-_MAX_KEY = 256
+MAX_KEY = 256
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ def plan(route: Route, headers: Mapping[str, str], body: Mapping[str, Any], scop
     max_age = _seconds(control.get("max-age"))
     named = headers.get(KEY_HEADER)
     if named:
-        version = headers.get(VERSION_HEADER) or None
-        name = named[:_MAX_KEY]
+        version = (headers.get(VERSION_HEADER) or "")[:MAX_KEY] or None
+        name = named[:MAX_KEY]
         return Plan("keyed", keyed_key(scope, name), scope, name, version, read=read, write=write, max_age=max_age)
     policy = route.task.cache or route.tier.cache
     if policy is None:
@@ -78,8 +78,8 @@ def plan(route: Route, headers: Mapping[str, str], body: Mapping[str, Any], scop
 
 
 def keyed_key(scope: str, name: str) -> str:
-    """The store's key of the generation ``name`` of the client ``scope``."""
-    return f"gen:{scope}:{name}"
+    """The store's key of the generation ``name`` of the client ``scope`` (names are cut to 256 characters)."""
+    return f"gen:{scope}:{name[:MAX_KEY]}"
 
 
 def exact_key(scope: str, hop: Hop, sent: Mapping[str, Any]) -> str:

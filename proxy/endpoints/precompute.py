@@ -16,7 +16,7 @@ from starlette.responses import Response
 from proxy import headers as header_rules
 from proxy import wire
 from proxy.body import read_body
-from proxy.cache.plan import KEY_HEADER, keyed_key
+from proxy.cache.plan import KEY_HEADER, MAX_KEY, keyed_key
 from proxy.cache.plan import plan as cache_plan
 from proxy.endpoints import generation
 from proxy.errors import InvalidRequest, NotFound, QueueFull
@@ -52,7 +52,7 @@ async def submit(request: Request) -> Response:
 async def status(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     client = gateway.keys.authenticate(request.headers)
-    key = request.path_params["key"]
+    key = request.path_params["key"][:MAX_KEY]
     found = await gateway.cache.status(keyed_key(client or "", key))
     if found is None:
         raise NotFound(f"No generation is known for the key {key!r}.", param="key", code="generation_not_found")
