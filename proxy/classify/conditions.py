@@ -241,7 +241,7 @@ def predicate(condition: Condition) -> Predicate:
         return _always
     if kind in ("all", "any", "not"):
         parts = tuple(predicate(c) for c in condition.children)
-        return _all(parts) if kind == "all" else _any(parts) if kind == "any" else _not(parts[0])
+        return all_of(parts) if kind == "all" else any_of(parts) if kind == "any" else not_of(parts[0])
     if kind in _TEXTS or kind in _KEYED:
         return _text_test(condition)
     if kind == "tools":
@@ -264,7 +264,9 @@ def _always(view: RequestView) -> bool:
     return True
 
 
-def _all(parts: tuple[Predicate, ...]) -> Predicate:
+def all_of(parts: tuple[Predicate, ...]) -> Predicate:
+    """Whether every one of ``parts`` holds, tried in order."""
+
     def test(view: RequestView) -> bool:
         for part in parts:
             if not part(view):
@@ -274,7 +276,9 @@ def _all(parts: tuple[Predicate, ...]) -> Predicate:
     return test
 
 
-def _any(parts: tuple[Predicate, ...]) -> Predicate:
+def any_of(parts: tuple[Predicate, ...]) -> Predicate:
+    """Whether one of ``parts`` holds, tried in order."""
+
     def test(view: RequestView) -> bool:
         for part in parts:
             if part(view):
@@ -284,7 +288,8 @@ def _any(parts: tuple[Predicate, ...]) -> Predicate:
     return test
 
 
-def _not(part: Predicate) -> Predicate:
+def not_of(part: Predicate) -> Predicate:
+    """Whether ``part`` does not hold."""
     return lambda view: not part(view)
 
 

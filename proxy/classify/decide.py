@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.classify.conditions import RequestView, matcher
-from proxy.classify.features import features
+from proxy.classify.conditions import RequestView
+from proxy.classify.features import features, user_features
 from proxy.classify.model import Model, ModelError, load
+from proxy.classify.sites import Site, SiteRules, Sites
 from proxy.registry import ClassifierSettings, Registry
 
 log = logging.getLogger("tiergate.classify")
@@ -38,7 +39,7 @@ class Decision:
 
 class Classifier:
     def __init__(self, registry: Registry, seed: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._match = matcher(registry.classify)  # every rule's test built once
+        self._rules = SiteRules(registry.classify)  # every rule's test built once
         self._settings: ClassifierSettings | None = registry.classifier
         self._tasks = list(registry.tasks)
         self._seed = seed  # the ledger's: the features it stores are computed with it
@@ -46,6 +47,7 @@ class Classifier:
         self._model: Model | None = None
         self._stamp: tuple[int, int] | None = None
         self._checked = -_RECHECK_S
+        self._sites = Sites(self._rules, seed, None)
         if self._settings is not None:
             self._reload()
 
@@ -55,8 +57,11 @@ class Classifier:
 
     def decide(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Decision:
         view = RequestView(body, headers)
-        ids = features(view, self._seed)
-        ranked, coverage = self._predict(view, ids)
+        model = self._model_now()
+        site = self._sites(view)  # what the call's template fixes, worked out once per template
+        own = set(user_features(view, self._seed)).difference(site.ids)
+        ids = tuple(sorted([*site.ids, *own]))
+        ranked, coverage = self._predict(model, view, site, own)
 
         def decision(task: str | None, source: str, confidence: float | None = None) -> Decision:
             predicted = ranked[0][0] if ranked else None
@@ -65,23 +70,25 @@ class Classifier:
         tagged = headers.get("x-task-type")
         if tagged:
             return decision(tagged.strip(), "header")
-        rule = self._match(view)
+        rule = site.match(view)
         if rule is not None:
             return decision(rule.task, f"rule:{rule.name}")
-        model, settings = self._model, self._settings
+        settings = self._settings
         if model is not None and settings is not None and ranked and coverage is not None:
             task, probability = ranked[0]
             if probability >= settings.min_confidence and coverage >= model.min_coverage:
                 return decision(task, "classifier", probability)
         return decision(None, "default")
 
-    def _predict(self, view: RequestView, ids: tuple[int, ...]) -> tuple[list[tuple[str, float]], float | None]:
-        model = self._model_now()
+    def _predict(
+        self, model: Model | None, view: RequestView, site: Site, own: set[int]
+    ) -> tuple[list[tuple[str, float]], float | None]:
         if model is None:
             return [], None
+        if site.base is not None:
+            return model.predict(own, site.base)
         # A model trained on another ledger's features (another seed) sees the request its own way.
-        own = ids if model.seed == self._seed else features(view, model.seed)
-        return model.predict(own)
+        return model.predict(features(view, model.seed))
 
     def _model_now(self) -> Model | None:
         if self._settings is not None and self._clock() - self._checked >= _RECHECK_S:
@@ -103,6 +110,7 @@ class Classifier:
             return
         try:
             self._model = load(path, self._tasks)
+            self._sites = Sites(self._rules, self._seed, self._model)  # the sums kept are the old model's
         except ModelError as exc:
             log.error("classifier model %s could not be reloaded, keeping the one loaded: %s", path, exc)
             return

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,15 @@ class ModelError(ValueError):
 
 
 Example = tuple[str, Sequence[int]]  # (task, feature ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """A model's sums over a set of features, kept so that requests sharing them need not add them again."""
+
+    ids: frozenset[int]
+    sums: tuple[float, ...]  # per task: the weights of ``ids`` (0.0 for a feature the task never showed)
+    seen: int  # how many of ``ids`` the model saw in training
 
 
 @dataclass(frozen=True)
@@ -62,26 +71,44 @@ class Model:
         object.__setattr__(self, "_table", table)
 
     def scores(self, ids: Sequence[int]) -> list[float]:
-        return self._scores(ids)[0]
+        return self._scores(ids, None)[0]
 
-    def _scores(self, ids: Sequence[int]) -> tuple[list[float], int]:
-        """Per task, log prior + the features' log-likelihoods; and how many features the model knows.
+    def partial(self, ids: Iterable[int]) -> Partial:
+        """The sums over ``ids`` (a call site's features, which its calls all share), for ``predict``'s ``base``."""
+        unique = frozenset(ids)
+        rows = [row for row in map(self._table.get, sorted(unique)) if row is not None]
+        sums = tuple(map(sum, zip(*rows, strict=True))) if rows else (0.0,) * len(self.tasks)
+        return Partial(unique, sums, len(rows))
 
-        The same sums as ``prior + n * default + sum(w.get(i, 0.0) for i in ids)`` per task, added in
-        the same order: the features no task showed add 0.0 to every sum, so they are skipped.
+    def _scores(self, ids: Collection[int], base: Partial | None) -> tuple[list[float], int, int]:
+        """Per task, log prior + the features' log-likelihoods; how many features the model knows; how many
+        features there are.
+
+        Without ``base``, the same sums as ``prior + n * default + sum(w.get(i, 0.0) for i in ids)`` per
+        task, added in the same order: the features no task showed add 0.0 to every sum, so they are
+        skipped. With ``base``, ``ids`` are features not in ``base.ids`` (each once), and ``base``'s sums
+        stand for the rest: the same scores up to float rounding (the additions come in another order).
         """
         n = len(ids)
         rows = [row for row in map(self._table.get, ids) if row is not None]
-        sums: Sequence[float] = list(map(sum, zip(*rows, strict=True))) if rows else [0.0] * len(self.tasks)
+        seen = len(rows)
+        if base is not None:
+            n, seen = n + len(base.ids), seen + base.seen
+            rows.append(base.sums)
+        sums: Iterable[float] = map(sum, zip(*rows, strict=True)) if rows else [0.0] * len(self.tasks)
         scores = [prior + n * default + s for prior, default, s in zip(self.priors, self.defaults, sums, strict=True)]
-        return scores, len(rows)
+        return scores, seen, n
 
-    def predict(self, ids: Sequence[int]) -> tuple[list[tuple[str, float]], float]:
-        """Tasks with calibrated probabilities, most likely first, and the request's coverage (0..1)."""
-        scores, seen = self._scores(ids)
+    def predict(self, ids: Collection[int], base: Partial | None = None) -> tuple[list[tuple[str, float]], float]:
+        """Tasks with calibrated probabilities, most likely first, and the request's coverage (0..1).
+
+        ``base`` (``partial`` of a call site's features) saves summing them again: ``ids`` are then the
+        request's other features, none of them in ``base.ids``, each once.
+        """
+        scores, seen, n = self._scores(ids, base)
         probabilities = softmax(scores, self.temperature)
         ranked = sorted(zip(self.tasks, probabilities, strict=True), key=_by_probability, reverse=True)
-        return ranked, seen / len(ids) if ids else 0.0
+        return ranked, seen / n if n else 0.0
 
     def to_json(self) -> bytes:
         return orjson.dumps(
