@@ -14,6 +14,7 @@ import random
 import re
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,7 @@ def assert_same_ranking(got: Sequence[tuple[str, float]], expected: Sequence[tup
 def test_scores_are_the_reference_ones_to_the_bit_and_predictions_to_1e_9(model: Model) -> None:
     rng = random.Random(3)
     known = sorted(model.known)
-    cases = [F.features(RequestView(body, {}), 0) for _, body in traffic.calls(200, seed=6)]
+    cases: list[Sequence[int]] = [F.features(RequestView(body, {}), 0) for _, body in traffic.calls(200, seed=6)]
     # unknown features, duplicates, nothing at all
     cases += [
         [rng.choice(known) if rng.random() < 0.5 else rng.randrange(F.BUCKETS) for _ in range(rng.randint(0, 90))]
@@ -297,9 +298,20 @@ def test_ascii_lower_is_computed_once_per_text() -> None:
 # --- per call site ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RefDecision:
+    task: str | None
+    source: str
+    confidence: float | None
+    predicted: str | None
+    top: tuple[tuple[str, float], ...]
+    coverage: float | None
+    features: tuple[int, ...]
+
+
 def ref_decide(
     registry: Registry, model: Model | None, headers: dict[str, str], body: dict[str, Any], seed: int
-) -> Decision:
+) -> RefDecision:
     """``Classifier.decide`` made from scratch, with the reference features, rules and model."""
     view = RequestView(body, headers)
     ids = ref_features(view, seed)
@@ -309,18 +321,18 @@ def ref_decide(
         _, ranked, coverage = ref_predict(model, ids if model.seed == seed else ref_features(view, model.seed))
     predicted, top = (ranked[0][0] if ranked else None), tuple(ranked[:3])
     if headers.get("x-task-type"):
-        return Decision(headers["x-task-type"].strip(), "header", None, predicted, top, coverage, ids)
+        return RefDecision(headers["x-task-type"].strip(), "header", None, predicted, top, coverage, ids)
     rule = next((r for r in registry.classify if ref_holds(r.when, view)), None)
     if rule is not None:
-        return Decision(rule.task, f"rule:{rule.name}", None, predicted, top, coverage, ids)
+        return RefDecision(rule.task, f"rule:{rule.name}", None, predicted, top, coverage, ids)
     settings = registry.classifier
     if model is not None and settings is not None and ranked and coverage is not None:
         if ranked[0][1] >= settings.min_confidence and coverage >= model.min_coverage:
-            return Decision(ranked[0][0], "classifier", ranked[0][1], predicted, top, coverage, ids)
-    return Decision(None, "default", None, predicted, top, coverage, ids)
+            return RefDecision(ranked[0][0], "classifier", ranked[0][1], predicted, top, coverage, ids)
+    return RefDecision(None, "default", None, predicted, top, coverage, ids)
 
 
-def assert_same_decision(got: Decision, expected: Decision) -> None:
+def assert_same_decision(got: Decision, expected: RefDecision) -> None:
     assert (got.task, got.source, got.predicted) == (expected.task, expected.source, expected.predicted)
     assert (got.features, got.coverage) == (expected.features, expected.coverage)
     assert_same_ranking(got.top, expected.top)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.classify.conditions import RequestView
 from proxy.classify.features import features, user_features
-from proxy.classify.model import Model, ModelError, load
+from proxy.classify.model import Model, ModelError, load, ranked
 from proxy.classify.sites import Site, SiteRules, Sites
 from proxy.registry import ClassifierSettings, Registry
 
@@ -32,9 +32,16 @@ class Decision:
     source: str  # "header" | "rule:<name>" | "classifier" | "default"
     confidence: float | None = None  # the classifier's probability, when it decided
     predicted: str | None = None  # the classifier's own top task (decided or not): shadow mode
-    top: tuple[tuple[str, float], ...] = ()  # the classifier's tasks with probabilities, most likely first
     coverage: float | None = None  # the share of the request's features the model saw in training
     features: tuple[int, ...] = ()  # what the ledger keeps (hashed; see classify.features)
+    tasks: tuple[str, ...] = ()  # the model's tasks, and their probabilities in that order
+    probabilities: Sequence[float] = ()
+
+    @property
+    def top(self) -> list[tuple[str, float]]:
+        """The classifier's three likeliest tasks with their probabilities, most likely first (ranked only
+        when asked: the request path needs the first alone)."""
+        return ranked(self.tasks, self.probabilities)[:3]
 
 
 class Classifier:
@@ -61,11 +68,17 @@ class Classifier:
         site = self._sites(view)  # what the call's template fixes, worked out once per template
         own = set(user_features(view, self._seed)).difference(site.ids)
         ids = tuple(sorted([*site.ids, *own]))
-        ranked, coverage = self._predict(model, view, site, own)
+        tasks: tuple[str, ...] = ()
+        probabilities: list[float] = []
+        coverage = predicted = best = None
+        if model is not None:
+            probabilities, coverage = self._posterior(model, view, site, own)
+            tasks = model.tasks
+            best = max(range(len(tasks)), key=probabilities.__getitem__)  # the first of equals, as ranked
+            predicted = tasks[best]
 
         def decision(task: str | None, source: str, confidence: float | None = None) -> Decision:
-            predicted = ranked[0][0] if ranked else None
-            return Decision(task, source, confidence, predicted, tuple(ranked[:3]), coverage, ids)
+            return Decision(task, source, confidence, predicted, coverage, ids, tasks, probabilities)
 
         tagged = headers.get("x-task-type")
         if tagged:
@@ -74,21 +87,17 @@ class Classifier:
         if rule is not None:
             return decision(rule.task, f"rule:{rule.name}")
         settings = self._settings
-        if model is not None and settings is not None and ranked and coverage is not None:
-            task, probability = ranked[0]
+        if model is not None and settings is not None and best is not None and coverage is not None:
+            probability = probabilities[best]
             if probability >= settings.min_confidence and coverage >= model.min_coverage:
-                return decision(task, "classifier", probability)
+                return decision(predicted, "classifier", probability)
         return decision(None, "default")
 
-    def _predict(
-        self, model: Model | None, view: RequestView, site: Site, own: set[int]
-    ) -> tuple[list[tuple[str, float]], float | None]:
-        if model is None:
-            return [], None
+    def _posterior(self, model: Model, view: RequestView, site: Site, own: set[int]) -> tuple[list[float], float]:
         if site.base is not None:
-            return model.predict(own, site.base)
+            return model.posterior(own, site.base)
         # A model trained on another ledger's features (another seed) sees the request its own way.
-        return model.predict(features(view, model.seed))
+        return model.posterior(features(view, model.seed))
 
     def _model_now(self) -> Model | None:
         if self._settings is not None and self._clock() - self._checked >= _RECHECK_S:

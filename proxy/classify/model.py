@@ -111,7 +111,12 @@ class Model:
         return Partial(unique, sum(map(self._packed.__getitem__, unique)))
 
     def predict(self, ids: Collection[int], base: Partial | None = None) -> tuple[list[tuple[str, float]], float]:
-        """Tasks with calibrated probabilities, most likely first, and the request's coverage (0..1).
+        """Tasks with calibrated probabilities, most likely first, and the request's coverage (0..1)."""
+        probabilities, coverage = self.posterior(ids, base)
+        return ranked(self.tasks, probabilities), coverage
+
+    def posterior(self, ids: Collection[int], base: Partial | None = None) -> tuple[list[float], float]:
+        """Each task's calibrated probability, in ``tasks``' order, and the request's coverage (0..1).
 
         ``scores`` then ``softmax``, summed in lanes (see _POINT): the same probabilities to ~1e-13.
         ``base`` (``partial`` of a call site's features) saves summing them again: ``ids`` are then the
@@ -126,8 +131,7 @@ class Model:
             prior + n * default + (((total >> (_LANE * t)) & _MASK) - bias) * _SCALE
             for t, (prior, default) in enumerate(zip(self.priors, self.defaults, strict=True))
         ]
-        ranked = sorted(zip(self.tasks, softmax(scores, self.temperature), strict=True), key=_PROBABILITY, reverse=True)
-        return ranked, (total >> (_LANE * len(self.tasks))) / n if n else 0.0
+        return softmax(scores, self.temperature), (total >> (_LANE * len(self.tasks))) / n if n else 0.0
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -144,6 +148,11 @@ class Model:
                 "meta": dict(self.meta),
             }
         )
+
+
+def ranked(tasks: Sequence[str], probabilities: Sequence[float]) -> list[tuple[str, float]]:
+    """``(task, probability)`` pairs, most likely first (ties in ``tasks``' order)."""
+    return sorted(zip(tasks, probabilities, strict=True), key=_PROBABILITY, reverse=True)
 
 
 def softmax(scores: Sequence[float], temperature: float = 1.0) -> list[float]:
