@@ -1,10 +1,10 @@
 """The request path's classification is written for speed (bench/classify.py); these tests hold it to the
 straightforward versions it replaced, kept here as the reference: the same features, the same scores to
-the last bit, the same rule verdicts, over generated inputs that include the awkward cases (non-ASCII
-text, Unicode digits and case folding, inline regex flags, branches). What ``Classifier.decide`` works
-out once per call site (proxy.classify.sites) is held to the reference decision made from scratch, over
-calls that share sites and differ in everything else; its probabilities to 1e-9 (the sums are the same
-numbers added in another order)."""
+the last bit (the model's predictions, summed in fixed-point lanes, to 1e-9), the same rule verdicts, over
+generated inputs that include the awkward cases (non-ASCII text, Unicode digits and case folding, inline
+regex flags, branches). What ``Classifier.decide`` works out once per call site (proxy.classify.sites,
+and the gate that rules a site's remaining rules out together) is held to the reference decision made
+from scratch, over calls that share sites and differ in everything else; its probabilities to 1e-9."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import math
 import random
 import re
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -25,8 +26,9 @@ import yaml
 from proxy import rules
 from proxy.classify import features as F
 from proxy.classify import model as M
-from proxy.classify.conditions import RequestView, matcher, parse_condition, predicate
+from proxy.classify.conditions import RequestView, matcher, parse_condition, predicate, required_literals
 from proxy.classify.decide import Classifier, Decision
+from proxy.classify.gate import Gate, needs
 from proxy.classify.model import Model, softmax, train
 from proxy.classify.sites import SiteRules, Sites, site_key
 from proxy.fakes import traffic
@@ -390,20 +392,64 @@ def test_site_and_user_features_make_the_features() -> None:
         assert tuple(sorted(together)) == F.features(view, seed) == ref_features(view, seed)
 
 
-def test_rules_settled_per_site_give_the_first_matchs_verdict() -> None:
+# Regexes with a literal every match needs (the prefilter's and the gate's needles), and rules made of
+# them over a call's own parts, mixed with site conditions: sites whose rules are all gated.
+LITERAL_REGEXES = [r for r in REGEXES if required_literals(re.compile(r)) is not None]
+
+
+def gated_when(rng: random.Random) -> dict[str, Any]:
+    kind = rng.choice(["last_user", "any_message", "metadata", "header", "all", "any"])
+    if kind in ("last_user", "any_message"):
+        return {kind: rng.choice(LITERAL_REGEXES)}
+    if kind in ("metadata", "header"):
+        return {kind: {"feature" if kind == "metadata" else "user-agent": rng.choice(REGEXES)}}
+    site = random_when(rng, depth=2)  # a site condition, or a per-call one without needles
+    return {kind: [gated_when(rng), site] if kind == "all" else [gated_when(rng), gated_when(rng)]}
+
+
+@pytest.mark.parametrize("when", [random_when, gated_when])
+def test_rules_settled_per_site_give_the_first_matchs_verdict(when: Any) -> None:
     rng = random.Random(9)
+    outcomes: Counter[bool] = Counter()
     for _ in range(60):
-        rule_list = [ClassifyRule(f"r{i}", "t", parse_condition(random_when(rng), "when")) for i in range(12)]
+        rule_list = [ClassifyRule(f"r{i}", "t", parse_condition(when(rng), "when")) for i in range(rng.randint(1, 12))]
         site_rules = SiteRules(rule_list)
         for _ in range(10):
             body = random_body(rng)
             settled = site_rules.settle(RequestView(body, {}))
+            gate = next((c.cell_contents for c in settled.__closure__ or () if isinstance(c.cell_contents, Gate)), None)
             for _ in range(10):
                 other, headers = same_site(body, rng)
                 view = RequestView(other, headers)
                 assert site_key(view) == site_key(RequestView(body, {}))
                 expected = next((r for r in rule_list if ref_holds(r.when, RequestView(other, headers))), None)
                 assert settled(view) is expected
+                if gate is not None:
+                    outcomes[gate(RequestView(other, headers))] += 1
+    if when is gated_when:  # the gate both ruled calls out and let them through
+        assert outcomes[False] > 100 and outcomes[True] > 100, outcomes
+
+
+def test_a_gate_never_rules_out_a_call_a_condition_holds_for() -> None:
+    rng = random.Random(14)
+    kinds = ["last_user", "any_message", "metadata", "header"]
+    conditions = [parse_condition({k: {"feature" if k == "metadata" else "user-agent": r} if k in kinds[2:] else r}, "w")
+                  for k in kinds for r in REGEXES]  # fmt: skip
+    held = 0
+    for _ in range(300):
+        chosen = rng.sample(conditions, rng.randint(1, 4))
+        wanted = [needs(c) for c in chosen]
+        if any(w is None for w in wanted):
+            continue
+        gate = Gate(frozenset().union(*(w for w in wanted if w is not None)))
+        for _ in range(10):
+            body, headers = same_site(random_body(rng), rng)
+            if rng.random() < 0.3:
+                body["metadata"] = {"feature": rng.choice(WORDS) + " " + random_text(rng)[:20]}
+            if any(ref_holds(c, RequestView(body, headers)) for c in chosen):
+                held += 1
+                assert gate(RequestView(body, headers)), (chosen, body, headers)
+    assert held > 100
 
 
 def test_the_classifier_decides_as_the_reference_over_calls_sharing_sites(model: Model, tmp_path: Path) -> None:

@@ -363,7 +363,7 @@ _PARSER: Any = importlib.import_module("re._parser")  # the stdlib's own regex p
 _MIN_NEEDLE = 3
 
 
-def _needles(pattern: re.Pattern[str]) -> tuple[bool, tuple[str, ...]] | None:
+def required_literals(pattern: re.Pattern[str]) -> tuple[bool, tuple[str, ...]] | None:
     """Strings of which every match of ``pattern`` contains one (lower-cased when it ignores case, then
     ASCII only), or ``None`` when no such strings are known."""
     try:
@@ -426,7 +426,7 @@ def _searcher(pattern: re.Pattern[str]) -> Callable[[str, RequestView], bool]:
     the calls are the cost.
     """
     search = pattern.search
-    needles = _needles(pattern)
+    needles = required_literals(pattern)
     if needles is None:
         return lambda text, view: search(text) is not None
     folded, wanted = needles

@@ -20,6 +20,7 @@ from typing import Any
 
 from proxy.classify.conditions import Predicate, RequestView, all_of, any_of, not_of, predicate
 from proxy.classify.features import site_features
+from proxy.classify.gate import Gate, Need, needs
 from proxy.classify.model import Model, Partial
 from proxy.registry import ClassifyRule, Condition
 
@@ -53,15 +54,22 @@ class SiteRules:
     def settle(self, view: RequestView) -> Match:
         """``first_match`` for the calls of ``view``'s site: a rule its site rules out is left out, a rule
         its site alone satisfies ends the list, and of the others only the tests of a call's own parts are
-        kept (``all`` / ``any`` / ``not`` reduced accordingly). Order is kept: the first rule still wins."""
+        kept (``all`` / ``any`` / ``not`` reduced accordingly). Order is kept: the first rule still wins.
+        When every rule left needs something in the call (proxy.classify.gate), a call with none of it
+        is done without trying them."""
         left: list[tuple[Predicate, ClassifyRule]] = []
+        wanted: set[Need] | None = set()
+        otherwise = None
         for node, rule in self._rules:
             verdict = _settle(node, view)
             if verdict is True:
-                return _first(tuple(left), rule)
+                otherwise = rule
+                break
             if verdict is not False:
-                left.append((verdict, rule))
-        return _first(tuple(left), None)
+                test, needs = verdict
+                left.append((test, rule))
+                wanted = None if wanted is None or needs is None else wanted | needs
+        return _first(tuple(left), otherwise, Gate(wanted) if wanted is not None and left else None)
 
 
 class Sites:
@@ -96,26 +104,30 @@ class Sites:
 
 @dataclass(frozen=True, slots=True)
 class _Node:
-    kind: str
+    condition: Condition
     test: Predicate  # the whole condition's
     children: tuple[_Node, ...]  # of all / any / not
 
 
 def _node(condition: Condition) -> _Node:
-    return _Node(condition.kind, predicate(condition), tuple(_node(c) for c in condition.children))
+    return _Node(condition, predicate(condition), tuple(_node(c) for c in condition.children))
 
 
-def _settle(node: _Node, view: RequestView) -> bool | Predicate:
-    """The condition for calls of ``view``'s site: a verdict, when the site decides it; else the test left."""
-    kind = node.kind
+_Left = tuple[Predicate, frozenset[Need] | None]  # the test a call's own parts still face, and what it needs
+
+
+def _settle(node: _Node, view: RequestView) -> bool | _Left:
+    """The condition for calls of ``view``'s site: a verdict, when the site decides it; else the test left
+    and what a call needs to pass it (``None``: not known)."""
+    kind = node.condition.kind
     if kind in SITE_KINDS:
         return bool(node.test(view))
     if kind == "not":
         inner = _settle(node.children[0], view)
-        return (not inner) if isinstance(inner, bool) else not_of(inner)
+        return (not inner) if isinstance(inner, bool) else (not_of(inner[0]), None)
     if kind in ("all", "any"):
         decisive = kind == "any"  # the verdict of one part that decides the whole: True for any, False for all
-        rest = []
+        rest: list[_Left] = []
         for child in node.children:
             verdict = _settle(child, view)
             if verdict is decisive:
@@ -124,12 +136,22 @@ def _settle(node: _Node, view: RequestView) -> bool | Predicate:
                 rest.append(verdict)
         if not rest:
             return not decisive
-        return rest[0] if len(rest) == 1 else (any_of if decisive else all_of)(tuple(rest))
-    return node.test  # a call's own part: tested per call
+        if len(rest) == 1:
+            return rest[0]
+        tests = tuple(test for test, _ in rest)
+        parts = [n for _, n in rest]
+        if decisive:  # any: the needs of one of its parts, so all of theirs (unless one's are unknown)
+            return any_of(tests), None if None in parts else frozenset().union(*(n for n in parts if n is not None))
+        return all_of(tests), next((n for n in parts if n is not None), None)  # all: any one part's needs
+    return node.test, needs(node.condition)  # a call's own part: tested per call
 
 
-def _first(tests: tuple[tuple[Predicate, ClassifyRule], ...], otherwise: ClassifyRule | None) -> Match:
+def _first(
+    tests: tuple[tuple[Predicate, ClassifyRule], ...], otherwise: ClassifyRule | None, gate: Gate | None
+) -> Match:
     def match(view: RequestView) -> ClassifyRule | None:
+        if gate is not None and not gate(view):
+            return otherwise
         for test, rule in tests:
             if test(view):
                 return rule
