@@ -79,9 +79,11 @@ class Model:
     meta: Mapping[str, Any] = field(default_factory=dict)
     # Derived from ``weights``, not part of the model's value. ``_table``: feature -> its weight for each
     # task (0.0 where a task never showed it), one lookup per feature instead of one per feature and
-    # task. ``_packed``: per feature id (every bucket), its weights packed into lanes (see _POINT).
+    # task. ``_packed``: per feature id (every bucket), its weights packed into lanes (see _POINT); a
+    # tuple, not a list: the collector stops tracking a tuple of ints, and a list of 2^18 would be
+    # walked by every full collection of the server's heap.
     _table: Mapping[int, tuple[float, ...]] = field(init=False, repr=False, compare=False)
-    _packed: list[int] = field(init=False, repr=False, compare=False)
+    _packed: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         columns = [(w, w.get) for w in self.weights]
@@ -95,7 +97,7 @@ class Model:
                 raise ValueError(f"feature {f}: its id or a weight is out of range")
             lane = [(round(w * (1 << _POINT)) + _BIAS) << (_LANE * t) for t, w in enumerate(row)]
             packed[f] = sum(lane, 1 << (_LANE * lanes))
-        object.__setattr__(self, "_packed", packed)
+        object.__setattr__(self, "_packed", tuple(packed))
 
     def scores(self, ids: Sequence[int]) -> list[float]:
         """Per task, log prior + the features' log-likelihoods: ``prior + n * default + sum(w.get(i, 0.0)
