@@ -3,8 +3,9 @@
 ``Classifier`` is one process's decider, built once from the registry; ``decide`` is the request path's
 one call. It also scores header-tagged calls (shadow mode: what the classifier would have chosen goes to
 the ledger as ``task_predicted``, so its live agreement is known before anyone relies on it), and returns
-the request's features for the ledger. The model file is re-read when it changes on disk (looked at
-most once a second), so a retrained model takes effect without a restart.
+the request's features for the ledger. What a call's template fixes is worked out once per call site
+(proxy.classify.sites), so a call pays for its own part only. The model file is re-read when it changes
+on disk (looked at most once a second), so a retrained model takes effect without a restart.
 """
 
 from __future__ import annotations

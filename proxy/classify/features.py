@@ -8,8 +8,9 @@ the message count and the max_tokens bucket). Each feature is hashed with a per-
 encryption, but the prompt cannot be read back out of it; raw text capture is a separate opt-in.
 
 Speed: a system prompt is usually one of a few templates, so its features are cached by its text, as
-are the structural ones; the rest is a regex split and a running CRC per word and word pair (about ten
-microseconds for a typical request; bench/classify.py measures it).
+are the structural ones (and the classifier keeps ``site_features`` per call site, proxy.classify.sites);
+the user message's are a regex split and a running CRC per word and word pair (about ten microseconds
+for a typical request; bench/classify.py measures it).
 """
 
 from __future__ import annotations

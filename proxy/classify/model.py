@@ -1,7 +1,8 @@
 """The learned classifier: multinomial naive Bayes over hashed features, trained on header-tagged traffic.
 
 Naive Bayes because it trains by counting (seconds for a million rows, in plain Python) and serves as
-one dictionary lookup per feature and task, which keeps classification in tens of microseconds. Two
+one sum of per-feature weights per task (done for every task at once, see ``_POINT``), which keeps
+classification in tens of microseconds. Two
 things make its answer usable for "decide or abstain":
 
 - **calibration**: naive Bayes is over-confident on long inputs, so scores are divided by a temperature
