@@ -158,11 +158,11 @@ class RequestView:
 
     def ascii_lower(self, text: str) -> str | None:
         """``text`` lower-cased if it is ASCII (else ``None``), once per text: the regex prefilter's haystack."""
-        try:
-            return self._lowered[text]
-        except KeyError:
-            lowered = self._lowered[text] = text.lower() if text.isascii() else None
-            return lowered
+        known = self._lowered
+        if text in known:  # not try/except: raising a KeyError costs more than a second lookup
+            return known[text]
+        lowered = known[text] = text.lower() if text.isascii() else None
+        return lowered
 
     @cached_property
     def messages(self) -> list[Mapping[str, Any]]:
@@ -241,7 +241,7 @@ def predicate(condition: Condition) -> Predicate:
         return _always
     if kind in ("all", "any", "not"):
         parts = tuple(predicate(c) for c in condition.children)
-        return _all(parts) if kind == "all" else _any(parts) if kind == "any" else _not(parts[0])
+        return all_of(parts) if kind == "all" else any_of(parts) if kind == "any" else not_of(parts[0])
     if kind in _TEXTS or kind in _KEYED:
         return _text_test(condition)
     if kind == "tools":
@@ -264,7 +264,9 @@ def _always(view: RequestView) -> bool:
     return True
 
 
-def _all(parts: tuple[Predicate, ...]) -> Predicate:
+def all_of(parts: tuple[Predicate, ...]) -> Predicate:
+    """Whether every one of ``parts`` holds, tried in order."""
+
     def test(view: RequestView) -> bool:
         for part in parts:
             if not part(view):
@@ -274,7 +276,9 @@ def _all(parts: tuple[Predicate, ...]) -> Predicate:
     return test
 
 
-def _any(parts: tuple[Predicate, ...]) -> Predicate:
+def any_of(parts: tuple[Predicate, ...]) -> Predicate:
+    """Whether one of ``parts`` holds, tried in order."""
+
     def test(view: RequestView) -> bool:
         for part in parts:
             if part(view):
@@ -284,7 +288,8 @@ def _any(parts: tuple[Predicate, ...]) -> Predicate:
     return test
 
 
-def _not(part: Predicate) -> Predicate:
+def not_of(part: Predicate) -> Predicate:
+    """Whether ``part`` does not hold."""
     return lambda view: not part(view)
 
 
@@ -316,8 +321,8 @@ def _text_test(condition: Condition) -> Predicate:
         return metadata
 
     def header(view: RequestView) -> bool:
-        value = view.headers.get(key)
-        return value is not None and search(value, view)
+        headers = view.headers  # ``in`` first: a miss through starlette's Headers.get raises and catches
+        return key in headers and search(headers[key], view)
 
     return header
 
@@ -358,7 +363,7 @@ _PARSER: Any = importlib.import_module("re._parser")  # the stdlib's own regex p
 _MIN_NEEDLE = 3
 
 
-def _needles(pattern: re.Pattern[str]) -> tuple[bool, tuple[str, ...]] | None:
+def required_literals(pattern: re.Pattern[str]) -> tuple[bool, tuple[str, ...]] | None:
     """Strings of which every match of ``pattern`` contains one (lower-cased when it ignores case, then
     ASCII only), or ``None`` when no such strings are known."""
     try:
@@ -415,29 +420,36 @@ def _flatten(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
 
 
 def _searcher(pattern: re.Pattern[str]) -> Callable[[str, RequestView], bool]:
-    """``pattern.search(text) is not None``, behind the prefilter when the pattern has needles."""
+    """``pattern.search(text) is not None``, behind the prefilter when the pattern has needles.
+
+    Each variant is one function (no helper per needle): untagged calls run every rule, and at this size
+    the calls are the cost.
+    """
     search = pattern.search
-    needles = _needles(pattern)
+    needles = required_literals(pattern)
     if needles is None:
         return lambda text, view: search(text) is not None
     folded, wanted = needles
     if not folded:
-        return lambda text, view: _contains(text, wanted) and search(text) is not None
+        return lambda text, view: any(map(text.__contains__, wanted)) and search(text) is not None
+    if len(wanted) == 1:
+        [needle] = wanted
+
+        def folded_one(text: str, view: RequestView) -> bool:
+            hay = view.ascii_lower(text)
+            if hay is not None and needle not in hay:
+                return False
+            return search(text) is not None
+
+        return folded_one
 
     def folded_search(text: str, view: RequestView) -> bool:
         hay = view.ascii_lower(text)
-        if hay is not None and not _contains(hay, wanted):
+        if hay is not None and not any(map(hay.__contains__, wanted)):
             return False
         return search(text) is not None
 
     return folded_search
-
-
-def _contains(text: str, needles: tuple[str, ...]) -> bool:
-    for needle in needles:
-        if needle in text:
-            return True
-    return False
 
 
 # --- dead rules ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 ``Classifier`` is one process's decider, built once from the registry; ``decide`` is the request path's
 one call. It also scores header-tagged calls (shadow mode: what the classifier would have chosen goes to
 the ledger as ``task_predicted``, so its live agreement is known before anyone relies on it), and returns
-the request's features for the ledger. The model file is re-read when it changes on disk (looked at
-most once a second), so a retrained model takes effect without a restart.
+the request's features for the ledger. What a call's template fixes is worked out once per call site
+(proxy.classify.sites), so a call pays for its own part only. The model file is re-read when it changes
+on disk (looked at most once a second), so a retrained model takes effect without a restart.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.classify.conditions import RequestView, matcher
-from proxy.classify.features import features
-from proxy.classify.model import Model, ModelError, load
+from proxy.classify.conditions import RequestView
+from proxy.classify.features import features, user_features
+from proxy.classify.model import Model, ModelError, load, ranked
+from proxy.classify.sites import Site, SiteRules, Sites
 from proxy.registry import ClassifierSettings, Registry
 
 log = logging.getLogger("tiergate.classify")
@@ -31,14 +33,21 @@ class Decision:
     source: str  # "header" | "rule:<name>" | "classifier" | "default"
     confidence: float | None = None  # the classifier's probability, when it decided
     predicted: str | None = None  # the classifier's own top task (decided or not): shadow mode
-    top: tuple[tuple[str, float], ...] = ()  # the classifier's tasks with probabilities, most likely first
     coverage: float | None = None  # the share of the request's features the model saw in training
     features: tuple[int, ...] = ()  # what the ledger keeps (hashed; see classify.features)
+    tasks: tuple[str, ...] = ()  # the model's tasks, and their probabilities in that order
+    probabilities: Sequence[float] = ()
+
+    @property
+    def top(self) -> list[tuple[str, float]]:
+        """The classifier's three likeliest tasks with their probabilities, most likely first (ranked only
+        when asked: the request path needs the first alone)."""
+        return ranked(self.tasks, self.probabilities)[:3]
 
 
 class Classifier:
     def __init__(self, registry: Registry, seed: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._match = matcher(registry.classify)  # every rule's test built once
+        self._rules = SiteRules(registry.classify)  # every rule's test built once
         self._settings: ClassifierSettings | None = registry.classifier
         self._tasks = list(registry.tasks)
         self._seed = seed  # the ledger's: the features it stores are computed with it
@@ -46,6 +55,7 @@ class Classifier:
         self._model: Model | None = None
         self._stamp: tuple[int, int] | None = None
         self._checked = -_RECHECK_S
+        self._sites = Sites(self._rules, seed, None)
         if self._settings is not None:
             self._reload()
 
@@ -55,33 +65,40 @@ class Classifier:
 
     def decide(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Decision:
         view = RequestView(body, headers)
-        ids = features(view, self._seed)
-        ranked, coverage = self._predict(view, ids)
+        model = self._model_now()
+        site = self._sites(view)  # what the call's template fixes, worked out once per template
+        own = set(user_features(view, self._seed)).difference(site.ids)
+        ids = tuple(sorted([*site.ids, *own]))
+        tasks: tuple[str, ...] = ()
+        probabilities: list[float] = []
+        coverage = predicted = best = None
+        if model is not None:
+            probabilities, coverage = self._posterior(model, view, site, own)
+            tasks = model.tasks
+            best = max(range(len(tasks)), key=probabilities.__getitem__)  # the first of equals, as ranked
+            predicted = tasks[best]
 
         def decision(task: str | None, source: str, confidence: float | None = None) -> Decision:
-            predicted = ranked[0][0] if ranked else None
-            return Decision(task, source, confidence, predicted, tuple(ranked[:3]), coverage, ids)
+            return Decision(task, source, confidence, predicted, coverage, ids, tasks, probabilities)
 
         tagged = headers.get("x-task-type")
         if tagged:
             return decision(tagged.strip(), "header")
-        rule = self._match(view)
+        rule = site.match(view)
         if rule is not None:
             return decision(rule.task, f"rule:{rule.name}")
-        model, settings = self._model, self._settings
-        if model is not None and settings is not None and ranked and coverage is not None:
-            task, probability = ranked[0]
+        settings = self._settings
+        if model is not None and settings is not None and best is not None and coverage is not None:
+            probability = probabilities[best]
             if probability >= settings.min_confidence and coverage >= model.min_coverage:
-                return decision(task, "classifier", probability)
+                return decision(predicted, "classifier", probability)
         return decision(None, "default")
 
-    def _predict(self, view: RequestView, ids: tuple[int, ...]) -> tuple[list[tuple[str, float]], float | None]:
-        model = self._model_now()
-        if model is None:
-            return [], None
+    def _posterior(self, model: Model, view: RequestView, site: Site, own: set[int]) -> tuple[list[float], float]:
+        if site.base is not None:
+            return model.posterior(own, site.base)
         # A model trained on another ledger's features (another seed) sees the request its own way.
-        own = ids if model.seed == self._seed else features(view, model.seed)
-        return model.predict(own)
+        return model.posterior(features(view, model.seed))
 
     def _model_now(self) -> Model | None:
         if self._settings is not None and self._clock() - self._checked >= _RECHECK_S:
@@ -103,6 +120,7 @@ class Classifier:
             return
         try:
             self._model = load(path, self._tasks)
+            self._sites = Sites(self._rules, self._seed, self._model)  # the sums kept are the old model's
         except ModelError as exc:
             log.error("classifier model %s could not be reloaded, keeping the one loaded: %s", path, exc)
             return

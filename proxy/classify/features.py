@@ -8,8 +8,9 @@ the message count and the max_tokens bucket). Each feature is hashed with a per-
 encryption, but the prompt cannot be read back out of it; raw text capture is a separate opt-in.
 
 Speed: a system prompt is usually one of a few templates, so its features are cached by its text, as
-are the structural ones; the rest is a regex split and a running CRC per word and word pair (about ten
-microseconds for a typical request; bench/classify.py measures it).
+are the structural ones (and the classifier keeps ``site_features`` per call site, proxy.classify.sites);
+the user message's are a regex split and a running CRC per word and word pair (about ten microseconds
+for a typical request; bench/classify.py measures it).
 """
 
 from __future__ import annotations
@@ -35,13 +36,31 @@ _ASCII_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
 def features(view: RequestView, seed: int) -> tuple[int, ...]:
-    """The request's feature ids, sorted and unique."""
+    """The request's feature ids, sorted and unique: ``site_features`` and ``user_features`` together."""
     ids = set(_template_features("s", view.system, seed))
-    ids.update(_text_features("u", view.last_user, seed))
+    ids.update(user_features(view, seed))
+    ids.update(_structure_of(view, seed))
+    return tuple(sorted(ids))
+
+
+def site_features(view: RequestView, seed: int) -> frozenset[int]:
+    """The features a call site's template fixes: its system prompt's and the request's structure.
+
+    They depend on nothing but the system prompt, the message count, the response_format type, the tools
+    offered (when any) and max_tokens (``classify.sites.site_key``), so its calls can share them.
+    """
+    return frozenset(_template_features("s", view.system, seed)).union(_structure_of(view, seed))
+
+
+def user_features(view: RequestView, seed: int) -> tuple[int, ...]:
+    """The last user message's features (repeats possible): the part of a request that is its own."""
+    return _text_features("u", view.last_user, seed)
+
+
+def _structure_of(view: RequestView, seed: int) -> tuple[int, ...]:
     tools = tuple(sorted(view.tool_names)) if view.has_tools else None
     tokens = None if view.max_tokens is None else _bucket(view.max_tokens)
-    ids.update(_structure(_bucket(len(view.messages)), view.response_format, tools, tokens, seed))
-    return tuple(sorted(ids))
+    return _structure(_bucket(len(view.messages)), view.response_format, tools, tokens, seed)
 
 
 def _text_features(field: str, text: str, seed: int) -> tuple[int, ...]:
