@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from proxy.pricing import Pricer
 from proxy.providers import provider_class
 from proxy.redact import Redactor
 from proxy.registry import Registry
+from proxy.reload import LIVE_KEY, CurrentGateway, Live
 from proxy.router import Router
 from proxy.settings import Settings
 from proxy.upstream import UpstreamClient
@@ -76,9 +78,7 @@ def create_app(
                 settings.transport, max_body=settings.max_body_bytes, max_event=settings.max_event_mb * 2**20
             )
             resources.push_async_callback(http.aclose)
-            redactor = Redactor([*(p.api_key for p in loaded.providers.values()), *settings.api_keys])
-            providers = {name: provider_class(c.type)(c, http, redactor) for name, c in loaded.providers.items()}
-            dispatcher = Dispatcher(providers, Breakers(clock), sleep=sleep, clock=clock)
+            breakers = Breakers(clock)  # outlives reloads: a target that still exists keeps its state
             # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
             # requests (a thread holding the GIL would stall the event loop).
             await asyncio.to_thread(pricing.warm_up)
@@ -98,25 +98,40 @@ def create_app(
             cache.start()
             # Closed before the ledger (its background generations still write rows) and the upstream pool.
             resources.push_async_callback(cache.aclose)
-            gateway = Gateway(
-                settings=settings,
-                registry=loaded,
-                router=Router(loaded),
-                keys=ClientKeys(settings.api_keys),
-                http=http,
-                providers=providers,
-                dispatcher=dispatcher,
-                ledger=ledger,
-                classifier=Classifier(loaded, seed_of(settings.feature_key), clock=clock),
-                cache=cache,
-                started=int(time.time()),
-            )
+            keys = ClientKeys(settings.api_keys)
+            started = int(time.time())
+
+            def build(registry: Registry) -> Gateway:
+                # What depends on the registry, built anew on a reload; the rest is shared.
+                redactor = Redactor([*(p.api_key for p in registry.providers.values()), *settings.api_keys])
+                providers = {n: provider_class(c.type)(c, http, redactor) for n, c in registry.providers.items()}
+                return Gateway(
+                    settings=settings,
+                    registry=registry,
+                    router=Router(registry),
+                    keys=keys,
+                    http=http,
+                    providers=providers,
+                    dispatcher=Dispatcher(providers, breakers, sleep=sleep, clock=clock),
+                    ledger=ledger,
+                    classifier=Classifier(registry, seed_of(settings.feature_key), clock=clock),
+                    cache=cache,
+                    started=started,
+                )
+
+            # Only a registry read from the configured file can be re-read (an in-memory one cannot).
+            watched = settings.config if settings.reload and loaded.source == settings.config else None
+            live = Live(build(loaded), build, watched)
+            if watched is not None:
+                watcher = asyncio.create_task(live.watch(settings.reload_interval_s), name="tiergate-rules-watch")
+                resources.push_async_callback(_cancelled, watcher)
+                resources.enter_context(_on_sighup(live.reload))
             limits = ConnectionLimits(settings.head_timeout_s, settings.max_connections or default_max_connections())
             log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
-            yield {"gateway": gateway, LIMITS_KEY: limits}
+            yield {LIVE_KEY: live, "gateway": live.current, LIMITS_KEY: limits}
 
     return Starlette(
-        middleware=[Middleware(AccessLog)],
+        middleware=[Middleware(AccessLog), Middleware(CurrentGateway)],
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
@@ -134,6 +149,26 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@contextmanager
+def _on_sighup(handler: Callable[[], object]) -> Iterator[None]:
+    """``SIGHUP`` calls ``handler`` while the app runs (where the loop can take signal handlers)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def app_from_env() -> Starlette:

@@ -32,6 +32,8 @@ class Settings:
     generation_concurrency: int = 4
     generation_queue: int = 1000
     cache_max_mb: int = 256  # the stored answers' table is pruned, oldest first, to this size
+    reload: bool = True  # re-read the rules file when it changes, and on SIGHUP
+    reload_interval_s: float = 1.0  # how often the rules file is looked at
     max_body_mb: int = 32
     max_event_mb: int = 8  # largest single event of an upstream stream (upstream_bad_response beyond)
     head_timeout_s: float = 10.0  # a connection's request head must be complete within this (slowloris)
@@ -60,6 +62,8 @@ class Settings:
         for name in ("generation_concurrency", "generation_queue", "cache_max_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: expected 1 or more, got {getattr(self, name)}")
+        if not 0 < self.reload_interval_s <= 3600:
+            raise ValueError(f"TIERGATE_RELOAD_INTERVAL_S: expected seconds in (0, 3600], got {self.reload_interval_s}")
         if self.max_event_mb < 1:
             raise ValueError(f"--max-event-mb: expected 1 or more, got {self.max_event_mb}")
         if self.max_body_mb < 1:
