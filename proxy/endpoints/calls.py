@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.dispatch import Outcome
+from proxy.outcome import Outcome
 from proxy.gateway import Gateway
 from proxy.ledger.records import AttemptRecord, RequestRecord
 from proxy.registry import Target

@@ -29,7 +29,7 @@ from proxy.cache.plan import Plan
 from proxy.cache.plan import plan as cache_plan
 from proxy.cache.store import Entry
 from proxy.classify.features import captured_text, encode
-from proxy.dispatch import Outcome
+from proxy.outcome import Outcome
 from proxy.endpoints import generation
 from proxy.endpoints.calls import note, route_headers, route_record, settle
 from proxy.errors import TiergateError
