@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.outcome import Outcome
 from proxy.gateway import Gateway
 from proxy.ledger.records import AttemptRecord, RequestRecord
+from proxy.outcome import Outcome
 from proxy.registry import Target
 from proxy.router import Route
 

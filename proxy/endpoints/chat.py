@@ -29,12 +29,12 @@ from proxy.cache.plan import Plan
 from proxy.cache.plan import plan as cache_plan
 from proxy.cache.store import Entry
 from proxy.classify.features import captured_text, encode
-from proxy.outcome import Outcome
 from proxy.endpoints import generation
 from proxy.endpoints.calls import note, route_headers, route_record, settle
 from proxy.errors import TiergateError
 from proxy.gateway import Gateway
 from proxy.ledger.records import RequestRecord, new_id
+from proxy.outcome import Outcome
 from proxy.providers.base import ChunkStream
 from proxy.registry import Target
 from proxy.router import Route
