@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -35,6 +36,7 @@ from proxy.dispatch import Dispatcher
 from proxy.endpoints import precompute
 from proxy.endpoints.chat import chat_completions
 from proxy.endpoints.health import healthz, readyz
+from proxy.endpoints.metrics import metrics
 from proxy.endpoints.models import get_model, list_models
 from proxy.errors import InvalidRequest, NotFound, TiergateError
 from proxy.gateway import Gateway
@@ -46,6 +48,8 @@ from proxy.redact import Redactor
 from proxy.registry import Registry
 from proxy.router import Router
 from proxy.settings import Settings
+from proxy.telemetry.config import TelemetryConfig
+from proxy.telemetry.service import Telemetry
 from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("tiergate")
@@ -58,14 +62,17 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     wall_clock: Callable[[], float] = time.time,
+    telemetry: TelemetryConfig | None = None,
 ) -> Starlette:
     """Build the ASGI app. ``registry`` defaults to loading ``settings.config``.
 
     ``clock`` (breaker cooldowns, deadlines) and ``sleep`` (backoff waits) are the seams through which
     tests drive time instead of waiting for it; ``wall_clock`` (epoch seconds) is the cache's: when an
-    answer was made, when it expires.
+    answer was made, when it expires. ``telemetry`` defaults to what the OTEL_* variables say (read
+    here, so a mistake in them stops ``tiergate serve`` before it listens).
     """
     loaded = registry if registry is not None else rules.load(settings.config)
+    observability = telemetry if telemetry is not None else TelemetryConfig.from_env(os.environ)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -76,19 +83,34 @@ def create_app(
                 settings.transport, max_body=settings.max_body_bytes, max_event=settings.max_event_mb * 2**20
             )
             resources.push_async_callback(http.aclose)
-            redactor = Redactor([*(p.api_key for p in loaded.providers.values()), *settings.api_keys])
+            secrets = [*(p.api_key for p in loaded.providers.values()), *settings.api_keys, settings.metrics_key]
+            redactor = Redactor(secrets)
             providers = {name: provider_class(c.type)(c, http, redactor) for name, c in loaded.providers.items()}
-            dispatcher = Dispatcher(providers, Breakers(clock), sleep=sleep, clock=clock)
+            breakers = Breakers(clock)
+            dispatcher = Dispatcher(providers, breakers, sleep=sleep, clock=clock)
             # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
             # requests (a thread holding the GIL would stall the event loop).
             await asyncio.to_thread(pricing.warm_up)
+            pricer = Pricer(loaded.prices, pricing.price_ids(loaded))
             ledger = None
             if settings.ledger:
-                pricer = Pricer(loaded.prices, pricing.price_ids(loaded))
                 ledger = LedgerWriter(settings.db, pricer, max_queue=settings.ledger_queue)
                 await ledger.start()
                 # uvicorn has finished in-flight requests by the time this runs: their rows are queued.
                 resources.push_async_callback(ledger.close)
+            observer = Telemetry.start(
+                observability,
+                registry=loaded,
+                providers=providers,
+                breakers=breakers,
+                ledger=ledger,
+                pricer=pricer,
+                redactor=redactor,
+            )
+            if observer is not None:
+                # Flushed after the cache has closed (its background generations end spans too).
+                resources.push_async_callback(observer.aclose)
+            keys = ClientKeys(settings.api_keys)
             cache = CacheService(
                 SQLiteCacheStore(settings.db, max_bytes=settings.cache_max_mb * 2**20),
                 concurrency=settings.generation_concurrency,
@@ -102,7 +124,7 @@ def create_app(
                 settings=settings,
                 registry=loaded,
                 router=Router(loaded),
-                keys=ClientKeys(settings.api_keys),
+                keys=keys,
                 http=http,
                 providers=providers,
                 dispatcher=dispatcher,
@@ -110,6 +132,8 @@ def create_app(
                 classifier=Classifier(loaded, seed_of(settings.feature_key), clock=clock),
                 cache=cache,
                 started=int(time.time()),
+                metrics_keys=ClientKeys((settings.metrics_key,)) if settings.metrics_key else keys,
+                telemetry=observer,
             )
             limits = ConnectionLimits(settings.head_timeout_s, settings.max_connections or default_max_connections())
             log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
@@ -124,6 +148,7 @@ def create_app(
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/precompute", precompute.submit, methods=["POST"]),
             Route("/v1/precompute/{key:path}", precompute.status, methods=["GET"]),
         ],
