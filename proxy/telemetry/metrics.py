@@ -69,7 +69,7 @@ class Metrics:
         meter.create_observable_counter(
             n.COST_METRIC,
             [self._observe_cost],
-            unit="USD",
+            unit="{USD}",
             description="What upstream calls cost, priced as the ledger does",
         )
         meter.create_observable_counter(

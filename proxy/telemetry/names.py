@@ -54,10 +54,10 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 
 # --- metrics: tiergate's own
 REQUESTS = "tiergate.requests"
-COST_METRIC = "tiergate.cost"
+COST_METRIC = "tiergate.cost.usd"
 CACHE_METRIC = "tiergate.cache.results"
 FALLBACKS = "tiergate.fallbacks"
-BREAKER = "tiergate.breaker.state"
+BREAKER = "tiergate.breaker"
 LEDGER_QUEUED = "tiergate.ledger.queued"
 LEDGER_WRITTEN = "tiergate.ledger.written"
 LEDGER_DROPPED = "tiergate.ledger.dropped"
