@@ -1,7 +1,9 @@
 """``POST /v1/chat/completions``: parse -> route -> (stored answer?) -> dispatch -> relay or respond -> ledger.
 
 Dispatch reports what it did as an ``Outcome``; this edge turns it into the response headers and the
-ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). Every request that got
+ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). With tracing on, the
+request's span (``proxy.telemetry``) is opened here once the caller is authenticated, watches dispatch's
+attempts as its ``Observer``, and is ended with the record. Every request that got
 past authentication leaves exactly one record, whether it succeeded, failed, crashed, or was answered
 from the cache.
 
