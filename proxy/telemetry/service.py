@@ -63,7 +63,7 @@ class Telemetry:
         if pipe.meter_provider is not None:
             metrics = Metrics(pipe.meter_provider, registry, upstreams, breakers, ledger)
         log.info(
-            "telemetry: traces %s, metrics %s%s",
+            "traces %s, metrics %s%s",
             ", ".join(config.traces) or ("in code" if config.span_exporters else "off"),
             ", ".join(config.metrics) or ("in code" if config.metric_readers else "off"),
             "; message content captured (redacted)" if config.capture_content and tracing else "",
