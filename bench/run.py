@@ -112,6 +112,14 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Sidecar:
+    """A process a candidate needs beside it (an OTLP sink, a scraper), on the load core, started first."""
+
+    name: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
 class Launch:
     """How to start a candidate proxy and how to know it is up."""
 
@@ -120,6 +128,9 @@ class Launch:
     health_path: str
     health_timeout_s: float
     probe: Callable[[int], None] | None = None  # once healthy: raise Skip if it does not serve as intended
+    sidecars: tuple[Sidecar, ...] = ()
+    # after the proxy has stopped (and flushed), before its sidecars stop: a line for the report
+    report: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +412,58 @@ def _precomputed_then_stale(port: int) -> None:
         raise Skip(f"a v2 read was not served stale: {headers.get('x-tiergate-cache')}")
 
 
+def _tiergate_traced(ctx: Context, port: int) -> Launch:
+    """tiergate exporting every span by OTLP/HTTP (the SDK's default batching) to bench/otlp_sink.py."""
+    sink = free_port()
+    launch = _tiergate_launch(ctx, port, BENCH_DIR / "rules.yaml", ())
+    env = {**launch.env, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{sink}"}
+    argv = [ctx.settings.python, str(BENCH_DIR / "otlp_sink.py"), "--port", str(sink)]
+    db = ctx.settings.raw_dir / f"tiergate-{port}.db"
+
+    def probe(proxy_port: int) -> None:
+        before = _sink_spans(sink)
+        _chat(proxy_port, {"X-Task-Type": "summary"})
+        deadline = time.monotonic() + 15.0  # the batch processor exports every 5 s when it is not full
+        while _sink_spans(sink) < before + 2:
+            if time.monotonic() > deadline:
+                raise Skip("tiergate-traced: the sink received no spans within 15 s of a call")
+            time.sleep(0.2)
+
+    def report() -> str:
+        return _spans_report(_sink_spans(sink), db)
+
+    return replace(launch, env=env, probe=probe, sidecars=(Sidecar("otlp-sink", argv),), report=report)
+
+
+def _sink_spans(port: int) -> int:
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        conn.request("GET", "/count")
+        return int(json.loads(conn.getresponse().read())["spans"])
+    finally:
+        conn.close()
+
+
+def _spans_report(spans: int, db: Path) -> str:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (requests,) = conn.execute("SELECT count(*) FROM requests").fetchone()
+        (attempts,) = conn.execute("SELECT count(*) FROM attempts").fetchone()
+    expected = requests + attempts
+    share = spans / expected if expected else 0.0
+    return f"spans received by the sink: {spans} of {expected} ({share:.1%}; {requests} requests, {attempts} attempts)"
+
+
+def _tiergate_scraped(ctx: Context, port: int) -> Launch:
+    """tiergate with metrics on (OTEL_METRICS_EXPORTER=prometheus) and GET /metrics scraped every second."""
+    launch = _tiergate_launch(ctx, port, BENCH_DIR / "rules.yaml", ())
+    env = {**launch.env, "OTEL_METRICS_EXPORTER": "prometheus"}
+    argv = [ctx.settings.python, str(BENCH_DIR / "scraper.py"), "--url", f"http://{HOST}:{port}/metrics"]
+    argv += ["--key", CLIENT_KEY, "--interval", "1"]
+    return replace(launch, env=env, sidecars=(Sidecar("scraper", argv),))
+
+
 def _litellm(ctx: Context, port: int) -> Launch:
     if ctx.settings.skip_litellm:
         raise Skip("--skip-litellm given")
@@ -493,6 +556,16 @@ CANDIDATES: tuple[Candidate, ...] = (
             "X-Tiergate-Version: v2",
         ),
     ),  # fmt: skip
+    Candidate(
+        "tiergate-traced",
+        "tiergate serve, OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink (bench/otlp_sink.py)",
+        _tiergate_traced,
+    ),
+    Candidate(
+        "tiergate-scraped",
+        "tiergate serve, OTEL_METRICS_EXPORTER=prometheus, GET /metrics scraped every second",
+        _tiergate_scraped,
+    ),
     Candidate("litellm", "LiteLLM proxy, 1 worker, master key, openai/ deployment", _litellm),
 )
 
@@ -524,6 +597,7 @@ class Results:
 
     reports: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # per candidate, one per repeat (Launch.report)
     noise: NoiseBudget = field(default_factory=NoiseBudget)
 
     def add(self, candidate: str, cell: Cell, report: dict[str, Any]) -> None:
@@ -607,27 +681,32 @@ def describe(report: dict[str, Any]) -> str:
 
 
 def start_candidate(
-    ctx: Context, candidate: Candidate, stack: contextlib.ExitStack, repeat: int
-) -> tuple[int, Service]:
-    """Start a proxy candidate pinned to the proxy core and wait until it is healthy."""
+    ctx: Context, candidate: Candidate, stack: contextlib.ExitStack, repeat: int, pgids: dict[str, int]
+) -> tuple[int, Service, Launch]:
+    """Start a proxy candidate pinned to the proxy core (its sidecars first, on the load core, their
+    process groups added to ``pgids``) and wait until it is healthy."""
     assert candidate.launch is not None
     port = free_port()
     launch = candidate.launch(ctx, port)
+    for sidecar in launch.sidecars:
+        log = ctx.settings.raw_dir / f"{candidate.name}-{sidecar.name}-r{repeat}.log"
+        side = stack.enter_context(Service(sidecar.name, [*pin(LOAD_CORE), *sidecar.argv], {}, log))
+        pgids[sidecar.name] = side.pid
     log = ctx.settings.raw_dir / f"{candidate.name}-r{repeat}.log"
     service = stack.enter_context(Service(candidate.name, [*pin(PROXY_CORE), *launch.argv], launch.env, log))
     service.wait_healthy(port, launch.health_path, launch.health_timeout_s)
     if launch.probe is not None:
         launch.probe(port)
-    return port, service
+    return port, service, launch
 
 
 def measure_candidate(ctx: Context, candidate: Candidate, upstream: Service, results: Results, repeat: int) -> None:
     """Start a candidate (unless direct), run every cell against it, stop it."""
     pgids = {"upstream": upstream.pid}
     with contextlib.ExitStack() as stack:
-        port, service = ctx.upstream_port, None
+        port, service, launch = ctx.upstream_port, None, None
         if candidate.launch is not None:
-            port, service = start_candidate(ctx, candidate, stack, repeat)
+            port, service, launch = start_candidate(ctx, candidate, stack, repeat, pgids)
             pgids["proxy"] = service.pid
         for cell in CELLS:
             report = run_quiet_cell(ctx.settings, cell, port, pgids, results.noise, candidate.load_args)
@@ -636,6 +715,11 @@ def measure_candidate(ctx: Context, candidate: Candidate, upstream: Service, res
             if report["errors"] and not report["requests"]:
                 tail = f"\n{service.log_tail()}" if service is not None else ""
                 raise Skip(f"every request failed in {cell.key}: {report['error_kinds']}{tail}")
+        if service is not None and launch is not None and launch.report is not None:
+            service.stop()  # SIGTERM: it flushes what it buffered before its sidecars stop
+            note = launch.report()
+            results.notes.setdefault(candidate.name, []).append(note)
+            print(f"  [{repeat + 1}] {candidate.name:<18} {note}", flush=True)
 
 
 def measure_all(ctx: Context, candidates: Sequence[Candidate], upstream: Service) -> Results:
@@ -869,6 +953,26 @@ def cache_targets(table: Table) -> list[Target]:
     ]
 
 
+def observability_targets(table: Table) -> list[Target]:
+    """Issue #15's: what tracing to a local collector and metrics scraped every second cost tiergate."""
+    targets = []
+    for name in ("tiergate-traced", "tiergate-scraped"):
+        for cell in ("ns-c64", "st-c64"):
+            targets.append(
+                _ratio_target(
+                    f"{name} / tiergate RPS, {'non-stream' if cell == 'ns-c64' else 'stream'} c=64",
+                    _figure(table, cell, name, "rps"),
+                    _figure(table, cell, "tiergate", "rps"),
+                    0.90,
+                    False,
+                )
+            )
+        on, off = (_figure(table, "ns-c64", n, "cpu_ms_per_req") for n in (name, "tiergate"))
+        extra = "n/a" if on is None or off is None else f"{(on - off) * 1000:+.0f} µs"
+        targets.append(Target(f"{name} − tiergate CPU per request, non-stream c=64", extra, "(for reading)", "—"))
+    return targets
+
+
 def _target_rows(targets: Sequence[Target]) -> list[str]:
     return [f"| {t.label} | {t.value} | {t.goal} | {t.verdict} |" for t in targets]
 
@@ -881,6 +985,7 @@ def targets_section(table: Table) -> list[str]:
         lines += _target_rows(peer_targets(table, subject) + direct_targets(table, subject))
     lines += _target_rows(untagged_targets(table))
     lines += _target_rows(cache_targets(table))
+    lines += _target_rows(observability_targets(table))
     lines += [
         "",
         (
@@ -1003,6 +1108,7 @@ def render(
     for candidate in candidates:
         status = candidate_status(results, candidate.name)
         lines.append(f"- `{candidate.name}`: {candidate.description} — {status}")
+        lines += [f"  - {note}" for note in results.notes.get(candidate.name, [])]
     lines += [
         "",
         "## results",

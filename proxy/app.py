@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,6 +37,7 @@ from proxy.dispatch import Dispatcher
 from proxy.endpoints import precompute
 from proxy.endpoints.chat import chat_completions
 from proxy.endpoints.health import healthz, readyz
+from proxy.endpoints.metrics import metrics
 from proxy.endpoints.models import get_model, list_models
 from proxy.errors import InvalidRequest, NotFound, TiergateError
 from proxy.gateway import Gateway
@@ -43,11 +45,14 @@ from proxy.ledger.records import new_id
 from proxy.ledger.writer import LedgerWriter
 from proxy.pricing import Pricer
 from proxy.providers import provider_class
+from proxy.providers.base import Provider
 from proxy.redact import Redactor
 from proxy.registry import Registry
 from proxy.reload import LIVE_KEY, CurrentGateway, Live
 from proxy.router import Router
 from proxy.settings import Settings
+from proxy.telemetry.config import TelemetryConfig
+from proxy.telemetry.service import Telemetry
 from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("tiergate")
@@ -60,14 +65,17 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     wall_clock: Callable[[], float] = time.time,
+    telemetry: TelemetryConfig | None = None,
 ) -> Starlette:
     """Build the ASGI app. ``registry`` defaults to loading ``settings.config``.
 
     ``clock`` (breaker cooldowns, deadlines) and ``sleep`` (backoff waits) are the seams through which
     tests drive time instead of waiting for it; ``wall_clock`` (epoch seconds) is the cache's: when an
-    answer was made, when it expires.
+    answer was made, when it expires. ``telemetry`` defaults to what the OTEL_* variables say (read
+    here, so a mistake in them stops ``tiergate serve`` before it listens).
     """
     loaded = registry if registry is not None else rules.load(settings.config)
+    observability = telemetry if telemetry is not None else TelemetryConfig.from_env(os.environ)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -79,16 +87,39 @@ def create_app(
             )
             resources.push_async_callback(http.aclose)
             breakers = Breakers(clock)  # outlives reloads: a target that still exists keeps its state
+
+            def redactor_for(registry: Registry) -> Redactor:
+                return Redactor([*(p.api_key for p in registry.providers.values()), *settings.api_keys,
+                                 settings.metrics_key])  # fmt: skip
+
+            def providers_for(registry: Registry, redactor: Redactor) -> dict[str, Provider]:
+                return {n: provider_class(c.type)(c, http, redactor) for n, c in registry.providers.items()}
+
+            redactor = redactor_for(loaded)
+            providers = providers_for(loaded, redactor)
             # Price data takes ~0.2 s of CPU to load; pay that before serving, not under the first
             # requests (a thread holding the GIL would stall the event loop).
             await asyncio.to_thread(pricing.warm_up)
+            pricer = Pricer(loaded.prices, pricing.price_ids(loaded))
             ledger = None
             if settings.ledger:
-                pricer = Pricer(loaded.prices, pricing.price_ids(loaded))
                 ledger = LedgerWriter(settings.db, pricer, max_queue=settings.ledger_queue)
                 await ledger.start()
                 # uvicorn has finished in-flight requests by the time this runs: their rows are queued.
                 resources.push_async_callback(ledger.close)
+            observer = Telemetry.start(
+                observability,
+                registry=loaded,
+                providers=providers,
+                breakers=breakers,
+                ledger=ledger,
+                pricer=pricer,
+                redactor=redactor,
+            )
+            if observer is not None:
+                # Flushed after the cache has closed (its background generations end spans too).
+                resources.push_async_callback(observer.aclose)
+            keys = ClientKeys(settings.api_keys)
             cache = CacheService(
                 SQLiteCacheStore(settings.db, max_bytes=settings.cache_max_mb * 2**20),
                 concurrency=settings.generation_concurrency,
@@ -98,25 +129,27 @@ def create_app(
             cache.start()
             # Closed before the ledger (its background generations still write rows) and the upstream pool.
             resources.push_async_callback(cache.aclose)
-            keys = ClientKeys(settings.api_keys)
             started = int(time.time())
+            metrics_keys = ClientKeys((settings.metrics_key,)) if settings.metrics_key else keys
 
             def build(registry: Registry) -> Gateway:
                 # What depends on the registry, built anew on a reload; the rest is shared.
-                redactor = Redactor([*(p.api_key for p in registry.providers.values()), *settings.api_keys])
-                providers = {n: provider_class(c.type)(c, http, redactor) for n, c in registry.providers.items()}
+                shown = redactor if registry is loaded else redactor_for(registry)
+                serving = providers if registry is loaded else providers_for(registry, shown)
                 return Gateway(
                     settings=settings,
                     registry=registry,
                     router=Router(registry),
                     keys=keys,
                     http=http,
-                    providers=providers,
-                    dispatcher=Dispatcher(providers, breakers, sleep=sleep, clock=clock),
+                    providers=serving,
+                    dispatcher=Dispatcher(serving, breakers, sleep=sleep, clock=clock),
                     ledger=ledger,
                     classifier=Classifier(registry, seed_of(settings.feature_key), clock=clock),
                     cache=cache,
                     started=started,
+                    metrics_keys=metrics_keys,
+                    telemetry=observer,
                 )
 
             # Only a registry read from the configured file can be re-read (an in-memory one cannot).
@@ -139,6 +172,7 @@ def create_app(
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/v1/precompute", precompute.submit, methods=["POST"]),
             Route("/v1/precompute/{key:path}", precompute.status, methods=["GET"]),
         ],

@@ -61,6 +61,13 @@ class Breakers:
             return 0.0
         return max(state.open_until - self._clock(), 0.0)
 
+    def state(self, key: str) -> str:
+        """``closed``, ``open`` (skipped), or ``half_open`` (the cooldown is over: the next try is the probe)."""
+        state = self._states.get(key)
+        if state is None or state.open_until is None:
+            return "closed"
+        return "half_open" if state.probing or self._clock() >= state.open_until else "open"
+
     def succeeded(self, permit: Permit) -> None:
         if self._settle(permit):
             self._states.pop(permit.key, None)

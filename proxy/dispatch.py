@@ -14,8 +14,10 @@ decides *how*:
 - targets whose breaker is open are skipped; if all are, the one that reopens first is tried anyway.
 
 Dispatch owns its account of what happened: every try is an ``Attempt`` (plain values) in the
-``Outcome`` it returns, which the edge turns into ledger rows. An ``Outcome`` carries the value (a
-completion or an open stream) or the error the client gets, with the headers the SDKs act on.
+``Outcome`` it returns (``proxy.outcome``), which the edge turns into ledger rows. An ``Outcome`` carries
+the value (a completion or an open stream) or the error the client gets, with the headers the SDKs act
+on. An optional ``Observer`` is told about each attempt as it starts and ends (telemetry's spans, the
+trace context sent upstream).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from proxy import rewrite
 from proxy.breaker import Breakers, Permit
@@ -37,48 +39,14 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from proxy.outcome import Attempt, Observer, Outcome
 from proxy.policy import Policy
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
-from proxy.registry import Target
 from proxy.router import Hop, Route
 
 T = TypeVar("T")
 # The openai SDK gives up at once on a retry-after above 120 s; never pass on more.
 _CLIENT_RETRY_AFTER_CAP_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try of one target."""
-
-    n: int  # 1, 2, ... in the order the tries were made
-    ts: float  # epoch seconds when the try started
-    tier: str
-    target: Target
-    status: int | None  # the HTTP status the upstream answered; None when it never did
-    error: str | None  # the error's code (or type); None for a success
-    latency_ms: float
-
-
-@dataclass(slots=True)
-class Outcome(Generic[T]):
-    """What dispatching one request did: its value or its error, and every attempt on the way."""
-
-    value: T | None = None
-    error: TiergateError | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    hop: Hop | None = None  # the hop that served, or the last one tried
-    index: int = 0  # that hop's place in the route
-
-    @property
-    def fallback(self) -> bool:
-        """Served by, or last failed on, a target other than the route's first (the one definition)."""
-        return self.hop is not None and self.index > 0
-
-    @property
-    def upstream_ms(self) -> float | None:
-        """Time spent in attempts, summed; None when no upstream was tried."""
-        return sum(a.latency_ms for a in self.attempts) if self.attempts else None
 
 
 class Dispatcher:
@@ -98,17 +66,29 @@ class Dispatcher:
         self._sleep = sleep
         self._clock = clock
 
-    async def complete(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> Outcome[Completion]:
+    async def complete(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        observer: Observer | None = None,
+    ) -> Outcome[Completion]:
         """Run a non-streaming request; the outcome holds the completion or the client's error."""
 
         async def once(call: Call) -> Completion:
             return await self._providers[call.target.provider].complete(call)
 
-        return await self._run(route, body, headers, once)
+        return await self._run(route, body, headers, once, observer)
 
-    async def stream(self, route: Route, body: dict[str, Any], headers: Mapping[str, str]) -> Outcome[ChunkStream]:
+    async def stream(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        observer: Observer | None = None,
+    ) -> Outcome[ChunkStream]:
         """Open a stream whose first chunk has arrived; the outcome holds it or the client's error."""
-        return await self._run(route, body, headers, self._open_stream)
+        return await self._run(route, body, headers, self._open_stream, observer)
 
     async def _open_stream(self, call: Call) -> ChunkStream:
         """Open a stream and wait for its first chunk, so a failure before it can still fall over."""
@@ -132,10 +112,15 @@ class Dispatcher:
         return _Primed(first, chunks, stream)
 
     async def _run(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], once: Callable[[Call], Awaitable[T]]
+        self,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        once: Callable[[Call], Awaitable[T]],
+        observer: Observer | None,
     ) -> Outcome[T]:
         outcome: Outcome[T] = Outcome()
-        run = _Run(self._clock() + route.policy.deadline_s)
+        run = _Run(self._clock() + route.policy.deadline_s, observer)
         try:
             outcome.value = await self._hops(run, route, body, headers, outcome, once)
         except TiergateError as exc:
@@ -243,6 +228,9 @@ class Dispatcher:
     ) -> tuple[T | None, UpstreamError | None]:
         """One try: ``(result, None)`` or ``(None, error)`` for an upstream failure; settles ``permit``."""
         policy = hop.policy
+        observer = run.observer
+        if observer is not None:
+            call = replace(call, headers={**call.headers, **observer.attempt_started(hop, call)})
         started_at, started = time.time(), time.perf_counter()
         try:
             try:
@@ -256,18 +244,18 @@ class Dispatcher:
                 self._breakers.failed(permit, policy.breaker_failures, policy.breaker_cooldown_s)
             else:
                 self._breakers.release(permit)
-            _note(outcome, hop, started_at, started, exc)
+            _note(outcome, hop, started_at, started, exc, observer)
             run.failed(exc)
             return None, exc
         except TiergateError as exc:  # not the upstream's fault (e.g. a body the adapter refuses): no retry
             self._breakers.release(permit)
-            _note(outcome, hop, started_at, started, exc)
+            _note(outcome, hop, started_at, started, exc, observer)
             raise run.verdict(exc) from None
         except BaseException:
             self._breakers.release(permit)  # cancelled (the client left) or a bug: no verdict on the target
             raise
         self._breakers.succeeded(permit)
-        _note(outcome, hop, started_at, started, None)
+        _note(outcome, hop, started_at, started, None, observer)
         return result, None
 
     def _delay(self, error: TiergateError, n: int, policy: Policy) -> float | None:
@@ -292,7 +280,14 @@ class Dispatcher:
         return error
 
 
-def _note(outcome: Outcome[Any], hop: Hop, started_at: float, started: float, error: TiergateError | None) -> None:
+def _note(
+    outcome: Outcome[Any],
+    hop: Hop,
+    started_at: float,
+    started: float,
+    error: TiergateError | None,
+    observer: Observer | None,
+) -> None:
     if error is None:
         status: int | None = 200
     else:
@@ -308,6 +303,8 @@ def _note(outcome: Outcome[Any], hop: Hop, started_at: float, started: float, er
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
     )
+    if observer is not None:
+        observer.attempt_ended(outcome.attempts[-1])
 
 
 _NEXT = object()  # _try_hop's "move on to the next hop"
@@ -316,8 +313,9 @@ _NEXT = object()  # _try_hop's "move on to the next hop"
 class _Run:
     """What one request's tries have learnt so far: its deadline and the errors met."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, observer: Observer | None) -> None:
         self.deadline = deadline
+        self.observer = observer
         self.last: TiergateError | None = None
         self.telling: TiergateError | None = None  # the last error from an upstream that did answer
 

@@ -17,6 +17,7 @@ from proxy.providers.base import Provider
 from proxy.registry import Registry
 from proxy.router import Router
 from proxy.settings import Settings
+from proxy.telemetry.service import Telemetry
 from proxy.upstream import UpstreamClient
 
 
@@ -33,3 +34,5 @@ class Gateway:
     classifier: Classifier
     cache: CacheService
     started: int  # epoch seconds: the ``created`` of the model objects
+    metrics_keys: ClientKeys  # who may read GET /metrics: TIERGATE_METRICS_KEY, else the client keys
+    telemetry: Telemetry | None = None  # None: no tracing and no metrics (the default)

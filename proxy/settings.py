@@ -47,6 +47,8 @@ class Settings:
     eval_traffic: bool = False
     # Client keys tiergate accepts (comma-separated in TIERGATE_API_KEYS); empty = no client auth.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # The key GET /metrics wants (TIERGATE_METRICS_KEY); empty: the client keys, when there are any.
+    metrics_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         # Checked here so a bad flag or variable is one line from the CLI, not a start-up traceback.

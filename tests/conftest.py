@@ -27,6 +27,7 @@ from proxy.fakes.openai import FakeOpenAI
 from proxy.loopback import serve
 from proxy.registry import Registry
 from proxy.settings import Settings
+from proxy.telemetry.config import TelemetryConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules.yaml"
@@ -133,21 +134,29 @@ ProxyFactory = Callable[..., AbstractAsyncContextManager[str]]
 
 @pytest.fixture
 def start_proxy(settings: Settings) -> ProxyFactory:
-    """``async with start_proxy(registry, clock=None, wall=None, **settings_overrides) as url`` serves tiergate
-    on loopback.
+    """``async with start_proxy(registry, clock=None, wall=None, telemetry=None, **settings_overrides) as url``
+    serves tiergate on loopback.
 
     With a `FakeClock` as ``clock``, tiergate's breakers, deadlines and backoff waits run on it instead of on
-    real time; as ``wall``, the cache's epoch time does.
+    real time; as ``wall``, the cache's epoch time does. ``telemetry`` (a ``TelemetryConfig``) replaces what
+    the OTEL_* variables say.
     """
 
     @asynccontextmanager
     async def start(
-        registry: Registry, *, clock: FakeClock | None = None, wall: FakeClock | None = None, **overrides: Any
+        registry: Registry,
+        *,
+        clock: FakeClock | None = None,
+        wall: FakeClock | None = None,
+        telemetry: TelemetryConfig | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[str]:
         merged = Settings(**{**settings.__dict__, **overrides})
         seams: dict[str, Any] = {} if clock is None else {"clock": clock, "sleep": clock.sleep}
         if wall is not None:
             seams["wall_clock"] = wall  # the cache's epoch time: answers' age, TTLs, retry backoff
+        if telemetry is not None:
+            seams["telemetry"] = telemetry
         app = create_app(merged, registry, **seams)
         async with serve(app) as url:
             yield url

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.dispatch import Outcome
 from proxy.gateway import Gateway
 from proxy.ledger.records import AttemptRecord, RequestRecord
+from proxy.outcome import Outcome
 from proxy.registry import Target
 from proxy.router import Route
+from proxy.telemetry.tracing import RequestSpan
 
 
 def route_record(record: RequestRecord, route: Route, gateway: Gateway) -> None:
@@ -33,13 +34,23 @@ def note(record: RequestRecord, outcome: Outcome[Any]) -> None:
     ]
 
 
-def settle(gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None) -> None:
-    """Close the record and hand it to the ledger writer (never blocks)."""
+def settle(
+    gateway: Gateway,
+    record: RequestRecord,
+    started: float,
+    status: int,
+    error: str | None,
+    span: RequestSpan | None = None,
+) -> None:
+    """Close the record, end its span and count it (when telemetry is on), and hand it to the ledger
+    writer (never blocks)."""
     record.status = status
     record.error_type = error
     record.latency_ms = (time.perf_counter() - started) * 1000.0
     if record.usage is not None:
         record.messages = None  # only kept for estimating missing usage
+    if gateway.telemetry is not None:
+        gateway.telemetry.finished(record, span)
     if gateway.ledger is not None:
         gateway.ledger.submit(record)
 

@@ -1,7 +1,9 @@
 """``POST /v1/chat/completions``: parse -> route -> (stored answer?) -> dispatch -> relay or respond -> ledger.
 
 Dispatch reports what it did as an ``Outcome``; this edge turns it into the response headers and the
-ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). Every request that got
+ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). With tracing on, the
+request's span (``proxy.telemetry``) is opened here once the caller is authenticated, watches dispatch's
+attempts as its ``Observer``, and is ended with the record. Every request that got
 past authentication leaves exactly one record, whether it succeeded, failed, crashed, or was answered
 from the cache.
 
@@ -14,7 +16,7 @@ version, which also starts one regeneration), waits for an identical request alr
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -29,16 +31,17 @@ from proxy.cache.plan import Plan
 from proxy.cache.plan import plan as cache_plan
 from proxy.cache.store import Entry
 from proxy.classify.features import captured_text, encode
-from proxy.dispatch import Outcome
 from proxy.endpoints import generation
 from proxy.endpoints.calls import note, route_headers, route_record, settle
 from proxy.errors import TiergateError
 from proxy.gateway import Gateway
 from proxy.ledger.records import RequestRecord, new_id
+from proxy.outcome import Outcome
 from proxy.providers.base import ChunkStream
 from proxy.registry import Target
 from proxy.router import Route
 from proxy.sse import DONE_EVENT, sse_event
+from proxy.telemetry.tracing import RequestSpan
 
 CACHE_HEADER = "x-tiergate-cache"
 
@@ -62,6 +65,8 @@ async def chat_completions(request: Request) -> Response | streaming.SSEResponse
     )
     # The id a client sees when tiergate has no upstream's to pass on; a crash's 500 carries it too.
     request.state.request_id = "req_" + record.id
+    telemetry = gateway.telemetry
+    request.state.span = telemetry.request(request.headers) if telemetry is not None else None
     started = time.perf_counter()
     try:
         response = await _chat(request, gateway, record, started)
@@ -82,6 +87,9 @@ async def _chat(
     request: Request, gateway: Gateway, record: RequestRecord, started: float
 ) -> Response | streaming.SSEResponse:
     body = wire.parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
+    span = _span(request)
+    if span is not None:
+        span.parsed(body)
     record.requested_model = body["model"]
     record.stream = bool(body.get("stream"))
     record.messages = body.get("messages")
@@ -168,6 +176,9 @@ def _from_store(
     headers = route_headers(route, answer.tier, target, attempts=0, fallback=False, request_id=request.state.request_id)
     headers[CACHE_HEADER] = state
     record.request_id = headers["x-request-id"]
+    span = _span(request)
+    if span is not None:
+        span.answered(answer.body)
     if not record.stream:
         return Response(orjson.dumps(answer.body), media_type="application/json", headers=headers)
     chunks = replay(answer.body, include_usage=rewrite.client_wants_usage(body))
@@ -191,9 +202,10 @@ async def _generate(
     """Dispatch the call; with a plan, store its answer (``generation.keep``) and, leading, land the flight
     that identical calls wait on: with the answer, or with nothing when there is none."""
     keeper = generation.Keeper(gateway, plan, route, body, lead=lead) if plan is not None else None
+    span = _span(request)
     try:
         if record.stream:
-            opened = await gateway.dispatcher.stream(route, body, forwarded)
+            opened = await gateway.dispatcher.stream(route, body, forwarded, span)
             chunks, headers = _accept(request, record, route, opened)
             try:
                 if keeper is not None:
@@ -204,9 +216,11 @@ async def _generate(
                 # Until the SSEResponse owns it, the open upstream stream is ours to close.
                 await chunks.aclose()
                 raise
-        done = await gateway.dispatcher.complete(route, body, forwarded)
+        done = await gateway.dispatcher.complete(route, body, forwarded, span)
         completion, headers = _accept(request, record, route, done)
         record.usage = completion.usage
+        if span is not None:
+            span.answered(completion.body)
         if keeper is not None:
             headers[CACHE_HEADER] = record.cache = keeper.state
             keeper.served_by(done.hop)
@@ -232,9 +246,11 @@ def _sse(
     """The streaming response; its ``on_close`` settles the ledger record once the stream has ended."""
     stats = streaming.StreamStats(started=started)
     assembler = Assembler() if keeper is not None and keeper.stores else None
-    relay = streaming.relay(
-        chunks, stats, include_usage=rewrite.client_wants_usage(body), observe=assembler.feed if assembler else None
-    )
+    observe: Callable[[dict[str, Any]], None] | None = assembler.feed if assembler is not None else None
+    span = _span(request)
+    if span is not None:
+        observe = span.chunk if observe is None else _both(observe, span.chunk)
+    relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body), observe=observe)
     relay_started = time.perf_counter()
 
     def on_close(stats: streaming.StreamStats) -> None:
@@ -322,4 +338,20 @@ def _finish(
         "model": target.key if target else None,
         "cache": record.cache,
     }
-    settle(gateway, record, started, status, error)
+    settle(gateway, record, started, status, error, _span(request))
+
+
+def _span(request: Request) -> RequestSpan | None:
+    """The request's span: set once it is authenticated, ``None`` when tracing is off."""
+    span: RequestSpan | None = request.state.span
+    return span
+
+
+def _both(
+    first: Callable[[dict[str, Any]], None], second: Callable[[dict[str, Any]], None]
+) -> Callable[[dict[str, Any]], None]:
+    def observe(data: dict[str, Any]) -> None:
+        first(data)
+        second(data)
+
+    return observe

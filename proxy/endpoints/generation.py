@@ -106,19 +106,23 @@ def _job(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any], heade
         record.messages = request.get("messages")
         route_record(record, route, gateway)
         started = time.perf_counter()
-        outcome = await gateway.dispatcher.complete(route, request, headers)
+        span = gateway.telemetry.background() if gateway.telemetry is not None else None
+        if span is not None:
+            span.parsed(request)
+        outcome = await gateway.dispatcher.complete(route, request, headers, span)
         note(record, outcome)
         if outcome.error is not None or outcome.value is None or outcome.hop is None:
             error = outcome.error
-            settle(
-                gateway, record, started, error.status if error else 500, (error.code or error.type) if error else None
-            )
+            status, code = (error.status, error.code or error.type) if error is not None else (500, None)
+            settle(gateway, record, started, status, code, span)
             why = error.message if error is not None else "no answer"
             cache.failed(plan.key, plan.version)
             cache.note_status(Status(plan.key, plan.version, "failed", cache.clock(), why))
             return
         record.usage = outcome.value.usage
-        settle(gateway, record, started, 200, None)
+        if span is not None:
+            span.answered(outcome.value.body)
+        settle(gateway, record, started, 200, None, span)
         keep(gateway, plan, route, request, outcome.hop, dict(outcome.value.body))
 
     return generate

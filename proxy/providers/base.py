@@ -172,6 +172,8 @@ class Provider(ABC):
 
     # genai-prices' provider id for pricing this adapter's models; ``options.price_provider`` overrides.
     default_price_id: ClassVar[str | None] = None
+    # The provider's name in OpenTelemetry's GenAI conventions (``gen_ai.provider.name``).
+    genai_name: ClassVar[str] = "_OTHER"
     # The ``options:`` keys this adapter reads; any other key is a registry error.
     option_keys: ClassVar[frozenset[str]] = frozenset({"price_provider"})
     # Whether the provider is reached at an http(s) ``base_url``, and whether its targets name a handler.
@@ -197,6 +199,11 @@ class Provider(ABC):
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def genai_provider(self) -> str:
+        """``gen_ai.provider.name`` for this provider's spans and metrics."""
+        return self.genai_name
 
     @abstractmethod
     async def complete(self, call: Call) -> Completion:

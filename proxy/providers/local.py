@@ -40,6 +40,7 @@ class HandlerDeclined(UpstreamError):
 
 class Local(Provider):
     default_price_id = "local"  # priced at zero by proxy.pricing
+    genai_name = "tiergate.local"  # no provider: a Python function in this process
     needs_base_url = False
     runs_handlers = True
 

@@ -29,11 +29,24 @@ from proxy.redact import Redactor
 from proxy.upstream import UpstreamResponse
 from proxy.usage import Usage
 
+# genai-prices provider ids -> the GenAI conventions' names, for OpenAI-compatible providers that are not OpenAI
+_GENAI_NAMES = {
+    "azure": "azure.ai.openai",
+    "deepseek": "deepseek",
+    "google": "gcp.gemini",
+    "groq": "groq",
+    "mistral": "mistral_ai",
+    "perplexity": "perplexity",
+    "x-ai": "x_ai",
+    "cohere": "cohere",
+}
+
 
 class OpenAICompatible(Provider):
     """``type: openai``. Options: ``max_tokens_field`` (default ``max_completion_tokens``)."""
 
     default_price_id = "openai"
+    genai_name = "openai"
     option_keys = frozenset({"price_provider", "max_tokens_field"})
 
     @classmethod
@@ -44,6 +57,11 @@ class OpenAICompatible(Provider):
             raise ConfigError(
                 f"{path}.max_tokens_field", f"expected max_completion_tokens or max_tokens, got {field!r}"
             )
+
+    @property
+    def genai_provider(self) -> str:
+        # The wire format is OpenAI's, the provider may be another (``price_provider`` says which).
+        return _GENAI_NAMES.get(self.config.price_id or "", self.genai_name)
 
     async def complete(self, call: Call) -> Completion:
         response = await self._send(call)

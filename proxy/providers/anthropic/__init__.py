@@ -55,6 +55,7 @@ class Anthropic(Provider):
     """``type: anthropic``. Options: ``anthropic_version``, ``anthropic_beta``, ``default_max_tokens``."""
 
     default_price_id = "anthropic"
+    genai_name = "anthropic"
     option_keys = frozenset({"price_provider", "anthropic_version", "anthropic_beta", "default_max_tokens"})
 
     @classmethod
