@@ -75,6 +75,7 @@ class Plan:
     ledger: bool
     timeout_s: float
     tiergate_ref: str | None
+    stall_s: float = 0.0  # each client stops reading for this long after its first byte
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -122,9 +123,10 @@ def group_hwm_mb(pids: Sequence[int]) -> float:
     return total / 1024
 
 
-def _load_argv(port: int, streams: int, timeout_s: float, pgids: Sequence[int] = ()) -> list[str]:
+def _load_argv(port: int, streams: int, timeout_s: float, pgids: Sequence[int] = (), stall_s: float = 0.0) -> list[str]:
     argv = [*pin(LOAD_CORE), sys.executable, str(BENCH_DIR / "load.py"), "--url", f"http://{HOST}:{port}{CHAT_PATH}"]
     argv += ["-c", str(streams), "-n", str(streams), "-d", "3600", "--warmup", "0", "--stream"]
+    argv += ["--stall-s", str(stall_s)]
     # --cpu-pgid: so that load.py's "foreign" CPU is what processes outside the benchmark used
     argv += [arg for pgid in pgids for arg in ("--cpu-pgid", str(pgid))]
     return argv + ["--timeout", str(timeout_s), "--api-key", CLIENT_KEY, "--json"]
@@ -194,7 +196,7 @@ def measure(plan: Plan) -> dict[str, Any]:
                 pids = group_pids(proxy.pid)
                 idle_mb, idle_fds = group_rss_bytes(proxy.pid) / 2**20, group_fds(pids)
                 load = subprocess.Popen(
-                    _load_argv(port, plan.streams, plan.timeout_s, (proxy.pid, upstream.pid)),
+                    _load_argv(port, plan.streams, plan.timeout_s, (proxy.pid, upstream.pid), plan.stall_s),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
@@ -216,7 +218,8 @@ def measure(plan: Plan) -> dict[str, Any]:
             "streams": plan.streams,
             "workers": plan.workers,
             "ledger": plan.ledger,
-            "pacing": f"{plan.ttft_ms:g} ms to first token, {plan.chunks} chunks {plan.chunk_delay_ms:g} ms apart",
+            "pacing": f"{plan.ttft_ms:g} ms to first token, {plan.chunks} chunks {plan.chunk_delay_ms:g} ms apart"
+            + (f"; clients stall {plan.stall_s:g} s after the first byte" if plan.stall_s else ""),
             "tiergate": source,
             "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
             "rss_start_mb": round(start_mb, 1),
@@ -291,7 +294,9 @@ def _where(filename: str) -> str:
     return Path(filename).name
 
 
-def _top(baseline: tracemalloc.Snapshot, peak: tracemalloc.Snapshot, streams: int, limit: int) -> list[str]:
+def _top(
+    baseline: tracemalloc.Snapshot, peak: tracemalloc.Snapshot, streams: int, limit: int, frames: int
+) -> list[str]:
     lines = []
     diffs = peak.compare_to(baseline, "lineno")
     by_group: dict[str, int] = {}
@@ -310,10 +315,15 @@ def _top(baseline: tracemalloc.Snapshot, peak: tracemalloc.Snapshot, streams: in
         frame = stat.traceback[0]
         where = f"{_where(frame.filename)}:{frame.lineno}"
         lines.append(f"  {stat.size_diff / streams:8.0f}  {stat.count_diff / streams:6.1f}  {where}")
+    if frames > 1:
+        lines.append(f"by traceback ({frames} frames, innermost last):")
+        for stat in peak.compare_to(baseline, "traceback")[:limit]:
+            lines.append(f"  {stat.size_diff / streams:8.0f}  {stat.count_diff / streams:6.1f}")
+            lines += [f"      {_where(f.filename)}:{f.lineno}" for f in stat.traceback]
     return lines
 
 
-async def profile(plan: Plan, limit: int) -> list[str]:
+async def profile(plan: Plan, limit: int, frames: int) -> list[str]:
     """Serve tiergate in this process with tracemalloc on; snapshot idle and at the traced peak."""
     import uvicorn
 
@@ -345,10 +355,10 @@ async def profile(plan: Plan, limit: int) -> list[str]:
             warm = await asyncio.create_subprocess_exec(*_load_argv(port, WARMUP_STREAMS, plan.timeout_s))
             await warm.wait()
             await asyncio.sleep(1.0)
-            tracemalloc.start(1)
+            tracemalloc.start(frames)
             baseline = tracemalloc.take_snapshot()
             load = await asyncio.create_subprocess_exec(
-                *_load_argv(port, plan.streams, plan.timeout_s), stdout=subprocess.PIPE
+                *_load_argv(port, plan.streams, plan.timeout_s, stall_s=plan.stall_s), stdout=subprocess.PIPE
             )
             peak, best, taken_at = None, 0, 0.0
             while load.returncode is None:
@@ -366,7 +376,7 @@ async def profile(plan: Plan, limit: int) -> list[str]:
             await serving
     lines = [f"{plan.streams} streams: {out['requests']} completed, {out['errors']} errors {out['error_kinds'] or ''}"]
     if peak is not None:
-        lines += _top(baseline, peak, plan.streams, limit)
+        lines += _top(baseline, peak, plan.streams, limit, frames)
     return lines
 
 
@@ -379,21 +389,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="tiergate serve --workers (default 1)")
     parser.add_argument("--no-ledger", dest="ledger", action="store_false")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a stream may take (default 600)")
+    parser.add_argument(
+        "--stall-s", type=float, default=0.0, help="each client stops reading for this long after its first byte"
+    )
     parser.add_argument("--tiergate-ref", help="measure proxy/ as of this git commit instead of the working tree")
     parser.add_argument("--profile", action="store_true", help="tracemalloc, tiergate in this process")
     parser.add_argument("--top", type=int, default=25, help="--profile: lines to show")
+    parser.add_argument("--frames", type=int, default=1, help="--profile: traceback depth (> 1 lists tracebacks too)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     plan = Plan(
         args.streams, args.ttft_ms, args.chunk_delay_ms, args.chunks, args.workers, args.ledger, args.timeout,
-        args.tiergate_ref,
+        args.tiergate_ref, args.stall_s,
     )  # fmt: skip
     raise_nofile()
     if args.profile:
         import uvloop
 
         os.sched_setaffinity(0, {PROXY_CORE})
-        print("\n".join(uvloop.run(profile(plan, args.top))))
+        print("\n".join(uvloop.run(profile(plan, args.top, args.frames))))
         return 0
     os.sched_setaffinity(0, {LOAD_CORE})
     result = measure(plan)
