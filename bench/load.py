@@ -175,7 +175,8 @@ class ClientProtocol(asyncio.Protocol):
     body, or a body delimited by the connection closing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stall_s: float = 0.0) -> None:
+        self._stall_s = stall_s  # stop reading for this long after a response's first body byte
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Response] | None = None
@@ -233,6 +234,10 @@ class ClientProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def _resume(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     # parsing ----------------------------------------------------------------
     def _parse(self, now: float) -> None:
         while self._waiter is not None and self._steps[self._state](now):
@@ -266,6 +271,10 @@ class ClientProtocol(asyncio.Protocol):
             response = self._response
             if response.first_body_at is None:
                 response.first_body_at = now
+                if self._stall_s > 0 and self._transport is not None:
+                    # A client that stops reading (a slow network): the server's buffers fill up.
+                    self._transport.pause_reading()
+                    asyncio.get_running_loop().call_later(self._stall_s, self._resume)
             response.body_bytes += count
             response.tail = (response.tail + bytes(self._buffer[max(0, count - 32) : count]))[-32:]
             del self._buffer[:count]
@@ -342,6 +351,7 @@ class Target:
     payload: bytes
     stream: bool
     timeout_s: float
+    stall_s: float = 0.0
 
 
 @dataclass
@@ -384,7 +394,8 @@ class Worker:
     async def connect(self) -> None:
         """(Re)open the connection."""
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(ClientProtocol, self._target.host, self._target.port)
+        stall = self._target.stall_s
+        _, protocol = await loop.create_connection(lambda: ClientProtocol(stall), self._target.host, self._target.port)
         self._conn = protocol
 
     def close(self) -> None:
@@ -583,6 +594,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")
     parser.add_argument("--untagged", action="store_true", help="send no X-Task-Type (default: X-Task-Type: summary)")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    parser.add_argument(
+        "--stall-s", type=float, default=0.0, help="stop reading a response for this long after its first byte"
+    )
     parser.add_argument("--cpu-pgid", type=int, action="append", default=[], help="process group to charge CPU to")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser.parse_args(argv)
@@ -602,7 +616,7 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
             raise SystemExit(f"--header must be 'Name: value'; got {raw!r}")
         headers[name.strip().lower()] = value.strip()
     payload = build_request(LOOPBACK, url.port, url.path or "/", chat_body(args.model, args.stream), headers)
-    target = Target(LOOPBACK, url.port, payload, args.stream, args.timeout)
+    target = Target(LOOPBACK, url.port, payload, args.stream, args.timeout, max(0.0, args.stall_s))
     return LoadPlan(
         target=target,
         concurrency=max(1, args.concurrency),

@@ -32,7 +32,7 @@ from proxy.cache.service import CacheService
 from proxy.cache.store import SQLiteCacheStore
 from proxy.classify.decide import Classifier
 from proxy.classify.features import seed_of
-from proxy.connections import LIMITS_KEY, ConnectionLimits, default_max_connections
+from proxy.connections import LIMITS_KEY, ConnectionLimits, default_max_connections, upstream_connections
 from proxy.dispatch import Dispatcher
 from proxy.endpoints import precompute
 from proxy.endpoints.chat import chat_completions
@@ -82,8 +82,12 @@ def create_app(
         # Every resource is closed on the way out, in reverse order, whatever fails or is cancelled
         # (in start-up or in teardown): the exit stack runs each callback even when an earlier one raised.
         async with AsyncExitStack() as resources:
+            max_connections = settings.max_connections or default_max_connections()
             http = UpstreamClient(
-                settings.transport, max_body=settings.max_body_bytes, max_event=settings.max_event_mb * 2**20
+                settings.transport,
+                max_connections=upstream_connections(max_connections, settings.generation_concurrency),
+                max_body=settings.max_body_bytes,
+                max_event=settings.max_event_mb * 2**20,
             )
             resources.push_async_callback(http.aclose)
             breakers = Breakers(clock)  # outlives reloads: a target that still exists keeps its state
@@ -159,7 +163,7 @@ def create_app(
                 watcher = asyncio.create_task(live.watch(settings.reload_interval_s), name="tiergate-rules-watch")
                 resources.push_async_callback(_cancelled, watcher)
                 resources.enter_context(_on_sighup(live.reload))
-            limits = ConnectionLimits(settings.head_timeout_s, settings.max_connections or default_max_connections())
+            limits = ConnectionLimits(settings.head_timeout_s, max_connections)
             log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
             yield {LIVE_KEY: live, "gateway": live.current, LIMITS_KEY: limits}
 

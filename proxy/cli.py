@@ -185,7 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
-    from proxy.connections import PROTOCOL
+    from proxy.connections import PROTOCOL, raise_fd_limit
     from proxy.providers import provider_class
     from proxy.upstream import check_transport
 
@@ -208,6 +208,9 @@ def _serve(args: argparse.Namespace) -> int:
     _refuse_open_relay(settings)
     registry = rules.load(settings.config)  # fail fast, with one line, before any worker starts
     logs.configure(settings.log_level)
+    # Before the connection bound is derived from it (in each worker's lifespan: they inherit it).
+    soft, hard = raise_fd_limit()
+    logging.getLogger("tiergate").debug("open files: soft limit %d, hard limit %d", soft, hard)
     for name, provider in registry.providers.items():
         if provider_class(provider.type).needs_base_url and not provider.api_key:
             logging.getLogger("tiergate").warning(

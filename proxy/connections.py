@@ -11,6 +11,11 @@ httptools protocol (``uvicorn.run(http=...)``) with both bounds added:
 
 The bounds come from the app's lifespan state (``ConnectionLimits`` under ``LIMITS_KEY``), so workers
 started by import string need no module-level configuration; an app without them is not bounded.
+
+Each client connection with a request in flight holds a second socket, to the upstream (HTTP/1.1: one
+request per connection), so the default bound is half the descriptors the process may open, and the
+upstream pool is sized to match (``upstream_connections``): a smaller pool would make the calls beyond
+it wait, unseen, for a connection to free up.
 """
 
 from __future__ import annotations
@@ -34,11 +39,31 @@ class ConnectionLimits:
 
 
 def default_max_connections(cap: int = 10_000) -> int:
-    """``cap``, or fewer when the process may not open that many files (minus a reserve)."""
+    """``cap``, or fewer when the process may not open two descriptors per connection (minus a reserve)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return cap
-    return max(min(cap, soft - _FD_RESERVE), 16)
+    return max(min(cap, (soft - _FD_RESERVE) // 2), 16)
+
+
+def upstream_connections(max_connections: int, background: int) -> int:
+    """The upstream pool's size: one connection per client connection, plus the background generations'."""
+    return max_connections + background
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, as far as allowed; return ``(soft, hard)`` in force.
+
+    The soft limit is often 1,024 while the hard one is far higher: a server holding thousands of
+    connections should not need its operator to know that (Go's runtime does the same at start-up).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # not allowed here (e.g. an infinite hard limit the kernel caps): keep the soft one
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

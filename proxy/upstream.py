@@ -20,6 +20,12 @@ from proxy.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, 
 from proxy.sse import MAX_EVENT, iter_events
 
 MAX_BODY = 32 * 2**20  # bytes of a non-streamed answer (tiergate serve sets --max-body-mb)
+# aiohttp buffers up to twice this per connection before it stops reading the socket. Its default
+# (256 KiB) lets a stream whose relay cannot send (a client that stopped reading, a busy proxy) queue
+# 512 KiB in Python objects; beyond 32 KiB the rest waits in the kernel, and the upstream is slowed
+# by TCP flow control. Reads are not smaller: one read still takes what the socket holds (bench/streams.py
+# --stall-s: 200 stalled streams cost 270-307 KB each with the default, 190-221 KB with this).
+READ_BUFSIZE = 16 * 2**10
 
 
 def _httpcore_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
@@ -29,7 +35,17 @@ def _httpcore_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
 def _aiohttp_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     from httpx_aiohttp import AiohttpTransport
 
-    return AiohttpTransport(limits=limits)
+    ssl_context = httpx.create_ssl_context()
+
+    def session() -> aiohttp.ClientSession:
+        # What AiohttpTransport builds itself, plus the read buffer; called on the first request,
+        # inside the running loop, as a ClientSession must be.
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry, ssl=ssl_context
+        )
+        return aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFSIZE)
+
+    return AiohttpTransport(verify=ssl_context, limits=limits, client=session)
 
 
 TRANSPORTS: dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]] = {
@@ -176,7 +192,9 @@ class UpstreamClient:
             "POST",
             parsed,
             headers=headers,
-            content=content,
+            # The request holds its body until the response is closed, a stream's whole life. orjson
+            # (>= 3.12) never trims its output buffer: a 300-byte body occupies 4 KiB unless copied.
+            content=bytes(memoryview(content)),
             extensions={"timeout": {"connect": connect, "read": read_timeout, "write": 30.0, "pool": 30.0}},
         )
         with translated():

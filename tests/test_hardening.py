@@ -188,6 +188,21 @@ async def test_idle_and_slowloris_connections_are_closed_and_their_number_is_bou
     assert "Traceback" not in out
 
 
+def test_the_connection_bound_leaves_a_descriptor_for_each_upstream_connection() -> None:
+    # In a child whose soft limit is 1,000 (the limits are the process's): every client connection may
+    # hold an upstream one, so half of what is left after the reserve; raising the soft limit to the
+    # hard one lifts the bound, which then stops at its cap.
+    code = (
+        "import resource; from proxy.connections import default_max_connections, raise_fd_limit;"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1];"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard));"
+        "low = default_max_connections(); soft, _ = raise_fd_limit();"
+        "print(low, soft == hard, default_max_connections(cap=min(hard // 4, 10_000)) == min(hard // 4, 10_000))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str((1000 - 256) // 2), "True", "True"]
+
+
 def test_libraries_stay_quiet_at_debug_unless_trace() -> None:
     code = (
         "import logging; from proxy import logs; logs.configure('{}');"
