@@ -1,0 +1,39 @@
+"""The ledger as the audit reads it: one read-only connection, one read transaction.
+
+The audit reads the ledger in several statements (a scan, then the index ranges percentiles and the
+what-if need) while ``tiergate serve`` keeps writing. In WAL mode one read transaction sees one snapshot
+of the file throughout, so those statements agree with each other: counts taken from the scan still
+hold when the ranges are read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from proxy.ledger.schema import open_readonly
+
+
+class AuditError(ValueError):
+    """A user mistake or an unreadable ledger: one line for the CLI, exit code 2."""
+
+
+@contextmanager
+def snapshot(path: str) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the ledger at ``path`` inside one read transaction; SQLite errors become
+    ``AuditError`` (one line)."""
+    if not Path(path).is_file():
+        raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
+    try:
+        conn = open_readonly(path)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read the ledger {path}: {exc}") from None
+    try:
+        conn.execute("BEGIN")  # deferred: the snapshot is taken by the first read
+        yield conn
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read the ledger {path}: {exc}") from None
+    finally:
+        conn.close()
