@@ -4,6 +4,9 @@ The audit reads the ledger in several statements (a scan, then the index ranges 
 what-if need) while ``tiergate serve`` keeps writing. In WAL mode one read transaction sees one snapshot
 of the file throughout, so those statements agree with each other: counts taken from the scan still
 hold when the ranges are read.
+
+A ledger from before some of today's columns (a file nothing has migrated yet: the audit opens it
+read-only) is read through a temporary view that adds them as NULL, so it still audits.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from proxy.ledger.records import REQUEST_COLUMNS
 from proxy.ledger.schema import open_readonly
 
 
@@ -32,8 +36,18 @@ def snapshot(path: str) -> Iterator[sqlite3.Connection]:
         raise AuditError(f"cannot read the ledger {path}: {exc}") from None
     try:
         conn.execute("BEGIN")  # deferred: the snapshot is taken by the first read
+        _add_missing_columns(conn)
         yield conn
     except sqlite3.Error as exc:
         raise AuditError(f"cannot read the ledger {path}: {exc}") from None
     finally:
         conn.close()
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    have = {str(row[1]) for row in conn.execute("PRAGMA main.table_info(requests)")}
+    missing = [column for column in REQUEST_COLUMNS if column not in have]
+    if have and missing:
+        # Unqualified names look in the temp schema first: this view stands in for the old table.
+        extra = ", ".join(f"NULL AS {column}" for column in missing)
+        conn.execute(f"CREATE TEMP VIEW requests AS SELECT *, {extra} FROM main.requests")
