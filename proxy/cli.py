@@ -342,13 +342,13 @@ def _precompute(args: argparse.Namespace) -> int:
 def _audit_classifier(args: argparse.Namespace, db: str) -> int:
     from proxy.classify import agreement
     from proxy.classify import report as classify_report
-    from proxy.ledger.audit import parse_since
+    from proxy.ledger.audit import Scope, parse_since
 
     if args.what_if or args.recommend:
         raise ValueError("--classifier reports the classifier alone: drop --what-if and --recommend")
     classify_report.check_format(args.format)
-    rows = agreement.load(db, parse_since(args.since), include_eval=args.include_eval)
-    print(classify_report.agreement(agreement.summarize(rows, args.by or "day"), args.format), end="")
+    scope = Scope(parse_since(args.since), args.include_eval)
+    print(classify_report.agreement(agreement.summarize(db, scope, args.by or "day"), args.format), end="")
     return 0
 
 

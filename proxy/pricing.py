@@ -56,20 +56,34 @@ class Pricer:
 
     def cost(self, target: Target, usage: Usage) -> Cost | None:
         """The cost of ``usage`` on ``target``, or ``None`` when no price is known for its model."""
-        override = self._overrides.get(target.key) or self._overrides.get(target.model)
+        return self.cost_of_calls(target, usage, 1, usage.prompt_tokens)
+
+    def tier_starts(self, target: Target) -> tuple[int, ...]:
+        """The prompt sizes past which ``target``'s per-token prices change (genai-prices' long-context
+        tiers: a call is in the tier after ``start`` when its prompt has more tokens than ``start``);
+        empty when one set of prices covers every size (overrides, local handlers, unknown models)."""
+        if self._override(target) is not None or self._price_ids.get(target.provider) == LOCAL:
+            return ()
+        rates = self._rates_of(target)
+        return () if rates is None else rates.thresholds
+
+    def cost_of_calls(self, target: Target, tokens: Usage, calls: int, prompt_tokens: int) -> Cost | None:
+        """The cost of ``calls`` calls on ``target`` whose token counts add up to ``tokens``, every one of
+        them in the price tier of a call with ``prompt_tokens`` prompt tokens (see ``tier_starts``), and
+        none whose own counts ``Usage`` would clamp. Within one tier a price is affine in the counts (a
+        per-call part, then per-token rates), so this is the sum of ``cost`` over those calls, exactly:
+        what lets the audit's what-if price a million calls from their sums. ``None`` when no price is
+        known for the model."""
+        override = self._override(target)
         if override is not None:
-            return Cost(_override_cost(override, usage), "override")
-        price_id = self._price_ids.get(target.provider)
-        if price_id == LOCAL:
+            return Cost(_override_cost(override, tokens), "override")
+        if self._price_ids.get(target.provider) == LOCAL:
             return Cost(0.0, LOCAL)  # a local handler: no provider bills it
-        key = (price_id, target.model)
-        if key not in self._rates:
-            self._rates[key] = _Rates.read(target.model, price_id)
-        rates = self._rates[key]
+        rates = self._rates_of(target)
         try:
             if rates is None:
                 raise LookupError(target.model)
-            return Cost(float(rates.cost(usage)), GENAI_PRICES)
+            return Cost(float(rates.cost(tokens, calls, prompt_tokens)), GENAI_PRICES)
         except (LookupError, ValueError):  # unknown model; or usage genai-prices rejects
             if target.key not in self._warned:
                 self._warned.add(target.key)
@@ -78,6 +92,16 @@ class Pricer:
                     target.key,
                 )
             return None
+
+    def _override(self, target: Target) -> Price | None:
+        return self._overrides.get(target.key) or self._overrides.get(target.model)
+
+    def _rates_of(self, target: Target) -> _Rates | None:
+        price_id = self._price_ids.get(target.provider)
+        key = (price_id, target.model)
+        if key not in self._rates:
+            self._rates[key] = _Rates.read(target.model, price_id)
+        return self._rates[key]
 
 
 def _calc(model: str, price_id: str | None, usage: Usage) -> Decimal:
@@ -99,7 +123,7 @@ class _Rates:
     def __init__(self, model: str, price_id: str | None, thresholds: tuple[int, ...]) -> None:
         self._model = model
         self._price_id = price_id
-        self._thresholds = thresholds
+        self.thresholds = thresholds
         # bucket -> (per-request constant, uncached input, cache read, cache write, output), USD per token
         self._buckets: dict[int, tuple[Decimal, Decimal, Decimal, Decimal, Decimal]] = {}
 
@@ -115,16 +139,16 @@ class _Rates:
                 starts.add(int(tier.start))
         return cls(model, price_id, tuple(sorted(starts)))
 
-    def cost(self, usage: Usage) -> Decimal:
-        prompt = usage.prompt_tokens
-        bucket = sum(1 for start in self._thresholds if prompt > start)  # genai-prices: tier when input > start
+    def cost(self, usage: Usage, calls: int, tier_of: int) -> Decimal:
+        """``calls`` calls adding up to ``usage``, each in the tier of a ``tier_of``-token prompt."""
+        bucket = sum(1 for start in self.thresholds if tier_of > start)  # genai-prices: tier when input > start
         rates = self._buckets.get(bucket)
         if rates is None:
             rates = self._buckets[bucket] = self._fit(bucket)
         const, uncached, read, write, out = rates
-        cached, written = usage.cached_tokens, usage.cache_write_tokens
+        prompt, cached, written = usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens
         return (
-            const
+            const * calls
             + uncached * (prompt - cached - written)
             + read * cached
             + write * written
@@ -133,7 +157,7 @@ class _Rates:
 
     def _fit(self, bucket: int) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
         """Probe genai-prices at two input sizes inside ``bucket`` to read off each rate."""
-        n = 1 if bucket == 0 else self._thresholds[bucket - 1] + 1
+        n = 1 if bucket == 0 else self.thresholds[bucket - 1] + 1
         p0 = _calc(self._model, self._price_id, Usage(prompt_tokens=n))
         p0_next = _calc(self._model, self._price_id, Usage(prompt_tokens=n + 1))
         uncached = p0_next - p0

@@ -22,9 +22,10 @@ from genai_prices import calc_price
 from proxy import rules
 from proxy.cli import main
 from proxy.demo import WORKLOAD, precompute, run_demo
-from proxy.ledger import audit, report
+from proxy.ledger import audit, report, whatif
+from proxy.ledger.audit import Scope
 from proxy.ledger.records import REQUEST_COLUMNS
-from proxy.ledger.schema import MIGRATIONS, VERSION
+from proxy.ledger.store import Store
 from proxy.pricing import Pricer, price_ids
 from proxy.registry import Registry
 from tests.conftest import RULES
@@ -95,17 +96,13 @@ def _row(spec: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _write_ledger(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A ledger with the real schema (the migration the server runs), filled synchronously."""
-    conn = sqlite3.connect(path)
-    for migration in MIGRATIONS:
-        conn.executescript(migration)
-    conn.execute(f"PRAGMA user_version = {VERSION}")
-    conn.executemany(
-        f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
-        [tuple(r[c] for c in REQUEST_COLUMNS) for r in rows],
-    )
-    conn.commit()
-    conn.close()
+    """A ledger written by the writer's own insert (the schema the server migrates to), with these rows
+    as settled: their costs are the hand-computed ones above."""
+    store = Store(str(path))
+    try:
+        assert store.insert([(tuple(r[c] for c in REQUEST_COLUMNS), []) for r in rows]) == []
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -115,9 +112,8 @@ def db(tmp_path: Path) -> str:
     return str(path)
 
 
-@pytest.fixture
-def rows(db: str) -> list[dict[str, Any]]:
-    return audit.load(db)
+def _what_if(db: str, candidate: Registry, scope: Scope | None = None) -> whatif.WhatIf:
+    return whatif.what_if(db, candidate, Pricer(candidate.prices, price_ids(candidate)), scope)
 
 
 def _candidate(text: str) -> Registry:
@@ -131,8 +127,8 @@ def _by_key(summary: audit.Summary) -> dict[str, audit.Group]:
 # --- summarize ----------------------------------------------------------------------------------
 
 
-def test_by_task_hand_computed(rows: list[dict[str, Any]]) -> None:
-    s = audit.summarize(rows, "task")
+def test_by_task_hand_computed(db: str) -> None:
+    s = audit.summarize(db, "task")
     assert [g.key for g in s.groups] == ["agent", "summary", "title_generation"]  # cost, highest first
     g = _by_key(s)
 
@@ -178,8 +174,8 @@ def test_by_task_hand_computed(rows: list[dict[str, Any]]) -> None:
     assert (s.first_ts, s.last_ts) == ("2026-11-01T10:00:00.000Z", "2026-11-02T14:00:00.000Z")
 
 
-def test_by_day_hand_computed(rows: list[dict[str, Any]]) -> None:
-    s = audit.summarize(rows, "day")
+def test_by_day_hand_computed(db: str) -> None:
+    s = audit.summarize(db, "day")
     assert [g.key for g in s.groups] == ["2026-11-01", "2026-11-02"]
     first, second = s.groups
     assert (first.calls, first.input_tokens, first.output_tokens, first.unpriced) == (4, 11300, 1530, 1)
@@ -196,25 +192,30 @@ def test_by_day_hand_computed(rows: list[dict[str, Any]]) -> None:
     assert (second.error_rate, second.disconnect_rate, second.estimated_share) == (2 / 6, 1 / 6, 2 / 6)
 
 
-def test_other_groupings_and_missing_values(rows: list[dict[str, Any]]) -> None:
-    models = _by_key(audit.summarize(rows, "model"))
+def test_other_groupings_and_missing_values(db: str) -> None:
+    models = _by_key(audit.summarize(db, "model"))
     haiku = models["anthropic::claude-haiku-ft"]  # only unpriced rows: no cost, no savings, not $0
     assert haiku.cost_usd is None and haiku.savings_usd is None and haiku.baseline_cost_usd == approx(0.0028)
     assert list(models)[-1] == "anthropic::claude-haiku-ft"  # unpriced groups sort last
-    assert {g.key: g.calls for g in audit.summarize(rows, "provider").groups} == {"openai": 9, "anthropic": 1}
-    assert [g.key for g in audit.summarize(rows, "tier").groups] == ["frontier", "mid", "small"]
+    assert {g.key: g.calls for g in audit.summarize(db, "provider").groups} == {"openai": 9, "anthropic": 1}
+    assert [g.key for g in audit.summarize(db, "tier").groups] == ["frontier", "mid", "small"]
     assert audit.percentile([], 50) is None and audit.percentile([7.0], 95) == 7.0
     with pytest.raises(audit.AuditError, match="--by: expected one of task, tier, model, provider, day"):
-        audit.summarize(rows, "week")
+        audit.summarize(db, "week")
+
+
+def _calls(db: str, since: str | None) -> int:
+    return audit.summarize(db, "task", Scope(since)).total.calls
 
 
 def test_since_filters_rows(db: str) -> None:
-    assert len(audit.load(db, audit.parse_since("2026-11-02"))) == 6
-    assert len(audit.load(db, audit.parse_since("2026-11-02T12:30:00+01:00"))) == 3  # 11:30 UTC
+    assert _calls(db, audit.parse_since("2026-11-02")) == 6
+    assert _calls(db, audit.parse_since("2026-11-02T12:30:00+01:00")) == 3  # 11:30 UTC
     now = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
-    assert [r["id"] for r in audit.load(db, audit.parse_since("90m", now))] == ["a2", "a3"]
-    assert len(audit.load(db, audit.parse_since("28h", now))) == 10  # the bound 10:00:00.000 is included
-    assert len(audit.load(db, audit.parse_since("1d", now))) == 6
+    last = audit.summarize(db, "task", Scope(audit.parse_since("90m", now)))  # a2 and a3
+    assert (last.total.calls, last.first_ts, last.total.cost_usd) == (2, "2026-11-02T13:00:00.000Z", approx(0.084))
+    assert _calls(db, audit.parse_since("28h", now)) == 10  # the bound 10:00:00.000 is included
+    assert _calls(db, audit.parse_since("1d", now)) == 6
     assert audit.parse_since("7d", now) == "2026-10-26T14:00:00.000Z"
     for bad in ("yesterday", "2026-13-01", "99999999999d"):
         with pytest.raises(audit.AuditError, match=r"^--since: expected 24h, 90m, 7d, a date"):
@@ -224,9 +225,9 @@ def test_since_filters_rows(db: str) -> None:
 # --- what-if ------------------------------------------------------------------------------------
 
 
-def test_what_if_moving_summary_to_small(rows: list[dict[str, Any]]) -> None:
+def test_what_if_moving_summary_to_small(db: str) -> None:
     candidate = _candidate(CANDIDATE + PRICES)
-    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    w = _what_if(db, candidate)
     assert w.source == "candidate.yaml"
     tasks = {c.task: c for c in w.tasks}
     assert list(tasks) == ["agent", "summary", "title_generation"]  # by current cost
@@ -259,9 +260,9 @@ def test_what_if_moving_summary_to_small(rows: list[dict[str, Any]]) -> None:
     assert total.delta_ratio == approx(-0.00735 / 0.197915)
 
 
-def test_what_if_task_missing_from_candidate_is_priced_as_logged(rows: list[dict[str, Any]]) -> None:
+def test_what_if_task_missing_from_candidate_is_priced_as_logged(db: str) -> None:
     candidate = _candidate(CANDIDATE.replace("  title_generation: small\n", "") + PRICES)
-    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    w = _what_if(db, candidate)
     title = next(c for c in w.tasks if c.task == "title_generation")
     assert (title.in_candidate, title.candidate_tier, title.candidate_model) == (False, None, None)
     assert title.current_cost_usd == title.candidate_cost_usd == approx(0.000115)
@@ -272,12 +273,12 @@ def test_what_if_task_missing_from_candidate_is_priced_as_logged(rows: list[dict
     assert "not in the candidate (priced as served):\n  title_generation (3 of 3)" in table
 
 
-def test_what_if_with_genai_prices(rows: list[dict[str, Any]]) -> None:
+def test_what_if_with_genai_prices(db: str) -> None:
     # genai-prices' own numbers for gpt-5.4-nano: $0.20 in, $1.25 out, $0.02 cached input per 1M.
     per_million = PriceUsage(input_tokens=2_000_000, cache_read_tokens=1_000_000, output_tokens=1_000_000)
     assert float(calc_price(per_million, model_ref="gpt-5.4-nano", provider_id="openai").total_price) == 1.47
     candidate = _candidate(CANDIDATE)  # no overrides
-    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    w = _what_if(db, candidate)
     summary = next(c for c in w.tasks if c.task == "summary")
     # s1 1000 in / 500 out: 200 + 625; s2 1000 uncached + 1000 cached in / 1000 out: 200 + 20 + 1250;
     # s3 400 in / 100 out: 80 + 125 (all in 1e-6 USD)
@@ -287,8 +288,8 @@ def test_what_if_with_genai_prices(rows: list[dict[str, Any]]) -> None:
 # --- output -------------------------------------------------------------------------------------
 
 
-def test_table_is_rounded_and_aligned(rows: list[dict[str, Any]]) -> None:
-    table = report.render(audit.summarize(rows, "task"), "table")
+def test_table_is_rounded_and_aligned(db: str) -> None:
+    table = report.render(audit.summarize(db, "task"), "table")
     lines = table.splitlines()
     assert lines[0] == "Workload by task: 10 calls, 2026-11-01 10:00:00 to 2026-11-02 14:00:00 UTC"
     assert max(len(line) for line in lines) <= 100
@@ -303,8 +304,8 @@ def test_table_is_rounded_and_aligned(rows: list[dict[str, Any]]) -> None:
     assert len(cost_lines) == 7 and len({len(line) for line in cost_lines}) == 1
 
 
-def test_csv_and_json_are_exact(rows: list[dict[str, Any]]) -> None:
-    s = audit.summarize(rows, "day")
+def test_csv_and_json_are_exact(db: str) -> None:
+    s = audit.summarize(db, "day")
     parsed = list(csv.DictReader(io.StringIO(report.render(s, "csv"))))
     assert [r["day"] for r in parsed] == ["2026-11-01", "2026-11-02", "TOTAL"]
     assert float(parsed[2]["cost_usd"]) == s.total.cost_usd  # not rounded: the same float back
@@ -320,7 +321,7 @@ def test_csv_and_json_are_exact(rows: list[dict[str, Any]]) -> None:
     assert doc["rows"][0]["cost_share"] == s.groups[0].cost_share
 
     candidate = _candidate(CANDIDATE + PRICES)
-    w = audit.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+    w = _what_if(db, candidate)
     what_if = json.loads(report.render(w, "json"))
     assert what_if["candidate"] == "candidate.yaml"
     assert what_if["total"]["delta_usd"] == w.total.delta_usd

@@ -444,7 +444,7 @@ async def test_the_audit_shows_cache_hits_and_what_they_saved_next_to_the_tier_s
             await _summary(client)
         await client.close()
     ledger = rows(db)
-    [summary] = [g for g in audit.summarize(ledger, "task").groups if g.key == "summary"]
+    [summary] = [g for g in audit.summarize(str(db), "task").groups if g.key == "summary"]
     miss = ledger[0]
     assert summary.cached == 3
     assert summary.cache_saved_usd == pytest.approx(3 * miss["cost_usd"])

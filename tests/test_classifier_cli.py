@@ -35,6 +35,7 @@ from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.loopback import serve
 from proxy.registry import Registry
 from proxy.settings import Settings
+from tests import ledgers
 from tests.conftest import CLOSED_URL, RULES, UPSTREAM_KEY, sdk
 
 TASKS = ("summary", "title_generation", "extraction", "relevance", "ad_copy")
@@ -461,7 +462,7 @@ def _row(ts: str, task: str, predicted: str | None, source: str = "header") -> d
     return {"ts": ts, "task": task, "task_source": source, "task_predicted": predicted, "task_confidence": None}
 
 
-def test_drift_shows_a_call_site_that_changed() -> None:
+def test_drift_shows_a_call_site_that_changed(tmp_path: Path) -> None:
     from proxy.classify.agreement import summarize
 
     rows = [_row("2026-11-02T10:00:00.000Z", "summary", "summary") for _ in range(9)]
@@ -470,11 +471,13 @@ def test_drift_shows_a_call_site_that_changed() -> None:
     rows += [_row("2026-11-10T10:00:00.000Z", "summary", "summary")]
     rows += [_row("2026-11-10T10:00:00.000Z", "agent", None)]  # not scored: no model then
     rows += [_row("2026-11-10T12:00:00.000Z", "summary", "summary", "rule:titles")]
-    by_day = summarize(rows, "day")
+    db = tmp_path / "drift.db"
+    ledgers.write(db, [{"id": f"r{i}", **row} for i, row in enumerate(rows)])
+    by_day = summarize(str(db), by="day")
     assert [(p.period, p.scored, p.agreement) for p in by_day.periods] == [
         ("2026-11-02", 10, 0.9), ("2026-11-09", 3, 0.0), ("2026-11-10", 1, 1.0)
     ]  # fmt: skip
-    by_week = summarize(rows, "week")  # 2026-11-02 and 2026-11-09 are Mondays
+    by_week = summarize(str(db), by="week")  # 2026-11-02 and 2026-11-09 are Mondays
     assert [(p.period, p.scored, p.tasks) for p in by_week.periods] == [
         ("2026-11-02", 10, {"summary": (9, 10)}), ("2026-11-09", 4, {"summary": (1, 4)})
     ]  # fmt: skip

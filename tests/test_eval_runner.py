@@ -378,9 +378,9 @@ async def test_eval_traffic_is_left_out_of_the_audit(
                 "/v1/chat/completions", json=body, headers={"X-Task-Type": "title", "X-Tiergate-Eval": "hide-me"}
             )
             assert response.status_code == 200
-    rows = audit.load(db)
-    assert len(rows) == 1 and rows[0]["eval_run"] is None
-    assert len(audit.load(db, include_eval=True)) == 6
+    assert _rows(db, "SELECT count(*) AS n, count(eval_run) AS evals FROM requests") == [{"n": 6, "evals": 5}]
+    assert audit.summarize(db, "task").total.calls == 1
+    assert audit.summarize(db, "task", audit.Scope(include_eval=True)).total.calls == 6
 
     table = report.report(db)
     assert table.startswith("Workload by task: 1 calls")
@@ -402,7 +402,12 @@ def test_a_v3_ledger_is_migrated_and_an_unmigrated_one_still_audits(tmp_path: Pa
     )
     conn.commit()
     conn.close()
-    assert [r["id"] for r in audit.load(str(path))] == ["r1"]  # read-only: not migrated, no eval_run column
+    summary = audit.summarize(str(path), "task")  # read-only: not migrated, no eval_run (nor later) columns
+    assert (summary.total.calls, summary.first_ts, [g.key for g in summary.groups]) == (
+        1,
+        "2026-11-01T00:00:00.000Z",
+        ["title"],
+    )
     open_ledger(str(path)).close()
     assert _rows(str(path), "SELECT id, eval_run FROM requests") == [{"id": "r1", "eval_run": None}]
     assert _rows(str(path), "SELECT count(*) AS n FROM eval_runs") == [{"n": 0}]

@@ -76,3 +76,44 @@ def test_overrides_local_and_unknown_models(caplog: pytest.LogCaptureFixture) ->
     assert pricer.cost(Target("openai", "gpt-nonexistent-9", {}), usage) is None
     assert pricer.cost(Target("openai", "gpt-nonexistent-9", {}), usage) is None
     assert caplog.text.count("no price known for openai::gpt-nonexistent-9") == 1  # warned once
+
+
+@pytest.mark.parametrize(("provider", "model"), MODELS)
+def test_calls_priced_from_their_sums_cost_what_they_cost_one_by_one(provider: str, model: str) -> None:
+    """The what-if prices a run of calls from its token sums: exact within one price tier, as genai-prices
+    prices each call (its tiers are cliffs on the prompt size, so the tier is the one thing to keep apart)."""
+    pricer = Pricer({}, {provider: provider})
+    target = Target(provider, model, {})
+    starts = pricer.tier_starts(target)
+    if model == "gpt-5.5":
+        assert starts == (272_000,)  # its long-context tier
+    rng = random.Random(f"sums {model}")
+    for bounds in zip((0, *starts), (*starts, 1_000_000), strict=True):
+        calls = []
+        for _ in range(50):
+            prompt = rng.randint(bounds[0] + 1, bounds[1])
+            cached = rng.choice([0, rng.randint(0, prompt)])
+            written = rng.randint(0, prompt - cached) if provider == "anthropic" else 0
+            calls.append(Usage(prompt, rng.randint(0, 8000), cached, 0, written))
+        tokens = Usage(
+            prompt_tokens=sum(u.prompt_tokens for u in calls),
+            completion_tokens=sum(u.completion_tokens for u in calls),
+            cached_tokens=sum(u.cached_tokens for u in calls),
+            cache_write_tokens=sum(u.cache_write_tokens for u in calls),
+        )
+        one_by_one = sum(genai(provider, model, u) for u in calls)
+        summed = pricer.cost_of_calls(target, tokens, len(calls), calls[0].prompt_tokens)
+        assert summed is not None and summed.usd == pytest.approx(one_by_one, rel=1e-12)
+
+
+def test_overrides_and_local_handlers_are_one_line_at_every_size() -> None:
+    price = Price(input=2.0, output=8.0, cached_input=0.5, cache_write=2.5)
+    pricer = Pricer({"acme-1": price}, {"openai": "openai", "local": "local"})
+    for target in (Target("openai", "acme-1", {}), Target("local", "proxy.handlers.x:y", {})):
+        assert pricer.tier_starts(target) == ()
+        calls = [Usage(1000, 10, 300, 0, 200), Usage(900_000, 5, 0, 0, 0)]
+        one_by_one = sum(c.usd for c in (pricer.cost(target, u) for u in calls) if c is not None)
+        summed = pricer.cost_of_calls(target, Usage(901_000, 15, 300, 0, 200), 2, 0)
+        assert summed is not None and summed.usd == pytest.approx(one_by_one, rel=1e-12)
+    assert pricer.tier_starts(Target("openai", "no-such-model-7", {})) == ()
+    assert pricer.cost_of_calls(Target("openai", "no-such-model-7", {}), Usage(1, 1), 1, 1) is None

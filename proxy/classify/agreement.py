@@ -8,23 +8,24 @@ that changed its prompt shows as a drop. Then how the calls were decided (``task
 
 Definitions: *scored* are the header-tagged rows with ``task_predicted`` set (a call made while no
 model was loaded has none); *agreement* is agreeing / scored. Eval traffic is left out unless asked.
+
+Counted in SQL, one day at a time (``_cells``): the calls that share a day, task, task source and
+prediction are one count, and everything above is a sum of those.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
-from typing import Any
 
-from proxy.ledger.audit import AuditError
-from proxy.ledger.schema import open_readonly
+from proxy.ledger import runs
+from proxy.ledger.audit import AuditError, Scope
+from proxy.ledger.snapshot import snapshot
 
 PERIODS = ("day", "week")
-_COLUMNS = "SELECT ts, task, task_source, task_confidence, task_predicted, eval_run FROM requests"
 
 
 @dataclass(frozen=True)
@@ -66,89 +67,122 @@ class Agreement:
     last_ts: str | None
 
 
-def load(path: str, since: str | None = None, *, include_eval: bool = False) -> list[dict[str, Any]]:
-    """The rows the classifier report reads, at or after ``since`` (a ledger ts), oldest first."""
-    if not Path(path).is_file():
-        raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
-    sql = _COLUMNS + (" WHERE ts >= ?" if since else "") + " ORDER BY ts"
-    try:
-        conn = open_readonly(path)
-        try:
-            rows = [dict(row) for row in conn.execute(sql, (since,) if since else ())]
-        finally:
-            conn.close()
-    except sqlite3.OperationalError as exc:
-        if "no such column" in str(exc):
-            raise AuditError(f"the ledger {path} predates classification (schema v5): nothing to report") from None
-        raise AuditError(f"cannot read the ledger {path}: {exc}") from None
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot read the ledger {path}: {exc}") from None
-    return rows if include_eval else [row for row in rows if row["eval_run"] is None]
-
-
-def summarize(rows: Sequence[Mapping[str, Any]], by: str = "day") -> Agreement:
-    """The classifier report over ``rows`` (``load``'s), drift grouped ``by`` day or week."""
+def summarize(db: str, scope: Scope | None = None, by: str = "day") -> Agreement:
+    """The classifier report over the ledger at ``db`` (production traffic unless ``scope`` says), drift
+    grouped ``by`` day or week."""
     if by not in PERIODS:
         raise AuditError(f"--by: with --classifier, expected day or week, got {by!r}")
-    tagged = [r for r in rows if r["task_source"] == "header"]
-    scored = [r for r in tagged if r["task_predicted"] is not None]
-    per_task: dict[str, list[Mapping[str, Any]]] = {}
-    for row in scored:
-        per_task.setdefault(str(row["task"]), []).append(row)
+    scope = scope or Scope()
+    with snapshot(db) as conn:
+        try:
+            return _agreement(list(_cells(conn, scope)), by)
+        except sqlite3.OperationalError as exc:
+            if "no such column" in str(exc):
+                raise AuditError(f"the ledger {db} predates classification (schema v5): nothing to report") from None
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """The calls of one day that share task, how it was decided, and the classifier's own guess."""
+
+    day: str
+    task: str
+    source: str
+    predicted: str | None
+    calls: int
+    confidence: float  # the sum of the non-NULL task_confidence, over ``confident`` calls
+    confident: int
+    first_ts: str
+    last_ts: str
+
+
+def _cells(conn: sqlite3.Connection, scope: Scope) -> Iterator[_Cell]:
+    # One query per day: each sorts that day's rows alone (in memory), which costs a fraction of one
+    # sort of the whole ledger; the day is the leading column of the audit's index.
+    first, last = runs.bounds(conn, scope)
+    if first is None or last is None:
+        return
+    sql = (
+        "SELECT task, task_source, task_predicted, count(*), total(task_confidence), count(task_confidence), "
+        f"min(ts), max(ts) FROM requests WHERE {runs.DAY} = ?"
+        + ("" if scope.include_eval else " AND eval_run IS NULL")
+        + (" AND ts >= ?" if scope.since else "")
+        + " GROUP BY task, task_source, task_predicted"
+    )
+    day, end = date.fromisoformat(first[:10]), date.fromisoformat(last[:10])
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    while day <= end:
+        params = [day.isoformat(), *([scope.since] if scope.since else [])]
+        for row in cursor.execute(sql, params):
+            yield _Cell(day.isoformat(), *row)
+        day += timedelta(days=1)
+
+
+def _agreement(cells: list[_Cell], by: str) -> Agreement:
+    tagged = [c for c in cells if c.source == "header"]
+    scored = [c for c in tagged if c.predicted is not None]
+    per_task: dict[str, list[_Cell]] = {}
+    for cell in scored:
+        per_task.setdefault(cell.task, []).append(cell)
     tasks = sorted((_task(task, members) for task, members in per_task.items()), key=lambda t: (-t.scored, t.task))
     periods: dict[str, dict[str, list[int]]] = {}
-    for row in scored:
-        cell = periods.setdefault(_period(str(row["ts"]), by), {}).setdefault(str(row["task"]), [0, 0])
-        cell[0] += row["task_predicted"] == row["task"]
-        cell[1] += 1
-    stamps = [str(r["ts"]) for r in rows]
+    for cell in scored:
+        counts = periods.setdefault(_period(cell.day, by), {}).setdefault(cell.task, [0, 0])
+        counts[0] += cell.calls if cell.predicted == cell.task else 0
+        counts[1] += cell.calls
     return Agreement(
-        calls=len(rows),
-        tagged=len(tagged),
+        calls=sum(c.calls for c in cells),
+        tagged=sum(c.calls for c in tagged),
         tasks=tuple(tasks),
         total=_task("TOTAL", scored),
-        sources=_sources(rows),
+        sources=_sources(cells),
         by=by,
-        periods=tuple(_drift(key, cells) for key, cells in sorted(periods.items())),
-        first_ts=min(stamps, default=None),
-        last_ts=max(stamps, default=None),
+        periods=tuple(_drift(key, counts) for key, counts in sorted(periods.items())),
+        first_ts=min((c.first_ts for c in cells), default=None),
+        last_ts=max((c.last_ts for c in cells), default=None),
     )
 
 
-def _task(task: str, rows: Sequence[Mapping[str, Any]]) -> TaskAgreement:
-    agreed = sum(1 for r in rows if r["task_predicted"] == r["task"])
-    misses = Counter(str(r["task_predicted"]) for r in rows if r["task_predicted"] != r["task"])
-    miss, miss_calls = misses.most_common(1)[0] if misses else (None, 0)
+def _task(task: str, cells: Sequence[_Cell]) -> TaskAgreement:
+    scored = sum(c.calls for c in cells)
+    agreed = sum(c.calls for c in cells if c.predicted == c.task)
+    misses: Counter[str] = Counter()
+    seen: dict[str, str] = {}  # predicted -> the first ts it was wrongly guessed
+    for cell in cells:
+        if cell.predicted != cell.task:
+            guess = str(cell.predicted)
+            misses[guess] += cell.calls
+            seen[guess] = min(seen.get(guess, cell.first_ts), cell.first_ts)
+    # The most frequent wrong guess; a tie goes to the one made first, as counting the rows oldest first.
+    miss = min(misses, key=lambda guess: (-misses[guess], seen[guess]), default=None)
+    miss_calls = misses[miss] if miss is not None else 0
     if task == "TOTAL":
         miss, miss_calls = None, 0  # a wrong guess means something per task, not summed over them
-    return TaskAgreement(task, len(rows), agreed, agreed / len(rows) if rows else None, miss, miss_calls)
+    return TaskAgreement(task, scored, agreed, agreed / scored if scored else None, miss, miss_calls)
 
 
-def _sources(rows: Sequence[Mapping[str, Any]]) -> tuple[Source, ...]:
-    counts = Counter(str(r["task_source"]) for r in rows)
-    confidences = [
-        float(r["task_confidence"])
-        for r in rows
-        if r["task_source"] == "classifier" and r["task_confidence"] is not None
-    ]
+def _sources(cells: Sequence[_Cell]) -> tuple[Source, ...]:
+    counts: Counter[str] = Counter()
+    for cell in cells:
+        counts[cell.source] += cell.calls
+    decided = [c for c in cells if c.source == "classifier"]
+    confident = sum(c.confident for c in decided)
+    mean = sum(c.confidence for c in decided) / confident if confident else None
+    total = sum(counts.values())
 
     def order(source: str) -> tuple[int, str]:
         rank = {"header": 0, "classifier": 2, "default": 3}.get(source, 1)  # rules between header and classifier
         return rank, source
 
     return tuple(
-        Source(
-            source,
-            counts[source],
-            counts[source] / len(rows),
-            sum(confidences) / len(confidences) if source == "classifier" and confidences else None,
-        )
+        Source(source, counts[source], counts[source] / total, mean if source == "classifier" else None)
         for source in sorted(counts, key=order)
     )
 
 
-def _period(ts: str, by: str) -> str:
-    day = ts[:10]  # ts is UTC, so this is the UTC day
+def _period(day: str, by: str) -> str:
     if by == "day":
         return day
     monday = date.fromisoformat(day) - timedelta(days=date.fromisoformat(day).weekday())

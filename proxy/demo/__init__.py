@@ -82,7 +82,7 @@ async def run_demo(config: str, out: TextIO, evals: str = "evals") -> int:
             if oracle is not None:
                 found = recommend(settings.db, registry)
                 print(f"\n$ tiergate audit --recommend\n{render_recommendations(found, 'table')}", end="", file=out)
-            shadow = classify_report.agreement(agreement.summarize(agreement.load(settings.db)), "table")
+            shadow = classify_report.agreement(agreement.summarize(settings.db), "table")
             print(f"\n$ tiergate audit --classifier\n{shadow}", end="", file=out)
     return 0
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from proxy.evals import candidates
-from proxy.ledger.audit import AuditError, is_eval, load, parse_since, what_if
-from proxy.ledger.schema import open_readonly
+from proxy.ledger.audit import AuditError, Scope, parse_since
+from proxy.ledger.snapshot import snapshot
+from proxy.ledger.whatif import Traffic
 from proxy.pricing import Pricer, price_ids
 from proxy.registry import Registry
 
@@ -37,43 +37,38 @@ class Recommendation:
 
 def recommend(db: str, registry: Registry, *, since: str | None = None) -> list[Recommendation]:
     """Every supported re-tiering of ``registry``'s tasks that would have cost less on the logged traffic."""
-    rows = [r for r in load(db, parse_since(since)) if not is_eval(r)]
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_task.setdefault(str(row["task"]), []).append(row)
     found = []
-    for task, tier, pass_rate, ts in _passed_elsewhere(db, registry):
-        traffic = by_task.get(task)
-        if not traffic:
-            continue
-        try:
-            if tier.startswith("model:"):
-                candidate = candidates.with_model(registry, task, tier.removeprefix("model:"))
-            else:
-                candidate = candidates.with_tier(registry, task, tier)
-        except candidates.CandidateError:
-            continue  # the tier (or its provider) is gone from the registry since the eval
-        change = what_if(traffic, candidate, Pricer(candidate.prices, price_ids(candidate))).total
-        if change.delta_usd is None or change.delta_usd >= 0:
-            continue
-        found.append(
-            Recommendation(
-                task=task,
-                current_tier=registry.tasks[task].tier,
-                tier=tier,
-                pass_rate=pass_rate,
-                eval_ts=ts,
-                calls=change.calls,
-                current_cost_usd=change.current_cost_usd,
-                cost_usd=change.candidate_cost_usd,
-                saving_usd=-change.delta_usd,
-                saving_ratio=None if change.delta_ratio is None else -change.delta_ratio,
+    with snapshot(db) as conn:
+        traffic = Traffic(conn, Scope(parse_since(since)))  # summed once, priced per candidate
+        for task, tier, pass_rate, ts in _passed_elsewhere(conn, registry):
+            try:
+                if tier.startswith("model:"):
+                    candidate = candidates.with_model(registry, task, tier.removeprefix("model:"))
+                else:
+                    candidate = candidates.with_tier(registry, task, tier)
+            except candidates.CandidateError:
+                continue  # the tier (or its provider) is gone from the registry since the eval
+            change = traffic.change(task, candidate, Pricer(candidate.prices, price_ids(candidate)))
+            if change is None or change.delta_usd is None or change.delta_usd >= 0:
+                continue
+            found.append(
+                Recommendation(
+                    task=task,
+                    current_tier=registry.tasks[task].tier,
+                    tier=tier,
+                    pass_rate=pass_rate,
+                    eval_ts=ts,
+                    calls=change.calls,
+                    current_cost_usd=change.current_cost_usd,
+                    cost_usd=change.candidate_cost_usd,
+                    saving_usd=-change.delta_usd,
+                    saving_ratio=None if change.delta_ratio is None else -change.delta_ratio,
+                )
             )
-        )
     return sorted(found, key=lambda r: -r.saving_usd)
 
 
-def _passed_elsewhere(db: str, registry: Registry) -> list[tuple[str, str, float, str]]:
+def _passed_elsewhere(conn: sqlite3.Connection, registry: Registry) -> list[tuple[str, str, float, str]]:
     """(task, tier, pass rate, time) of each (task, tier)'s latest eval, when it passed on a tier the task
     is not on now."""
     sql = (
@@ -81,11 +76,7 @@ def _passed_elsewhere(db: str, registry: Registry) -> list[tuple[str, str, float
         "GROUP BY task, tier"
     )
     try:
-        conn = open_readonly(db)
-        try:
-            latest = [dict(r) for r in conn.execute(sql)]
-        finally:
-            conn.close()
+        latest = [dict(r) for r in conn.execute(sql)]
     except sqlite3.OperationalError:
         return []  # no eval tables yet
     return [

@@ -1,8 +1,7 @@
-"""The ledger's read side: the workload audit and what-if re-tiering.
+"""The workload audit: the ledger's calls grouped by task, tier, model, provider or day, summed in SQL.
 
-``load`` reads ``requests`` rows (as dicts); ``summarize`` groups them by task, tier, model, provider or
-day; ``what_if`` re-prices them under a candidate registry. Everything but ``load`` is a pure function.
-``proxy.ledger.report`` writes either as a table, CSV or JSON, and chains them for ``tiergate audit``.
+``summarize`` reads the ledger at a path and returns a ``Summary``; ``proxy.ledger.whatif`` re-prices it
+under a candidate registry; ``proxy.ledger.report`` writes either as a table, CSV or JSON.
 
 Definitions (the README's "The workload audit" repeats them):
 
@@ -21,38 +20,35 @@ Definitions (the README's "The workload audit" repeats them):
   add up to baseline cost minus cost.
 - p50 / p95: nearest rank over the non-NULL ``latency_ms``: the value at rank ceil(p/100 * n).
 - shares and rates are fractions (0.25) in CSV and JSON, percentages in the table.
+
+How: one scan of the ``requests_audit`` index sums the ledger into runs (``proxy.ledger.runs``); each line
+is a sum of runs (``proxy.ledger.tally``), plus the days the retention rolled up into ``daily``
+(``proxy.ledger.rollup``; they have no latencies, so percentiles then cover the rows still in
+``requests``); percentiles are exact nearest ranks read from the index (``proxy.ledger.ranks``). Cost
+grows with the number of runs and with the rows read around each percentile, not with the rows loaded.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 
-from proxy.ledger.records import SERVED_FROM_STORE
-from proxy.ledger.schema import open_readonly
-from proxy.pricing import Pricer
-from proxy.registry import Registry, Target, Task
-from proxy.usage import Usage
+from proxy.ledger import ranks, rollup, runs
+from proxy.ledger.rollup import Day
+from proxy.ledger.runs import Run, Scope
+from proxy.ledger.snapshot import AuditError, snapshot
+from proxy.ledger.tally import Group, Tally
 
-Row = Mapping[str, Any]
+__all__ = ["GROUPINGS", "AuditError", "EvalVerdict", "Group", "Scope", "Summary", "last_evals", "parse_since"]
+
 GROUPINGS = ("task", "tier", "model", "provider", "day")
+_TOTAL = "\0TOTAL"  # the TOTAL's key among the groups: no task, tier, model or day is named that
+SAMPLE = 40_000  # latencies sampled to place the percentile windows (ranks); a few ms of reading
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class AuditError(ValueError):
-    """A user mistake or an unreadable ledger: one line for the CLI, exit code 2."""
-
-
-# --- reading ------------------------------------------------------------------------------------
 
 
 def parse_since(value: str | None, now: datetime | None = None) -> str | None:
@@ -73,55 +69,8 @@ def parse_since(value: str | None, now: datetime | None = None) -> str | None:
 
 
 def _ledger_ts(moment: datetime) -> str:
-    # The ledger's own format (records.iso), so the bound compares as text and uses the ts index.
+    # The ledger's own format (records.iso), so the bound compares as text and is a range of the index.
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def load(path: str, since: str | None = None, *, include_eval: bool = False) -> list[dict[str, Any]]:
-    """The ``requests`` rows at or after ``since`` (a ledger ts), oldest first.
-
-    Eval traffic (``tiergate eval``'s calls, ``eval_run`` set) is left out unless ``include_eval``: the
-    audit is about production. (A ledger older than schema v4 has no eval traffic.)
-    """
-    if not Path(path).is_file():
-        raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
-    sql = "SELECT * FROM requests" + (" WHERE ts >= ?" if since else "") + " ORDER BY ts"
-    try:
-        conn = open_readonly(path)
-        try:
-            rows = [dict(row) for row in conn.execute(sql, (since,) if since else ())]
-            return rows if include_eval else [row for row in rows if not is_eval(row)]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise AuditError(f"cannot read the ledger {path}: {exc}") from None
-
-
-# --- the summary --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Group:
-    """One line of the audit: the calls that share a task (or tier, model, provider, day)."""
-
-    key: str
-    calls: int
-    call_share: float | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None  # the priced rows' sum; None when every row with tokens is unpriced
-    unpriced: int
-    cost_share: float | None
-    baseline_cost_usd: float | None
-    savings_usd: float | None
-    cached: int  # answered from the cache (hit, stale, coalesced)
-    cache_saved_usd: float | None  # what those answers would have cost to generate
-    p50_ms: float | None
-    p95_ms: float | None
-    error_rate: float | None
-    disconnect_rate: float | None
-    fallback_rate: float | None
-    estimated_share: float | None
 
 
 @dataclass(frozen=True)
@@ -131,57 +80,107 @@ class Summary:
     total: Group
     first_ts: str | None
     last_ts: str | None
+    eval_left_out: int = 0  # eval calls in the period, left out (``include_eval`` counts them instead)
+    rolled_up: int = 0  # calls counted from the daily rollup: in every column but the percentiles
 
 
-def summarize(rows: Sequence[Row], by: str) -> Summary:
-    """Group ``rows`` by ``by`` (one of ``GROUPINGS``) into audit lines plus a TOTAL line."""
+def summarize(db: str, by: str, scope: Scope | None = None) -> Summary:
+    """The audit of the ledger at ``db`` grouped by ``by`` (one of ``GROUPINGS``), plus a TOTAL line; all of
+    its production traffic unless ``scope`` says otherwise."""
+    scope = scope or Scope()
     if by not in GROUPINGS:
         raise AuditError(f"--by: expected one of {', '.join(GROUPINGS)}, got {by!r}")
-    buckets: dict[str, list[Row]] = {}
-    for row in rows:
-        buckets.setdefault(group_key(row, by), []).append(row)
-    total = _group("TOTAL", rows, len(rows), None)
-    groups = [_group(key, members, len(rows), total.cost_usd) for key, members in buckets.items()]
+    with snapshot(db) as conn:
+        found = runs.scan(conn, scope)
+        days = rollup.read(conn, scope)
+        kept = [run for run in found if scope.include_eval or not run.is_eval]
+        left_out = sum(run.calls for run in found if run.is_eval) + sum(d.calls for d in days if d.eval)
+        days = [d for d in days if scope.include_eval or not d.eval]
+        first, last = runs.bounds(conn, scope)
+        return _summary(conn, scope, by, kept, days, first, last, 0 if scope.include_eval else left_out)
+
+
+def _summary(
+    conn: sqlite3.Connection,
+    scope: Scope,
+    by: str,
+    kept: Sequence[Run],
+    days: Sequence[Day],
+    first: str | None,
+    last: str | None,
+    left_out: int,
+) -> Summary:
+    tallies: dict[str, Tally] = {}
+    members: dict[str, list[Run]] = {}
+    total = Tally()
+
+    def pairs(run: Run) -> tuple[int, float, float]:
+        return _pairs(conn, scope, run)
+
+    for run in kept:
+        key = group_key(run, by)
+        tallies.setdefault(key, Tally()).add_run(run, pairs)
+        members.setdefault(key, []).append(run)
+        total.add_run(run, pairs)
+    for day in days:
+        key = key_of(by, day.day, day.task, day.tier, day.provider, day.model)
+        tallies.setdefault(key, Tally()).add_day(day)
+        total.add_day(day)
+    latencies = ranks.percentiles(conn, scope, {**members, _TOTAL: kept}, _samples(conn, scope, kept, by))
+    whole = total.group("TOTAL", total.calls, None, *latencies.get(_TOTAL, (None, None)))
+    groups = [
+        tally.group(key, total.calls, whole.cost_usd, *latencies.get(key, (None, None)))
+        for key, tally in tallies.items()
+    ]
     groups.sort(key=lambda g: (g.cost_usd is None, -(g.cost_usd or 0.0), -g.calls, g.key))
-    stamps = [str(row["ts"]) for row in rows]
-    return Summary(by, tuple(groups), total, min(stamps, default=None), max(stamps, default=None))
+    if days:  # a rolled-up day counts whole
+        first = min(filter(None, (first, f"{min(d.day for d in days)}T00:00:00.000Z")))
+        last = max(filter(None, (last, f"{max(d.day for d in days)}T23:59:59.999Z")))
+    return Summary(by, tuple(groups), whole, first, last, left_out, total.rolled_up)
 
 
-def group_key(row: Row, by: str) -> str:
-    """The value ``row`` is grouped under; ``-`` when it has none (a request that failed before routing)."""
+def group_key(run: Run, by: str) -> str:
+    """The value a run is grouped under; ``-`` when it has none (a request that failed before routing)."""
+    return key_of(by, run.day, run.task, run.tier, run.provider, run.model)
+
+
+def key_of(by: str, day: str, task: str | None, tier: str | None, provider: str | None, model: str | None) -> str:
+    """The line a call of that day, task, tier, provider and model is counted in, grouping ``by``."""
     if by == "day":
-        return str(row["ts"])[:10]  # ts is UTC, so this is the UTC day
+        return day  # ts is UTC, so this is the UTC day
     if by == "model":
-        return f"{row['provider']}::{row['model']}" if row["model"] else "-"
-    return str(row[by] or "-")
+        return f"{provider}::{model}" if model else "-"
+    return str({"task": task, "tier": tier, "provider": provider}[by] or "-")
 
 
-def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None) -> Group:
-    n = len(rows)
-    cost = _money([_cost(r, "cost_usd") for r in rows])
-    pairs = [(_cost(r, "baseline_cost_usd"), _generation_cost(r)) for r in rows]
-    stored = [r for r in rows if r.get("cache") in SERVED_FROM_STORE]
-    latencies = [float(r["latency_ms"]) for r in rows if r["latency_ms"] is not None]
-    return Group(
-        key=key,
-        calls=n,
-        call_share=_ratio(n, all_calls),
-        input_tokens=sum(r["prompt_tokens"] or 0 for r in rows),
-        output_tokens=sum(r["completion_tokens"] or 0 for r in rows),
-        cost_usd=cost,
-        unpriced=sum(1 for r in rows if _cost(r, "cost_usd") is None),
-        cost_share=_ratio(cost, cost if all_cost is None else all_cost),
-        baseline_cost_usd=_money([b for b, _ in pairs]),
-        savings_usd=_money([None if b is None or c is None else b - c for b, c in pairs]),
-        cached=len(stored),
-        cache_saved_usd=_money([r.get("cost_avoided_usd") for r in stored]) if stored else 0.0,
-        p50_ms=percentile(latencies, 50),
-        p95_ms=percentile(latencies, 95),
-        error_rate=_ratio(sum(1 for r in rows if is_error(r)), n),
-        disconnect_rate=_ratio(sum(1 for r in rows if r["status"] == 499), n),
-        fallback_rate=_ratio(sum(1 for r in rows if r["fallback"]), n),
-        estimated_share=_ratio(sum(1 for r in rows if r["usage_source"] == "estimated"), n),
-    )
+def _pairs(conn: sqlite3.Connection, scope: Scope, run: Run) -> tuple[int, float, float]:
+    """Rows of ``run`` with both a baseline and a generation cost, and the sums of each over them."""
+    base = "baseline_cost_usd" if run.has_usage else "0.0"
+    made = "cost_avoided_usd" if run.from_store else "cost_usd" if run.has_usage else "0.0"
+    sql, params = runs.where(run, scope)
+    count, base_sum, made_sum = conn.execute(
+        f"SELECT count(*), total({base}), total({made}) FROM requests "
+        f"WHERE {sql} AND {base} IS NOT NULL AND {made} IS NOT NULL",
+        params,
+    ).fetchone()
+    return int(count), float(base_sum), float(made_sum)
+
+
+def _samples(conn: sqlite3.Connection, scope: Scope, kept: Sequence[Run], by: str) -> dict[str, list[float]]:
+    """Random latencies per group and for the TOTAL, to place the percentile windows (see ``ranks``)."""
+    rows = sum(run.latencies for run in kept)
+    if rows <= ranks.SMALL:
+        return {}  # every group is read whole
+    out: dict[str, list[float]] = {_TOTAL: []}
+    for day, eval_run, task, tier, provider, model, latency in runs.sample(conn, scope, SAMPLE / rows):
+        if eval_run is not None and not scope.include_eval:
+            continue
+        out.setdefault(key_of(by, day, task, tier, provider, model), []).append(float(latency))
+        out[_TOTAL].append(float(latency))
+    return out
+
+
+# --- the last evals, shown beside each task ------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -199,171 +198,14 @@ def last_evals(path: str) -> dict[str, EvalVerdict]:
     """Per task, its latest eval verdict on its current tier; empty for a ledger without evals."""
     sql = "SELECT task, tier, verdict, pass_rate, MAX(ts) AS ts FROM eval_runs WHERE current = 1 GROUP BY task"  # SQLite: the bare columns come from the row holding the MAX
     try:
-        conn = open_readonly(path)
-        try:
+        with snapshot(path) as conn:
             return {row["task"]: EvalVerdict(**dict(row)) for row in conn.execute(sql)}
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
+    except AuditError:
         return {}  # a ledger older than the eval tables (schema v4)
 
 
-def is_eval(row: Row) -> bool:
-    """A call ``tiergate eval`` made (marked with its run id), not production traffic."""
-    return row.get("eval_run") is not None
-
-
-def is_error(row: Row) -> bool:
-    """A failed call: status >= 400 other than 499 (a disconnect), or a 200 stream that broke (error_type set)."""
-    status = int(row["status"])
-    return status != 499 and (status >= 400 or row["error_type"] is not None)
-
-
 def percentile(values: Sequence[float], p: int) -> float | None:
-    """Nearest-rank percentile: the value at rank ceil(p/100 * n) of the sorted values; None when empty."""
+    """Nearest-rank percentile of values in memory: the value at rank ceil(p/100 * n); None when empty."""
     if not values:
         return None
-    ordered = sorted(values)
-    return ordered[max(-(-p * len(ordered) // 100), 1) - 1]
-
-
-def _cost(row: Row, column: str) -> float | None:
-    """A row's cost: $0 without usage (nothing to price), None when it had tokens but no known price."""
-    if row["usage_source"] == "none":
-        return 0.0
-    value = row[column]
-    return None if value is None else float(value)
-
-
-def _generation_cost(row: Row) -> float | None:
-    """What the call's answer cost to generate on its tier: its cost, or the cost a cached answer avoided."""
-    if row.get("cache") in SERVED_FROM_STORE:
-        avoided = row.get("cost_avoided_usd")
-        return None if avoided is None else float(avoided)
-    return _cost(row, "cost_usd")
-
-
-def _money(values: Sequence[float | None]) -> float | None:
-    """The exact sum of the known values; None only when there were values and none is known."""
-    known = [v for v in values if v is not None]
-    return math.fsum(known) if known or not values else None
-
-
-def _ratio(part: float | None, whole: float | None) -> float | None:
-    return None if part is None or not whole else part / whole
-
-
-# --- what-if re-tiering -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskChange:
-    """One task's logged calls, priced as served and as the candidate would run them (one price sheet)."""
-
-    task: str
-    calls: int
-    current_tier: str | None  # the most frequent in the ledger
-    current_model: str | None
-    candidate_tier: str | None  # None: the candidate does not define the task (priced as served)
-    candidate_model: str | None
-    current_cost_usd: float | None
-    candidate_cost_usd: float | None
-    delta_usd: float | None  # candidate - current, over the calls priced on both sides
-    delta_ratio: float | None
-    unpriced: int  # calls with tokens but no price on one side or both
-    approximate: int  # calls whose token counts are approximate on the candidate's model
-    in_candidate: bool
-
-
-@dataclass(frozen=True)
-class WhatIf:
-    source: str
-    tasks: tuple[TaskChange, ...]
-    total: TaskChange
-
-
-Priced = tuple[float | None, float | None, bool]  # current cost, candidate cost, approximate tokens
-
-
-def what_if(rows: Sequence[Row], candidate: Registry, pricer: Pricer) -> WhatIf:
-    """Price each logged call as served and on its task's first target in ``candidate``, same tokens.
-
-    Both sides use ``pricer`` (the candidate's ``prices:`` over genai-prices), so a price change since
-    the call was logged does not pass for a re-tiering effect; the current side falls back to the
-    logged ``cost_usd`` when ``pricer`` cannot price the served model. A task the candidate does not
-    define is priced as served on both sides (``in_candidate`` false): the what-if answers "what would
-    re-tiering cost", not "what if these calls went away". Tokens are approximate when the call was
-    served by another provider type than the candidate's (another tokenizer), or were estimated.
-    """
-    by_task: dict[str, list[Row]] = {}
-    for row in rows:
-        by_task.setdefault(str(row["task"]), []).append(row)
-    changes, all_priced = [], []
-    for task, members in by_task.items():
-        target = _candidate_target(candidate, task)
-        priced = [_reprice(row, target, candidate, pricer) for row in members]
-        all_priced += priced
-        changes.append(_change(task, members, priced, candidate.tasks.get(task), target))
-    changes.sort(key=lambda c: (c.current_cost_usd is None, -(c.current_cost_usd or 0.0), c.task))
-    total = _change("TOTAL", rows, all_priced, None, None)
-    total = replace(total, in_candidate=all(c.in_candidate for c in changes))
-    return WhatIf(candidate.source, tuple(changes), total)
-
-
-def _candidate_target(candidate: Registry, task: str) -> Target | None:
-    spec = candidate.tasks.get(task)
-    return None if spec is None else candidate.tiers[spec.tier].targets[0]
-
-
-def _reprice(row: Row, target: Target | None, candidate: Registry, pricer: Pricer) -> Priced:
-    # A call answered from the cache cost nothing, and would cost nothing under the candidate either.
-    if row["usage_source"] == "none" or row.get("cache") in SERVED_FROM_STORE:
-        return 0.0, 0.0, False
-    usage = Usage(
-        prompt_tokens=row["prompt_tokens"] or 0,
-        completion_tokens=row["completion_tokens"] or 0,
-        cached_tokens=row["cached_tokens"] or 0,
-        reasoning_tokens=row["reasoning_tokens"] or 0,
-        cache_write_tokens=row["cache_write_tokens"] or 0,
-    )
-    served = Target(provider=str(row["provider"]), model=str(row["model"]), params=MappingProxyType({}))
-    repriced = pricer.cost(served, usage)
-    # One price sheet for both sides, so the delta is the re-tiering alone; the logged cost only when
-    # the sheet cannot price the logged model (it was priced by an override the candidate lacks).
-    current = repriced.usd if repriced is not None else _cost(row, "cost_usd")
-    if target is None:
-        return current, current, False
-    cost = pricer.cost(target, usage)
-    logged = candidate.providers.get(row["provider"])  # an unknown provider: its tokenizer is unknown too
-    approximate = (
-        row["usage_source"] == "estimated" or logged is None or logged.type != candidate.providers[target.provider].type
-    )
-    return current, None if cost is None else cost.usd, approximate
-
-
-def _change(
-    task: str, rows: Sequence[Row], priced: Sequence[Priced], spec: Task | None, target: Target | None
-) -> TaskChange:
-    both = [(now, then) for now, then, _ in priced if now is not None and then is not None]
-    delta = math.fsum(then - now for now, then in both) if both else None
-    is_total = task == "TOTAL"
-    return TaskChange(
-        task=task,
-        calls=len(rows),
-        current_tier=None if is_total else _most_common(r["tier"] for r in rows),
-        current_model=None if is_total else _most_common(group_key(r, "model") for r in rows if r["model"]),
-        candidate_tier=None if spec is None else spec.tier,
-        candidate_model=None if target is None else target.key,
-        current_cost_usd=_money([now for now, _, _ in priced]),
-        candidate_cost_usd=_money([then for _, then, _ in priced]),
-        delta_usd=delta,
-        delta_ratio=_ratio(delta, math.fsum(now for now, _ in both)),
-        unpriced=sum(1 for now, then, _ in priced if now is None or then is None),
-        approximate=sum(1 for _, _, approx in priced if approx),
-        in_candidate=spec is not None,
-    )
-
-
-def _most_common(values: Any) -> str | None:
-    counts = Counter(v for v in values if v)
-    return counts.most_common(1)[0][0] if counts else None
+    return sorted(values)[ranks.nearest_rank(p, len(values)) - 1]

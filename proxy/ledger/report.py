@@ -1,6 +1,6 @@
-"""The audit's output: ``render`` writes an ``audit.Summary`` or ``audit.WhatIf`` as a table (rounded, for
-people), CSV or JSON (exact values, for tools); ``report`` chains ``audit.load``, ``summarize`` or
-``what_if``, and ``render`` for ``tiergate audit``.
+"""The audit's output: ``render`` writes an ``audit.Summary`` or ``whatif.WhatIf`` as a table (rounded, for
+people), CSV or JSON (exact values, for tools); ``report`` chains ``audit.summarize`` or
+``whatif.what_if`` and ``render`` for ``tiergate audit``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ from proxy.ledger.audit import (
     AuditError,
     EvalVerdict,
     Group,
+    Scope,
     Summary,
-    TaskChange,
-    WhatIf,
-    is_eval,
     last_evals,
-    load,
     parse_since,
     summarize,
-    what_if,
 )
+from proxy.ledger.whatif import TaskChange, WhatIf, what_if
 from proxy.pricing import Pricer, price_ids
 from proxy.registry import Registry
 
@@ -78,8 +75,8 @@ def _records(result: Summary | WhatIf) -> tuple[list[dict[str, Any]], str]:
 
 def _about(result: Summary | WhatIf) -> dict[str, Any]:
     if isinstance(result, WhatIf):
-        return {"candidate": result.source}
-    return {"by": result.by, "from": result.first_ts, "to": result.last_ts}
+        return {"candidate": result.source, "rolled_up_calls_left_out": result.rolled_up}
+    return {"by": result.by, "from": result.first_ts, "to": result.last_ts, "rolled_up_calls": result.rolled_up}
 
 
 def _csv(records: list[dict[str, Any]], first: str) -> str:
@@ -120,6 +117,10 @@ def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -
     if s.total.unpriced:
         notes.append(f"unpriced: {s.total.unpriced} of {s.total.calls:,} calls had tokens but no known price;")
         notes.append("cost and savings leave them out (price their model under `prices:` in rules.yaml).")
+    if s.rolled_up:
+        kept = s.total.calls - s.rolled_up
+        notes.append(f"rolled up: {s.rolled_up:,} calls are counted from the daily rollup (retention deleted their")
+        notes.append(f"rows); p50 and p95 cover only the {kept:,} calls still in `requests`.")
     return _lines(title, "", "Cost", *cost, "", "Traffic", *traffic, *_footer(notes))
 
 
@@ -156,6 +157,8 @@ def _what_if_table(w: WhatIf) -> str:
         _note(w.tasks, lambda c: c.unpriced, "no known price on one side (left out of the delta)"),
         _note(w.tasks, lambda c: c.calls * (not c.in_candidate), "not in the candidate (priced as served)"),
     ]
+    if w.rolled_up:
+        notes.append(f"rolled up (left out: the daily rollup keeps no token counts to price):\n  {w.rolled_up:,} calls")
     notes = [n for n in notes if n]
     title = f"What-if: the {w.total.calls:,} logged calls priced under {w.source}"
     return _lines(title, "", *grid, *_footer(notes))
@@ -239,11 +242,9 @@ def report(
         raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if candidate is not None and by not in (None, "task"):
         raise AuditError("--what-if compares per task; drop --by")
-    rows = load(db, parse_since(since, now), include_eval=True)
-    left_out = 0
-    if not include_eval:
-        production = [row for row in rows if not is_eval(row)]
-        rows, left_out = production, len(rows) - len(production)
+    scope = Scope(parse_since(since, now), include_eval)
     if candidate is not None:
-        return render(what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate))), fmt, left_out)
-    return render(summarize(rows, by or "task"), fmt, left_out, last_evals(db))
+        result: Summary | WhatIf = what_if(db, candidate, Pricer(candidate.prices, price_ids(candidate)), scope)
+        return render(result, fmt, result.eval_left_out)
+    summary = summarize(db, by or "task", scope)
+    return render(summary, fmt, summary.eval_left_out, last_evals(db))

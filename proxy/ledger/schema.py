@@ -170,6 +170,21 @@ MIGRATIONS: tuple[str, ...] = (
         error       TEXT
     );
     """,
+    # v7: the audit aggregates in SQL (issue 14): one covering index it reads instead of the table. Its
+    # key is the UTC day, then what the audit groups and counts by (eval traffic, task, tier, provider,
+    # model, usage source, cache state, status, fallback, error), then latency_ms. So one GROUP BY over
+    # that prefix streams in index order with no sort and serves every grouping (the groups are summed
+    # in Python), --since is a range on the leading day, and within one group ("run", see
+    # proxy.ledger.runs) latencies are sorted: an exact nearest-rank percentile only counts and reads
+    # short index ranges. The columns the audit, the what-if and the classifier report read ride along.
+    # Rows are inserted into today's part of the index only.
+    """
+    CREATE INDEX requests_audit ON requests (
+        substr(ts, 1, 10), eval_run, task, tier, provider, model, usage_source, cache, status, fallback,
+        error_type, latency_ms, prompt_tokens, completion_tokens, cost_usd, baseline_cost_usd, cost_avoided_usd,
+        cached_tokens, cache_write_tokens, ts, task_source, task_predicted, task_confidence
+    );
+    """,
 )
 
 VERSION = len(MIGRATIONS)
