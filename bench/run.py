@@ -412,17 +412,28 @@ def _precomputed_then_stale(port: int) -> None:
         raise Skip(f"a v2 read was not served stale: {headers.get('x-tiergate-cache')}")
 
 
-def _tiergate_traced(ctx: Context, port: int) -> Launch:
-    """tiergate exporting every span by OTLP/HTTP (the SDK's default batching) to bench/otlp_sink.py."""
+def _tiergate_traced(ratio: float | None) -> Callable[[Context, int], Launch]:
+    def launch(ctx: Context, port: int) -> Launch:
+        return _traced_launch(ctx, port, ratio)
+
+    return launch
+
+
+def _traced_launch(ctx: Context, port: int, ratio: float | None) -> Launch:
+    """tiergate exporting spans by OTLP/HTTP (the SDK's default batching) to bench/otlp_sink.py; every
+    request's, or (``ratio``) the SDK's parent-based trace-id-ratio sampler's share."""
     sink = free_port()
     launch = _tiergate_launch(ctx, port, BENCH_DIR / "rules.yaml", ())
     env = {**launch.env, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{sink}"}
+    if ratio is not None:
+        env.update({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)})
     argv = [ctx.settings.python, str(BENCH_DIR / "otlp_sink.py"), "--port", str(sink)]
     db = ctx.settings.raw_dir / f"tiergate-{port}.db"
 
     def probe(proxy_port: int) -> None:
         before = _sink_spans(sink)
-        _chat(proxy_port, {"X-Task-Type": "summary"})
+        for _ in range(1 if ratio is None else 100):  # sampled: enough calls that some are kept
+            _chat(proxy_port, {"X-Task-Type": "summary"})
         deadline = time.monotonic() + 15.0  # the batch processor exports every 5 s when it is not full
         while _sink_spans(sink) < before + 2:
             if time.monotonic() > deadline:
@@ -558,8 +569,13 @@ CANDIDATES: tuple[Candidate, ...] = (
     ),  # fmt: skip
     Candidate(
         "tiergate-traced",
-        "tiergate serve, OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink (bench/otlp_sink.py)",
-        _tiergate_traced,
+        "tiergate serve, OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink (bench/otlp_sink.py), every request",
+        _tiergate_traced(None),
+    ),
+    Candidate(
+        "tiergate-sampled",
+        "tiergate-traced with OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.1",
+        _tiergate_traced(0.1),
     ),
     Candidate(
         "tiergate-scraped",
@@ -956,7 +972,7 @@ def cache_targets(table: Table) -> list[Target]:
 def observability_targets(table: Table) -> list[Target]:
     """Issue #15's: what tracing to a local collector and metrics scraped every second cost tiergate."""
     targets = []
-    for name in ("tiergate-traced", "tiergate-scraped"):
+    for name in ("tiergate-traced", "tiergate-sampled", "tiergate-scraped"):
         for cell in ("ns-c64", "st-c64"):
             targets.append(
                 _ratio_target(

@@ -263,3 +263,22 @@ def test_the_standard_variables_choose_the_exporters(environ: dict[str, str], ex
 def test_a_variable_tiergate_cannot_honour_is_one_clear_error(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         TelemetryConfig.from_env(environ)
+
+
+async def test_a_request_the_sampler_drops_records_nothing_but_still_propagates(
+    start_proxy: ProxyFactory,
+    upstream_url: str,
+    fake: FakeOpenAI,
+    exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # read by the SDK's TracerProvider
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    async with start_proxy(registry(upstream_url), telemetry=TelemetryConfig(span_exporters=(exporter,))) as url:
+        client = sdk(url, headers={**SUMMARY, "traceparent": f"00-{trace_id}-{parent}-01"})
+        await client.chat.completions.create(model="auto", messages=USER)  # type: ignore[arg-type]
+        await client.close()
+    assert exporter.get_finished_spans() == ()
+    (sent,) = fake.requests
+    version, sent_trace, _, flags = sent.headers["traceparent"].split("-")
+    assert (version, sent_trace, int(flags, 16) & 1) == ("00", trace_id, 0)  # the same trace, not sampled
