@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.classify.conditions import RequestView, matcher
-from proxy.classify.features import features
+from proxy.classify.features import Template, features, parts
 from proxy.classify.model import Model, ModelError, load
 from proxy.registry import ClassifierSettings, Registry
 
@@ -33,7 +33,9 @@ class Decision:
     predicted: str | None = None  # the classifier's own top task (decided or not): shadow mode
     top: tuple[tuple[str, float], ...] = ()  # the classifier's tasks with probabilities, most likely first
     coverage: float | None = None  # the share of the request's features the model saw in training
-    features: tuple[int, ...] = ()  # what the ledger keeps (hashed; see classify.features)
+    features: tuple[int, ...] = ()  # hashed (see classify.features): what the model reads
+    template: Template | None = None  # the ledger keeps ``features`` as this call site's template ...
+    call: tuple[int, ...] = ()  # ... and these, the features only this call's user message adds
 
 
 class Classifier:
@@ -55,12 +57,14 @@ class Classifier:
 
     def decide(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Decision:
         view = RequestView(body, headers)
-        ids = features(view, self._seed)
+        split = parts(view, self._seed)
+        ids = split.ids
         ranked, coverage = self._predict(view, ids)
 
         def decision(task: str | None, source: str, confidence: float | None = None) -> Decision:
             predicted = ranked[0][0] if ranked else None
-            return Decision(task, source, confidence, predicted, tuple(ranked[:3]), coverage, ids)
+            top = tuple(ranked[:3])
+            return Decision(task, source, confidence, predicted, top, coverage, ids, split.template, split.call)
 
         tagged = headers.get("x-task-type")
         if tagged:

@@ -14,9 +14,11 @@ microseconds for a typical request; bench/classify.py measures it).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -34,14 +36,52 @@ _ASCII_WORD = re.compile(rb"\w+")
 _ASCII_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
+@dataclass(frozen=True, slots=True)
+class Template:
+    """The features a call site sends every time: its system prompt's and the request's structure.
+
+    The ledger stores them once, under ``digest``, and each row only the features its user message adds.
+    """
+
+    ids: frozenset[int]
+    blob: bytes  # encode(sorted(ids))
+    digest: bytes  # 8 bytes of blake2b over blob: the ledger's key for it
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """A request's features, whole (what the model reads) and split as the ledger stores them."""
+
+    ids: tuple[int, ...]  # every feature, sorted and unique
+    template: Template
+    call: tuple[int, ...]  # the user message's features that are not the template's, sorted
+
+
 def features(view: RequestView, seed: int) -> tuple[int, ...]:
     """The request's feature ids, sorted and unique."""
-    ids = set(_template_features("s", view.system, seed))
-    ids.update(_text_features("u", view.last_user, seed))
+    return parts(view, seed).ids
+
+
+def parts(view: RequestView, seed: int) -> Parts:
+    """The request's features, and the same split into its call site's template and its own part."""
     tools = tuple(sorted(view.tool_names)) if view.has_tools else None
     tokens = None if view.max_tokens is None else _bucket(view.max_tokens)
-    ids.update(_structure(_bucket(len(view.messages)), view.response_format, tools, tokens, seed))
-    return tuple(sorted(ids))
+    template = _template(view.system, _bucket(len(view.messages)), view.response_format, tools, tokens, seed)
+    call = set(_text_features("u", view.last_user, seed))
+    call.difference_update(template.ids)
+    own = sorted(call)
+    return Parts(tuple(sorted([*template.ids, *own])), template, tuple(own))
+
+
+@lru_cache(maxsize=4096)
+def _template(
+    system: str, messages: int, response_format: str, tools: tuple[str, ...] | None, max_tokens: int | None, seed: int
+) -> Template:
+    # A system prompt is usually one of a few templates: its features are worth keeping (the user's
+    # text almost never repeats, so caching it would only evict them).
+    ids = sorted({*_text_features("s", system, seed), *_structure(messages, response_format, tools, max_tokens, seed)})
+    blob = encode(ids)
+    return Template(frozenset(ids), blob, hashlib.blake2b(blob, digest_size=8).digest())
 
 
 def _text_features(field: str, text: str, seed: int) -> tuple[int, ...]:
@@ -60,11 +100,6 @@ def _text_features(field: str, text: str, seed: int) -> tuple[int, ...]:
     running = [crc32(w, prefix) for w in words]
     running += [crc32(b" " + b, a) for a, b in zip(running, words[1:], strict=False)]
     return tuple([c & _MASK for c in running])
-
-
-# A system prompt is usually one of a few templates: its features are worth keeping (the user's text
-# almost never repeats, so caching it would only evict them).
-_template_features = lru_cache(maxsize=4096)(_text_features)
 
 
 @lru_cache(maxsize=1024)
@@ -109,29 +144,46 @@ def seed_of(key: str) -> int:
     return zlib.crc32(key.encode()) if key else 0
 
 
-def encode(ids: Iterable[int]) -> bytes:
-    """Sorted feature ids as delta varints (about 2 bytes a feature) for the ledger."""
+def _varint(value: int) -> bytes:
     out = bytearray()
-    previous = 0
-    for value in ids:
-        delta = value - previous
-        previous = value
-        while delta >= 0x80:
-            out.append((delta & 0x7F) | 0x80)
-            delta >>= 7
-        out.append(delta)
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
     return bytes(out)
 
 
+# Every delta under 2**14 (one or two bytes) encoded once: a request's gaps between sorted ids are
+# mostly that small, so encoding is a join of table entries rather than a loop of byte arithmetic.
+_SHORT: tuple[bytes, ...] = tuple(_varint(delta) for delta in range(1 << 14))
+# Between runs (see ``decode``): a zero in two bytes, which the encoder never writes (it writes 0 as one).
+RUN_SEPARATOR = b"\x80\x00"
+
+
+def encode(ids: Sequence[int]) -> bytes:
+    """Sorted feature ids as delta varints (about 2 bytes a feature) for the ledger."""
+    deltas = [b - a for a, b in zip((0, *ids), ids, strict=False)]
+    short = _SHORT
+    if not deltas or max(deltas) < len(short):
+        return b"".join([short[d] for d in deltas])
+    return b"".join([short[d] if d < len(short) else _varint(d) for d in deltas])
+
+
 def decode(data: bytes) -> list[int]:
-    """``encode``'s inverse."""
+    """``encode``'s inverse, sorted and unique. ``data`` may hold several encoded runs joined by
+    ``RUN_SEPARATOR`` (the ledger's ``requests.features``: the call site's template, then the call's own
+    features): each run starts again from 0."""
     ids, value, shift, previous = [], 0, 0, 0
+    runs = 1
     for byte in data:
         value |= (byte & 0x7F) << shift
         if byte & 0x80:
             shift += 7
             continue
+        if value == 0 and shift:  # the separator: a new run
+            previous, shift, runs = 0, 0, runs + 1
+            continue
         previous += value
         ids.append(previous)
         value, shift = 0, 0
-    return ids
+    return ids if runs == 1 else sorted(set(ids))
