@@ -230,7 +230,7 @@ MIGRATIONS: tuple[str, ...] = (
         ifnull(tier, x''), provider, model, ifnull(status, x''), ifnull(error_type, x'')
     );
     CREATE TABLE ledger_requests (
-        rid                INTEGER PRIMARY KEY,
+        rid                INTEGER PRIMARY KEY AUTOINCREMENT,
         id                 TEXT NOT NULL,
         ts                 INTEGER NOT NULL,
         kind               INTEGER NOT NULL,

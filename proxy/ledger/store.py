@@ -16,14 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from proxy.ledger.codes import Codes
 from proxy.ledger.schema import open_ledger
 
 log = logging.getLogger("tiergate.ledger")
 
+T = TypeVar("T")
 Row = tuple[Any, ...]
 # A settled request: its row and its attempts' rows, as ``records.finalize`` makes them (``ROW_FIELDS``).
 Settled = tuple[Row, list[Row]]
@@ -66,6 +67,14 @@ class Store:
             return self._insert_batch(batch)
         except BaseException:
             self.close()  # the next try opens the file afresh (it may be back, or be a new one)
+            raise
+
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the store's connection (opened if need be), between batches: retention's steps."""
+        try:
+            return work(self._connection())
+        except BaseException:
+            self.close()
             raise
 
     def open(self) -> None:
@@ -171,8 +180,11 @@ class Store:
 
 def _stored(conn: sqlite3.Connection, codes: Codes, batch: Sequence[Settled]) -> tuple[list[Row], list[Row]]:
     """The batch's ``ledger_requests`` and ``ledger_attempts`` rows: dictionary values as ids, rids assigned."""
-    # The transaction holds the write lock: no other writer adds rows before these are in.
-    (last,) = conn.execute("SELECT ifnull(max(rid), 0) FROM ledger_requests").fetchone()
+    # The transaction holds the write lock: no other writer adds rows before these are in. A rid is never
+    # used twice (AUTOINCREMENT keeps the highest ever given), even after retention deleted the newest
+    # rows: what retention's dictionary clean-up relies on (proxy.ledger.prune).
+    found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'ledger_requests'").fetchone()
+    last = int(found[0]) if found else 0
     requests: list[Row] = []
     attempts: list[Row] = []
     kind, name, template, hop = codes.kind, codes.name, codes.template, codes.hop

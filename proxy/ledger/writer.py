@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from proxy.ledger.records import (
     KIND_FIELDS,
@@ -44,6 +44,7 @@ from proxy.pricing import Pricer
 from proxy.registry import Target
 
 log = logging.getLogger("tiergate.ledger")
+T = TypeVar("T")
 
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 2.0
@@ -129,6 +130,13 @@ class LedgerWriter:
         self._wake.set()
         if self._lingering is not None and len(self._waiting) >= self._batch_size:
             _resolve(self._lingering)  # a full batch is waiting: no reason to wait for more
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the ledger's connection, on the writer's thread between two batches (retention's
+        steps: serialised with the writes, so neither waits on the other's lock)."""
+        if self._closing:
+            raise RuntimeError("the ledger writer is closing")
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, self._store.run, work)
 
     def health(self) -> dict[str, Any]:
         """What ``/readyz`` shows: ``ok`` is false when the drain task is not running (rows are not being written)."""
