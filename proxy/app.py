@@ -42,6 +42,7 @@ from proxy.endpoints.models import get_model, list_models
 from proxy.errors import InvalidRequest, NotFound, TiergateError
 from proxy.gateway import Gateway
 from proxy.ledger.records import new_id
+from proxy.ledger.retention import Retention
 from proxy.ledger.writer import LedgerWriter
 from proxy.pricing import Pricer
 from proxy.providers import provider_class
@@ -111,6 +112,10 @@ def create_app(
                 await ledger.start()
                 # uvicorn has finished in-flight requests by the time this runs: their rows are queued.
                 resources.push_async_callback(ledger.close)
+                if loaded.ledger.retain_days is not None:
+                    retention = Retention(ledger, loaded.ledger.retain_days)
+                    retention.start()
+                    resources.push_async_callback(retention.close)  # stopped before the writer closes
             observer = Telemetry.start(
                 observability,
                 registry=loaded,

@@ -151,6 +151,20 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_classifier_train)
     classifier.set_defaults(run=lambda args: _usage(classifier))
 
+    ledger = sub.add_parser("ledger", help="the ledger file: retention")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command")
+    prune = ledger_sub.add_parser(
+        "prune",
+        help="roll every whole day older than --older-than up into daily, delete its rows, give the space back",
+        epilog="Safe while tiergate serves the same file: rows go in small batches, each rolled up into daily in "
+        "the transaction that deletes it. rules.yaml's ledger: {retain_days: N} has the server do the same.",
+    )
+    prune.add_argument("--older-than", required=True, metavar="AGE", help="90d or 12w: the days kept")
+    prune.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
+    prune.set_defaults(run=_ledger_prune)
+    ledger.set_defaults(run=lambda args: _usage(ledger))
+
     classify = sub.add_parser("classify", help="explain which task, tier and targets one request would get, and why")
     classify.add_argument("request", metavar="REQUEST.json", help="a chat completions request body; - for stdin")
     classify.add_argument("--config", help="registry file (TIERGATE_CONFIG, default rules.yaml)")
@@ -337,6 +351,17 @@ def _precompute(args: argparse.Namespace) -> int:
     outcome.refused = sorted(bad + outcome.refused)
     print(batch.summary(outcome, len(jobs) + len(bad), url, waited=args.wait), end="")
     return 0 if outcome.ok else 1
+
+
+def _ledger_prune(args: argparse.Namespace) -> int:
+    from proxy.ledger import prune
+
+    days = prune.parse_age(args.older_than)
+    db = args.db or Settings.from_env().db
+    if not Path(db).is_file():
+        raise ValueError(f"no ledger at {db} (pass --db or set TIERGATE_DB)")
+    print(prune.describe(prune.prune(db, days, dry_run=args.dry_run)), end="")
+    return 0
 
 
 def _audit_classifier(args: argparse.Namespace, db: str) -> int:

@@ -131,6 +131,15 @@ class ClassifierSettings:
 
 
 @dataclass(frozen=True)
+class LedgerPolicy:
+    """``ledger:`` in rules.yaml: how long the ledger keeps its rows."""
+
+    # None: forever. Else every whole UTC day older than this many days is rolled up into ``daily`` (its
+    # totals per task, tier, provider and model) and its rows deleted, by the serving process.
+    retain_days: int | None = None
+
+
+@dataclass(frozen=True)
 class Registry:
     default_task: str
     providers: Mapping[str, ProviderConfig]
@@ -145,6 +154,7 @@ class Registry:
     content_hash: str = ""
     classify: tuple[ClassifyRule, ...] = ()  # in order: the first that matches wins
     classifier: ClassifierSettings | None = None
+    ledger: LedgerPolicy = field(default_factory=LedgerPolicy)
 
     def find_target(self, model: str) -> tuple[Tier, Target] | None:
         """The first tier and target that run ``model`` (plain name or ``provider::model``)."""

@@ -28,12 +28,23 @@ from proxy.errors import ConfigError
 from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
 from proxy.providers import PROVIDER_TYPES, provider_class
-from proxy.registry import CachePolicy, ClassifierSettings, Price, ProviderConfig, Registry, Target, Task, Tier
+from proxy.registry import (
+    CachePolicy,
+    ClassifierSettings,
+    LedgerPolicy,
+    Price,
+    ProviderConfig,
+    Registry,
+    Target,
+    Task,
+    Tier,
+)
 
 # Body fields tiergate owns; a registry may not set them as params.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+MAX_RETAIN_DAYS = 36_500  # a hundred years: beyond it, leave retain_days out (keep everything)
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
@@ -91,7 +102,7 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         raw,
         "",
         required={"providers", "tiers", "tasks"},
-        optional={"version", "default_task", "prices", "policy", "classify", "classifier"},
+        optional={"version", "default_task", "prices", "policy", "classify", "classifier", "ledger"},
     )
     version = doc.get("version", 1)
     if version != 1:
@@ -124,7 +135,23 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         content_hash=content_hash or document_hash(doc),
         classify=conditions.parse_rules(doc.get("classify", []), "classify", names),
         classifier=_classifier(doc.get("classifier"), "classifier", names, source),
+        ledger=_ledger(doc.get("ledger"), "ledger"),
     )
+
+
+def _ledger(node: Any, path: str) -> LedgerPolicy:
+    """``ledger: {retain_days: N}``: whole days, at least one (a day is rolled up only once it is over)."""
+    if node is None:
+        return LedgerPolicy()
+    spec = _mapping(node, path, optional={"retain_days"})
+    days = spec.get("retain_days")
+    if days is None:
+        return LedgerPolicy()
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETAIN_DAYS:
+        raise ConfigError(
+            f"{path}.retain_days", f"expected a whole number of days from 1 to {MAX_RETAIN_DAYS:,}, got {days!r}"
+        )
+    return LedgerPolicy(retain_days=days)
 
 
 def _classifier(node: Any, path: str, tasks: list[str], source: str) -> ClassifierSettings | None:

@@ -16,6 +16,7 @@ token parts that ``Usage`` clamps, equal latencies, and calls spread over days.
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -57,12 +58,18 @@ prices:
 
 def write(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (column -> value; ``id`` and ``ts`` required, the rest NULL or the schema's default)."""
-    settled = [(tuple({**_REQUIRED, **row}.get(c) for c in REQUEST_COLUMNS), []) for row in rows]
-    store = Store(str(path))
+    Store(str(path)).close()  # the schema, migrated to the current version
+    values = [tuple({**_REQUIRED, **row}.get(c) for c in REQUEST_COLUMNS) for row in rows]
+    conn = sqlite3.connect(path)
     try:
-        assert store.insert(settled) == []  # type: ignore[arg-type]
+        # through the ``requests`` view: what its INSTEAD OF trigger stores is what the ledger would
+        conn.executemany(
+            f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
+            values,
+        )
+        conn.commit()
     finally:
-        store.close()
+        conn.close()
 
 
 def registry() -> Registry:

@@ -171,7 +171,7 @@ def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) ->
     assert done.returncode == 2
     assert (
         done.stderr.strip()
-        == "tiergate: surprise: unknown key (allowed: classifier, classify, default_task, policy, prices, providers, tasks, tiers,"
+        == "tiergate: surprise: unknown key (allowed: classifier, classify, default_task, ledger, policy, prices, providers, tasks, tiers,"
         " version)"
     )
     assert "Traceback" not in done.stderr

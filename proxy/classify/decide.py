@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.classify.conditions import RequestView
-from proxy.classify.features import features, user_features
+from proxy.classify.features import Template, features, user_features
 from proxy.classify.model import Model, ModelError, load, ranked
 from proxy.classify.sites import Site, SiteRules, Sites
 from proxy.registry import ClassifierSettings, Registry
@@ -34,9 +34,11 @@ class Decision:
     confidence: float | None = None  # the classifier's probability, when it decided
     predicted: str | None = None  # the classifier's own top task (decided or not): shadow mode
     coverage: float | None = None  # the share of the request's features the model saw in training
-    features: tuple[int, ...] = ()  # what the ledger keeps (hashed; see classify.features)
+    features: tuple[int, ...] = ()  # hashed (see classify.features): what the model reads
     tasks: tuple[str, ...] = ()  # the model's tasks, and their probabilities in that order
     probabilities: Sequence[float] = ()
+    template: Template | None = None  # the ledger keeps ``features`` as this call site's template ...
+    call: tuple[int, ...] = ()  # ... and these, the features only this call's user message adds
 
     @property
     def top(self) -> list[tuple[str, float]]:
@@ -68,7 +70,8 @@ class Classifier:
         model = self._model_now()
         site = self._sites(view)  # what the call's template fixes, worked out once per template
         own = set(user_features(view, self._seed)).difference(site.ids)
-        ids = tuple(sorted([*site.ids, *own]))
+        call = tuple(sorted(own))
+        ids = tuple(sorted([*site.ids, *call]))
         tasks: tuple[str, ...] = ()
         probabilities: list[float] = []
         coverage = predicted = best = None
@@ -79,7 +82,9 @@ class Classifier:
             predicted = tasks[best]
 
         def decision(task: str | None, source: str, confidence: float | None = None) -> Decision:
-            return Decision(task, source, confidence, predicted, coverage, ids, tasks, probabilities)
+            return Decision(
+                task, source, confidence, predicted, coverage, ids, tasks, probabilities, site.template, call
+            )
 
         tagged = headers.get("x-task-type")
         if tagged:

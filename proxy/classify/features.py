@@ -15,9 +15,11 @@ for a typical request; bench/classify.py measures it).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +35,24 @@ _DIGITS = re.compile(r"\d")
 # The same two steps over ASCII bytes, where \w and \d mean exactly what they mean over an ASCII str.
 _ASCII_WORD = re.compile(rb"\w+")
 _ASCII_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """The features a call site sends every time: its system prompt's and the request's structure.
+
+    The ledger stores them once, under ``digest``, and each row only the features its user message adds.
+    """
+
+    ids: frozenset[int]
+    blob: bytes  # encode(sorted(ids))
+    digest: bytes  # 8 bytes of blake2b over blob: the ledger's key for it
+
+
+def template_of(ids: frozenset[int]) -> Template:
+    """A call site's features as the ledger keeps them: once, under a digest of their encoding."""
+    blob = encode(sorted(ids))
+    return Template(ids, blob, hashlib.blake2b(blob, digest_size=8).digest())
 
 
 def features(view: RequestView, seed: int) -> tuple[int, ...]:
@@ -128,29 +148,46 @@ def seed_of(key: str) -> int:
     return zlib.crc32(key.encode()) if key else 0
 
 
-def encode(ids: Iterable[int]) -> bytes:
-    """Sorted feature ids as delta varints (about 2 bytes a feature) for the ledger."""
+def _varint(value: int) -> bytes:
     out = bytearray()
-    previous = 0
-    for value in ids:
-        delta = value - previous
-        previous = value
-        while delta >= 0x80:
-            out.append((delta & 0x7F) | 0x80)
-            delta >>= 7
-        out.append(delta)
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
     return bytes(out)
 
 
+# Every delta under 2**14 (one or two bytes) encoded once: a request's gaps between sorted ids are
+# mostly that small, so encoding is a join of table entries rather than a loop of byte arithmetic.
+_SHORT: tuple[bytes, ...] = tuple(_varint(delta) for delta in range(1 << 14))
+# Between runs (see ``decode``): a zero in two bytes, which the encoder never writes (it writes 0 as one).
+RUN_SEPARATOR = b"\x80\x00"
+
+
+def encode(ids: Sequence[int]) -> bytes:
+    """Sorted feature ids as delta varints (about 2 bytes a feature) for the ledger."""
+    deltas = [b - a for a, b in zip((0, *ids), ids, strict=False)]
+    short = _SHORT
+    if not deltas or max(deltas) < len(short):
+        return b"".join([short[d] for d in deltas])
+    return b"".join([short[d] if d < len(short) else _varint(d) for d in deltas])
+
+
 def decode(data: bytes) -> list[int]:
-    """``encode``'s inverse."""
+    """``encode``'s inverse, sorted and unique. ``data`` may hold several encoded runs joined by
+    ``RUN_SEPARATOR`` (the ledger's ``requests.features``: the call site's template, then the call's own
+    features): each run starts again from 0."""
     ids, value, shift, previous = [], 0, 0, 0
+    runs = 1
     for byte in data:
         value |= (byte & 0x7F) << shift
         if byte & 0x80:
             shift += 7
             continue
+        if value == 0 and shift:  # the separator: a new run
+            previous, shift, runs = 0, 0, runs + 1
+            continue
         previous += value
         ids.append(previous)
         value, shift = 0, 0
-    return ids
+    return ids if runs == 1 else sorted(set(ids))

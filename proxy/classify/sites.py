@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.classify.conditions import Predicate, RequestView, all_of, any_of, not_of, predicate
-from proxy.classify.features import site_features
+from proxy.classify.features import Template, site_features, template_of
 from proxy.classify.gate import Gate, Need, needs
 from proxy.classify.model import Model, Partial
 from proxy.registry import ClassifyRule, Condition
@@ -44,6 +44,7 @@ class Site:
     ids: frozenset[int]  # its features under the ledger's seed (system prompt and structure)
     match: Match  # the rules, with the site's conditions decided: first_match for the site's calls
     base: Partial | None  # the model's sums over ``ids``; None without a model (or one of another seed)
+    template: Template  # ``ids`` as the ledger keeps them (once per site, rows refer to it)
 
 
 class SiteRules:
@@ -100,7 +101,7 @@ class Sites:
     def _site(self, view: RequestView) -> Site:
         ids = site_features(view, self._seed)
         base = self._model.partial(ids) if self._model is not None else None
-        return Site(ids, self._rules.settle(view), base)
+        return Site(ids, self._rules.settle(view), base, template_of(ids))
 
 
 @dataclass(frozen=True, slots=True)

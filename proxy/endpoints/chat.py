@@ -96,7 +96,10 @@ async def _chat(
     record.end_user = _end_user(body)
     decision = gateway.classifier.decide(request.headers, body)
     record.task_confidence, record.task_predicted = decision.confidence, decision.predicted
-    record.features = encode(decision.features)
+    if gateway.ledger is not None and decision.template is not None:
+        # Stored apart: the call site's template once in the ledger, only the user message's own features per row.
+        record.features = encode(decision.call)
+        record.template = (decision.template.digest, decision.template.blob)
     if gateway.registry.classifier is not None and gateway.registry.classifier.capture_text:
         record.prompt_text = captured_text(body)
     route = gateway.router.resolve(decision.task, body["model"], decision.source)

@@ -2,13 +2,16 @@
 
 The request path fills a ``RequestRecord`` with what it already knows (no pricing, no token counting:
 those run in the writer, off the hot path). ``finalize`` then settles usage (estimating it when the
-upstream never reported any), prices it on the served and the baseline target, and returns the row.
+upstream never reported any), prices it on the served and the baseline target, and returns the row in
+the form it is stored (schema v7: whole milliseconds and microseconds, the repeated values as one
+``kind`` tuple, tiergate's own request ids left to be derived); ``proxy.ledger.store`` writes it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +23,7 @@ from proxy.usage import Usage
 
 log = logging.getLogger("tiergate.ledger")
 
+# The columns of the ``requests`` view, in order: what people read (README, "The ledger").
 REQUEST_COLUMNS = (
     "id", "ts", "request_id", "task", "task_source", "tier", "requested_model", "model", "provider", "status",
     "error_type", "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
@@ -31,6 +35,31 @@ REQUEST_COLUMNS = (
 SERVED_FROM_STORE = frozenset({"hit", "stale", "coalesced"})
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
+# How a settled request is stored (schema v7): the values many rows repeat, as one tuple that the store
+# keeps once in ``ledger_kinds`` (the row holds its id), in this order:
+KIND_FIELDS = (
+    "task", "task_source", "tier", "requested_model", "model", "provider", "status", "error_type", "stream",
+    "usage_source", "baseline_tier", "baseline_model", "price_source", "fallback", "client", "prompt_variant",
+    "task_predicted", "cache",
+)  # fmt: skip
+# ... and the rest of a ``ledger_requests`` row (its ``rid`` aside), in this order. ``kind`` is the tuple
+# above, ``end_user`` and ``eval_run`` are text, ``template`` is the (digest, encoded ids) of the call
+# site's features: the store turns each into the id of its dictionary row.
+ROW_FIELDS = (
+    "id", "ts", "kind", "request_id", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost_usd", "baseline_cost_usd", "latency_us", "ttft_us", "upstream_us", "attempts",
+    "end_user", "eval_run", "task_confidence", "template", "features", "cost_avoided_usd", "prompt_text",
+    "attempt_ended", "attempt_us",
+)  # fmt: skip
+# The last two hold a request's attempt when it had exactly one and that one served it (n 1, the
+# request's tier and target, status 200): most requests, whose attempt then needs no row of its own.
+# Any other attempt is a row: (n, ms after the request's ts, (tier, provider, model, status, error_type),
+# latency_us).
+OWN_REQUEST_ID = None  # stored for the request id tiergate made itself, "req_" + id
+GENERATION_REQUEST_ID = 1  # stored for "gen_" + id (a background generation's)
+NO_REQUEST_ID = 0  # stored for none at all
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+
 
 def new_id() -> str:
     """A ledger row id: 96 random bits, unique across workers without coordination."""
@@ -38,14 +67,30 @@ def new_id() -> str:
 
 
 def iso(epoch: float) -> str:
-    """UTC ISO-8601 with milliseconds; formatted by the writer, off the request path."""
+    """UTC ISO-8601 with milliseconds: the ledger's time format (what the views show)."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch_ms(epoch: float) -> int:
+    """Epoch seconds as the ledger stores them: whole milliseconds (``iso`` shows the same millisecond)."""
+    return int(epoch * 1000.0)
+
+
+def stored_request_id(request_id: str | None, row_id: str) -> str | bytes | int | None:
+    """The ``request_id`` column's stored form: tiergate's own ids are derived from the row id, not kept."""
+    if request_id is None:
+        return NO_REQUEST_ID
+    if request_id[4:] == row_id and request_id[:4] in ("req_", "gen_"):
+        return OWN_REQUEST_ID if request_id[0] == "r" else GENERATION_REQUEST_ID
+    if request_id.startswith("req_") and _HEX.fullmatch(request_id, 4):
+        return bytes.fromhex(request_id[4:])  # OpenAI's form, "req_" and 32 hex digits: 16 bytes, not 36
+    return request_id
 
 
 @dataclass(slots=True)
 class AttemptRecord:
     n: int
-    ts: float  # epoch seconds (time.time()); the row stores it as ISO-8601
+    ts: float  # epoch seconds (time.time()); the row stores it as ms after the request's ts
     tier: str | None
     target: Target
     status: int | None  # None: no HTTP status (connect error, timeout)
@@ -58,7 +103,7 @@ class RequestRecord:
     """Everything the request path knows about one client request when it ends."""
 
     id: str
-    ts: float  # epoch seconds (time.time()); the row stores it as ISO-8601
+    ts: float  # epoch seconds (time.time()); the row stores it in ms (the view shows ISO-8601)
     task: str
     task_source: str
     tier: str | None
@@ -81,7 +126,8 @@ class RequestRecord:
     eval_run: str | None = None  # the eval run this call belongs to (X-Tiergate-Eval); None: production traffic
     task_confidence: float | None = None  # the classifier's probability, when it chose the task
     task_predicted: str | None = None  # the classifier's own choice, whoever decided (shadow mode)
-    features: bytes | None = None  # the request's hashed features (proxy.classify.features.encode)
+    features: bytes | None = None  # encoded hashed features (proxy.classify.features): the call's own ...
+    template: tuple[bytes, bytes] | None = None  # ... and its call site's template: (digest, encoded ids)
     prompt_text: str | None = None  # the raw system prompt and last user message: only when opted in
     cache: str | None = None  # hit | stale | coalesced | miss | bypass; None: no cache or key applies
     attempts: list[AttemptRecord] = field(default_factory=list)
@@ -92,7 +138,7 @@ class RequestRecord:
 
 
 def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """The ``requests`` row and ``attempts`` rows for ``record`` (pricing and estimation happen here)."""
+    """The stored row (``ROW_FIELDS``) and attempt rows for ``record``: pricing and estimation happen here."""
     usage, source = _settle_usage(record)
     cost = baseline_cost = None
     price_source = None
@@ -112,36 +158,37 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
     if record.cache in SERVED_FROM_STORE:
         # Nobody was billed: the stored answer stood in for a generation of that price.
         avoided, cost = cost, 0.0 if cost is not None else None
-    upstream = record.upstream_ms
-    overhead = None if upstream is None else max(record.latency_ms - upstream, 0.0)
-    target = record.target
-    row = (
-        record.id, iso(record.ts), record.request_id, record.task, record.task_source, record.tier,
-        record.requested_model, target.model if target else None, target.provider if target else None,
-        record.status, record.error_type, int(record.stream),
-        usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
-        usage.cached_tokens if usage else None, usage.cache_write_tokens if usage else None,
-        usage.reasoning_tokens if usage else None, source, cost, record.baseline_tier,
-        record.baseline.model if record.baseline else None, baseline_cost, price_source,
-        _ms(record.latency_ms), _ms(record.ttft_ms), _ms(upstream), _ms(overhead),
-        max(len(record.attempts), 1 if target else 0), int(record.fallback), record.client,
-        record.prompt_variant, record.end_user, record.eval_run, record.task_confidence, record.task_predicted,
-        record.features, record.prompt_text, record.cache, avoided,
+    target, baseline = record.target, record.baseline
+    kind = (
+        record.task, record.task_source, record.tier, record.requested_model, target.model if target else None,
+        target.provider if target else None, record.status, record.error_type, int(record.stream), source,
+        record.baseline_tier, baseline.model if baseline else None, price_source, int(record.fallback),
+        record.client, record.prompt_variant, record.task_predicted, record.cache,
     )  # fmt: skip
-    attempts = [
-        (
-            record.id,
-            a.n,
-            iso(a.ts),
-            a.tier,
-            a.target.provider,
-            a.target.model,
-            a.status,
-            a.error_type,
-            _ms(a.latency_ms),
-        )
-        for a in record.attempts
-    ]
+    ts = epoch_ms(record.ts)
+    tokens = (None,) * 5 if usage is None else (
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )  # fmt: skip
+    tries = record.attempts
+    only = tries[0] if len(tries) == 1 else None
+    attempts: list[tuple[Any, ...]]
+    ended: int | None
+    if only is not None and only.status == 200 and only.n == 1 and only.target == target and only.tier == record.tier:
+        attempts, ended, attempt_us = [], epoch_ms(only.ts) - ts, _us(only.latency_ms)
+    else:
+        attempts = [
+            (a.n, epoch_ms(a.ts) - ts, (a.tier, a.target.provider, a.target.model, a.status, a.error_type),
+             _us(a.latency_ms))
+            for a in tries
+        ]  # fmt: skip
+        ended = attempt_us = None
+    row = (
+        record.id, ts, kind, stored_request_id(record.request_id, record.id), *tokens, cost, baseline_cost,
+        _us(record.latency_ms), _us(record.ttft_ms), _us(record.upstream_ms), max(len(tries), 1 if target else 0),
+        record.end_user, record.eval_run, record.task_confidence, record.template, record.features, avoided,
+        record.prompt_text, ended, attempt_us,
+    )  # fmt: skip
     return row, attempts
 
 
@@ -173,5 +220,6 @@ def _settle_usage(record: RequestRecord) -> tuple[Usage | None, str]:
     return Usage(prompt_tokens=prompt, completion_tokens=max(completion, 1)), "estimated"
 
 
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _us(ms: float | None) -> int | None:
+    """Milliseconds as whole microseconds (the view divides them back: ms rounded to 0.001)."""
+    return None if ms is None else round(ms * 1000.0)

@@ -1,10 +1,11 @@
 """The ledger file as the writer's thread sees it: one plain ``sqlite3`` connection and one method per batch.
 
 Everything here runs on the writer's own thread, so a batch costs one handoff from the event loop, not
-one per statement. ``insert`` writes a batch in one transaction. It notices the file being deleted or
+one per statement. ``insert`` writes a batch in one transaction, its repeated values as the ids of their
+dictionary rows (``codes``). It notices the file being deleted or
 replaced under it (a rotation script, an ``rm``): the rows would go to an inode nobody can read, so it
 reopens the path (creating and migrating a new file), says so in the log, and writes there; a batch
-committed just as the file went is written again (rows already there are skipped). A row SQLite
+committed just as the file went is written again, to the new file. A row SQLite
 refuses (a constraint, a value it cannot bind) is rejected alone instead of blocking the rows behind it.
 Other failures (locked, disk full, read-only, folder gone) raise, and the writer keeps the batch and
 retries.
@@ -15,17 +16,26 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from proxy.ledger.records import ATTEMPT_COLUMNS, REQUEST_COLUMNS
+from proxy.ledger.codes import Codes
 from proxy.ledger.schema import open_ledger
 
 log = logging.getLogger("tiergate.ledger")
 
+T = TypeVar("T")
 Row = tuple[Any, ...]
-# A settled request: its ``requests`` row and its ``attempts`` rows.
+# A settled request: its row and its attempts' rows, as ``records.finalize`` makes them (``ROW_FIELDS``).
 Settled = tuple[Row, list[Row]]
+
+_REQUEST_COLUMNS = (
+    "rid", "id", "ts", "kind", "request_id", "prompt_tokens", "completion_tokens", "cached_tokens",
+    "cache_write_tokens", "reasoning_tokens", "cost_usd", "baseline_cost_usd", "latency_us", "ttft_us", "upstream_us",
+    "attempts", "end_user", "eval_run", "task_confidence", "template", "features", "cost_avoided_usd", "prompt_text",
+    "attempt_ended", "attempt_us",
+)  # fmt: skip
+_ATTEMPT_COLUMNS = ("request", "n", "ended", "hop", "latency_us")
 
 _MOST_ROWS = 512  # rows per INSERT statement (and SQLite's limit on bound values allows)
 # Errors that can be about a row rather than the file (a constraint; a value SQLite cannot bind: an
@@ -49,6 +59,7 @@ class Store:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the connection writes
+        self._codes = Codes()  # dictionary ids of the file the connection writes
 
     def insert(self, batch: Sequence[Settled]) -> list[Settled]:
         """Write ``batch``; return the requests SQLite refused (each logged). Raises on file-level failures."""
@@ -58,8 +69,25 @@ class Store:
             self.close()  # the next try opens the file afresh (it may be back, or be a new one)
             raise
 
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the store's connection (opened if need be), between batches: retention's steps."""
+        try:
+            return work(self._connection())
+        except BaseException:
+            self.close()
+            raise
+
+    def open(self) -> None:
+        """Open (create, migrate) the file now rather than at the first batch; raises as ``insert`` would."""
+        try:
+            self._connection()
+        except BaseException:
+            self.close()
+            raise
+
     def close(self) -> None:
         conn, self._conn, self._identity = self._conn, None, None
+        self._codes.forget()
         if conn is not None:
             try:
                 conn.close()
@@ -115,21 +143,28 @@ class Store:
             st = os.stat(self.path)
         except FileNotFoundError:
             return True
+        except OSError:
+            return False  # cannot tell (a permission gone): the rows are committed, not written twice
         return (st.st_dev, st.st_ino) != self._identity
 
     def _insert(self, conn: sqlite3.Connection, batch: Sequence[Settled]) -> None:
         conn.execute("BEGIN IMMEDIATE")
+        codes = self._codes
         try:
-            _insert_rows(conn, "requests", REQUEST_COLUMNS, [request for request, _ in batch])
-            _insert_rows(conn, "attempts", ATTEMPT_COLUMNS, [attempt for _, attempts in batch for attempt in attempts])
+            codes.begin(conn)
+            requests, attempts = _stored(conn, codes, batch)
+            _insert_rows(conn, "ledger_requests", _REQUEST_COLUMNS, requests)
+            _insert_rows(conn, "ledger_attempts", _ATTEMPT_COLUMNS, attempts)
             conn.execute("COMMIT")
         except BaseException:
+            codes.rollback()
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
             raise
+        codes.commit()
 
     def _insert_each(self, batch: Sequence[Settled]) -> list[Settled]:
         """One transaction per request, so one bad row costs itself only."""
@@ -141,6 +176,25 @@ class Store:
                 log.error("ledger row %s refused by SQLite, not written: %s (%r)", settled[0][0], exc, settled)
                 refused.append(settled)
         return refused
+
+
+def _stored(conn: sqlite3.Connection, codes: Codes, batch: Sequence[Settled]) -> tuple[list[Row], list[Row]]:
+    """The batch's ``ledger_requests`` and ``ledger_attempts`` rows: dictionary values as ids, rids assigned."""
+    # The transaction holds the write lock: no other writer adds rows before these are in. A rid is never
+    # used twice (AUTOINCREMENT keeps the highest ever given), even after retention deleted the newest
+    # rows: what retention's dictionary clean-up relies on (proxy.ledger.prune).
+    found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'ledger_requests'").fetchone()
+    last = int(found[0]) if found else 0
+    requests: list[Row] = []
+    attempts: list[Row] = []
+    kind, name, template, hop = codes.kind, codes.name, codes.template, codes.hop
+    for rid, (row, tries) in enumerate(batch, last + 1):
+        requests.append(
+            (rid, row[0], row[1], kind(row[2]), *row[3:15], name(row[15]), name(row[16]), row[17], template(row[18]),
+             *row[19:])
+        )  # fmt: skip
+        attempts += [(rid, n, ended, hop(target), latency) for n, ended, target, latency in tries]
+    return requests, attempts
 
 
 def _insert_rows(conn: sqlite3.Connection, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
@@ -155,13 +209,10 @@ def _insert_rows(conn: sqlite3.Connection, table: str, columns: Sequence[str], r
     size = 1 << (most.bit_length() - 1)  # the largest power of two within it
     one = "(" + ", ".join("?" * len(columns)) + ")"
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    # Rows already there (a batch sent again) are skipped; any other constraint fails the statement.
-    # (Not OR IGNORE: that would silently skip a row with a NULL where the schema wants a value.)
-    tail = " ON CONFLICT DO NOTHING"
     done = 0
     while done < len(rows):
         while size > len(rows) - done:
             size //= 2
         chunk = rows[done : done + size]
-        conn.execute(head + ", ".join([one] * size) + tail, [value for row in chunk for value in row])
+        conn.execute(head + ", ".join([one] * size), [value for row in chunk for value in row])
         done += size

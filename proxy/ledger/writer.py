@@ -28,14 +28,23 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from proxy.ledger.records import REQUEST_COLUMNS, RequestRecord, finalize, iso, needs_estimate
+from proxy.ledger.records import (
+    KIND_FIELDS,
+    ROW_FIELDS,
+    RequestRecord,
+    epoch_ms,
+    finalize,
+    needs_estimate,
+    stored_request_id,
+)
 from proxy.ledger.store import Row, Settled, Store
 from proxy.pricing import Pricer
 from proxy.registry import Target
 
 log = logging.getLogger("tiergate.ledger")
+T = TypeVar("T")
 
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 2.0
@@ -97,6 +106,14 @@ class LedgerWriter:
         self._last_drop_log = -_DROP_LOG_INTERVAL
 
     async def start(self) -> None:
+        """Open the file (creating or migrating it: a large ledger's migration takes a while, better before
+        serving than while rows pile up), then start the drain task. A file that cannot be opened yet is
+        retried by the drain, as any failure is."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._db_thread, self._store.open)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("ledger %s cannot be opened yet, rows will be kept and retried: %s", self.path, exc)
+            self.failing = str(exc)
         self._task = asyncio.create_task(self._run(), name="tiergate-ledger")
         self._task.add_done_callback(self._stopped)
 
@@ -113,6 +130,13 @@ class LedgerWriter:
         self._wake.set()
         if self._lingering is not None and len(self._waiting) >= self._batch_size:
             _resolve(self._lingering)  # a full batch is waiting: no reason to wait for more
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the ledger's connection, on the writer's thread between two batches (retention's
+        steps: serialised with the writes, so neither waits on the other's lock)."""
+        if self._closing:
+            raise RuntimeError("the ledger writer is closing")
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, self._store.run, work)
 
     def health(self) -> dict[str, Any]:
         """What ``/readyz`` shows: ``ok`` is false when the drain task is not running (rows are not being written)."""
@@ -298,11 +322,11 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-# The columns a row that ``finalize`` could not settle still gets, each read on its own; a column
-# that cannot be read is NULL, or the default below when the schema requires a value.
+# The fields a row that ``finalize`` could not settle still gets, each read on its own; a field that
+# cannot be read is NULL, or the default below when the schema requires a value.
 _BARE: dict[str, Callable[[RequestRecord], Any]] = {
     "id": lambda r: str(r.id),
-    "ts": lambda r: iso(float(r.ts)),
+    "ts": lambda r: epoch_ms(float(r.ts)),
     "request_id": lambda r: r.request_id if isinstance(r.request_id, str) else None,
     "task": lambda r: str(r.task),
     "task_source": lambda r: str(r.task_source),
@@ -330,10 +354,12 @@ _BARE_DEFAULTS: dict[str, Any] = {
 
 
 def _bare_row(record: RequestRecord) -> Row:
-    values = dict(_BARE_DEFAULTS, ts=iso(time.time()))
+    values = dict(_BARE_DEFAULTS, ts=epoch_ms(time.time()))
     for column, read in _BARE.items():
         try:
             values[column] = read(record)
         except Exception:  # noqa: BLE001 - unreadable: keep the default
             continue
-    return tuple(values.get(column) for column in REQUEST_COLUMNS)
+    values["request_id"] = stored_request_id(values.get("request_id"), values["id"])
+    values["kind"] = tuple(values.get(column) for column in KIND_FIELDS)
+    return tuple(values.get(column) for column in ROW_FIELDS)
