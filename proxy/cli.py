@@ -187,6 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.connections import PROTOCOL
     from proxy.providers import provider_class
+    from proxy.telemetry.config import TelemetryConfig
     from proxy.upstream import check_transport
 
     settings = Settings.from_env(
@@ -207,6 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_transport(settings.transport)
     _refuse_open_relay(settings)
     registry = rules.load(settings.config)  # fail fast, with one line, before any worker starts
+    TelemetryConfig.from_env(os.environ)  # so do the OTEL_* variables
     logs.configure(settings.log_level)
     for name, provider in registry.providers.items():
         if provider_class(provider.type).needs_base_url and not provider.api_key:

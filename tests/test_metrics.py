@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from proxy import rules
+from proxy.cli import main
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.registry import Registry
 from proxy.telemetry.config import TelemetryConfig
@@ -282,3 +283,14 @@ async def test_a_request_the_sampler_drops_records_nothing_but_still_propagates(
     (sent,) = fake.requests
     version, sent_trace, _, flags = sent.headers["traceparent"].split("-")
     assert (version, sent_trace, int(flags, 16) & 1) == ("00", trace_id, 0)  # the same trace, not sampled
+
+
+def test_a_bad_otel_variable_stops_serve_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-000000")
+    assert main(["serve", "--config", str(RULES), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tiergate: OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'")
+    assert len(err.splitlines()) == 1
