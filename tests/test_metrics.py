@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 import yaml
 from opentelemetry.sdk.trace import ReadableSpan
@@ -172,6 +173,16 @@ async def test_captured_content_is_redacted(traced: str, exporter: InMemorySpanE
     assert UPSTREAM_KEY not in captured and "sk-proj-abcdefghijklmnop" not in captured
     assert '"role":"user"' in captured and "my key is ***" in captured
     assert str(reply.choices[0].message.content)[:20] in str(attributes["gen_ai.output.messages"])
+
+
+async def test_a_streamed_completion_is_captured_whole(traced: str, exporter: InMemorySpanExporter) -> None:
+    client = sdk(traced, headers={"X-Task-Type": "agent"})
+    stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)  # type: ignore[arg-type]
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    await client.close()
+    (root,) = finished(exporter, SpanKind.SERVER)
+    output = orjson.loads(str((root.attributes or {})["gen_ai.output.messages"]))
+    assert output == [{"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}]
 
 
 async def test_content_is_not_recorded_unless_opted_in(
