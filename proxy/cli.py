@@ -201,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.connections import PROTOCOL, raise_fd_limit
     from proxy.providers import provider_class
+    from proxy.telemetry.config import TelemetryConfig
     from proxy.upstream import check_transport
 
     settings = Settings.from_env(
@@ -221,6 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_transport(settings.transport)
     _refuse_open_relay(settings)
     registry = rules.load(settings.config)  # fail fast, with one line, before any worker starts
+    TelemetryConfig.from_env(os.environ)  # so do the OTEL_* variables
     logs.configure(settings.log_level)
     # Before the connection bound is derived from it (in each worker's lifespan: they inherit it).
     soft, hard = raise_fd_limit()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 import yaml
 from opentelemetry.sdk.trace import ReadableSpan
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from proxy import rules
+from proxy.cli import main
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.registry import Registry
 from proxy.telemetry.config import TelemetryConfig
@@ -173,6 +175,16 @@ async def test_captured_content_is_redacted(traced: str, exporter: InMemorySpanE
     assert str(reply.choices[0].message.content)[:20] in str(attributes["gen_ai.output.messages"])
 
 
+async def test_a_streamed_completion_is_captured_whole(traced: str, exporter: InMemorySpanExporter) -> None:
+    client = sdk(traced, headers={"X-Task-Type": "agent"})
+    stream = await client.chat.completions.create(model="auto", messages=USER, stream=True)  # type: ignore[arg-type]
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    await client.close()
+    (root,) = finished(exporter, SpanKind.SERVER)
+    output = orjson.loads(str((root.attributes or {})["gen_ai.output.messages"]))
+    assert output == [{"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}]
+
+
 async def test_content_is_not_recorded_unless_opted_in(
     start_proxy: ProxyFactory, upstream_url: str, exporter: InMemorySpanExporter
 ) -> None:
@@ -282,3 +294,14 @@ async def test_a_request_the_sampler_drops_records_nothing_but_still_propagates(
     (sent,) = fake.requests
     version, sent_trace, _, flags = sent.headers["traceparent"].split("-")
     assert (version, sent_trace, int(flags, 16) & 1) == ("00", trace_id, 0)  # the same trace, not sampled
+
+
+def test_a_bad_otel_variable_stops_serve_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-000000")
+    assert main(["serve", "--config", str(RULES), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tiergate: OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'")
+    assert len(err.splitlines()) == 1

@@ -314,3 +314,29 @@ async def test_without_tracing_no_trace_context_goes_upstream(
     (sent,) = primary.fake.requests
     assert "traceparent" not in sent.headers
     assert "tracestate" not in sent.headers
+
+
+async def test_metrics_are_pushed_over_otlp_too(
+    start_proxy: ProxyFactory,
+    primary: Upstream,
+    secondary: Upstream,
+    collector: FakeCollector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "20")  # ms: read by the SDK's periodic reader
+    async with start_proxy(registry(primary, secondary)) as url:
+        client = sdk(url)
+        await client.chat.completions.create(model="auto", messages=USER)  # type: ignore[arg-type]
+        await client.close()
+        requests = await collector.wait_for_metric("tiergate.requests")
+        tokens = await collector.wait_for_metric("gen_ai.client.token.usage")
+    assert collector.spans == []  # traces stay off
+    labels = collector.attributes(requests[-1])
+    assert labels == {"tiergate.task": "t", "tiergate.tier": "small", "tiergate.task_source": "default",
+                      "http.response.status_code": 200}  # fmt: skip
+    assert requests[-1].as_int == 1
+    kinds = {collector.attributes(p)["gen_ai.token.type"] for p in tokens}
+    assert kinds == {"input", "output"}
+    assert collector.headers[-1]["x-collector-token"] == "t0ken"

@@ -103,11 +103,36 @@ class FakeCollector:
 
     async def wait_for(self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0) -> list[ReceivedSpan]:
         """The spans received, once ``done(spans)`` holds; ``TimeoutError`` if it has not within ``timeout``."""
+        await self._until(lambda: done(self.spans), timeout)
+        return list(self.spans)
+
+    async def wait_for_metric(self, name: str, timeout: float = 10.0) -> list[Any]:
+        """The data points of every export of metric ``name`` so far, once one has arrived."""
+        await self._until(lambda: bool(self.points(name)), timeout)
+        return self.points(name)
+
+    def points(self, name: str) -> list[Any]:
+        """Every data point received for metric ``name`` (sums, gauges and histograms alike)."""
+        found: list[Any] = []
+        for request in self.metrics:
+            for resource_metrics in request.resource_metrics:
+                for scope_metrics in resource_metrics.scope_metrics:
+                    for metric in scope_metrics.metrics:
+                        if metric.name == name:
+                            data = getattr(metric, metric.WhichOneof("data"))
+                            found.extend(data.data_points)
+        return found
+
+    @staticmethod
+    def attributes(point: Any) -> dict[str, Any]:
+        """A data point's attributes as Python values."""
+        return _attributes(point.attributes)
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout):
-            while not done(self.spans):
+            while not done():
                 self._arrived = asyncio.Event()
                 await self._arrived.wait()
-        return list(self.spans)
 
     def _spans(self, request: ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
