@@ -58,6 +58,7 @@ from run import (
     export_tiergate,
     free_port,
     pin,
+    wait_listening,
 )
 
 SAMPLE_S = 0.1
@@ -209,6 +210,7 @@ def measure(plan: Plan) -> dict[str, Any]:
         upstream.wait_healthy(up_port, "/healthz", 10.0)
         with Service("tiergate", proxy_argv, env, raw / "tiergate.log") as proxy:
             proxy.wait_healthy(port, "/healthz", 30.0)
+            wait_listening(port, plan.workers)
             start_mb = group_rss_bytes(proxy.pid) / 2**20
             warm = _run_load(port, WARMUP_STREAMS, plan.timeout_s)
             if warm["errors"]:
