@@ -559,17 +559,19 @@ class LoadPlan:
     warmup_s: float
     stagger_s: float
     cpu_pgids: tuple[int, ...]
+    ramp_s: float = 0.0  # the measured phase's workers start over this long, each connecting when it starts
 
 
 async def run_load(plan: LoadPlan) -> Report:
     """Connect the workers, warm up, then measure one bounded phase."""
     workers = [Worker(plan.target) for _ in range(plan.concurrency)]
     try:
-        await asyncio.gather(*(worker.connect() for worker in workers))
+        if plan.ramp_s <= 0:
+            await asyncio.gather(*(worker.connect() for worker in workers))
         if plan.warmup_s > 0:
             await run_phase(workers, sys.maxsize, plan.warmup_s, min(plan.stagger_s, plan.warmup_s / 2))
         before = CpuSnapshot.take(plan.cpu_pgids)
-        samples, elapsed = await run_phase(workers, plan.max_requests, plan.duration_s)
+        samples, elapsed = await run_phase(workers, plan.max_requests, plan.duration_s, plan.ramp_s)
         cpu = CpuSnapshot.take(plan.cpu_pgids).since(before)
         rss = {str(pgid): group_rss_bytes(pgid) for pgid in plan.cpu_pgids}
     finally:
@@ -588,6 +590,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stagger", type=float, default=0.0, help="spread worker starts over this many seconds of the warm-up"
     )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0,
+        help="start the measured phase's workers over this many seconds, each connecting as it starts",
+    )  # fmt: skip
     parser.add_argument("--stream", action="store_true", help="ask for SSE streams")
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--api-key", default="sk-bench")
@@ -625,6 +631,7 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
         warmup_s=args.warmup,
         stagger_s=max(0.0, args.stagger),
         cpu_pgids=tuple(args.cpu_pgid),
+        ramp_s=max(0.0, args.ramp),
     )
 
 

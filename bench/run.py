@@ -149,6 +149,9 @@ class Candidate:
     description: str
     launch: Callable[[Context, int], Launch] | None
     load_args: tuple[str, ...] = ()  # extra bench/load.py flags for every cell (e.g. --untagged)
+    # The proxy, the upstream and the load generator all on every core, none pinned: how a proxy of
+    # several worker processes can run on this machine (its 1-worker twin runs the same way).
+    shared: bool = False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -289,6 +292,34 @@ def _tiergate_launch(ctx: Context, port: int, rules: Path, extra: Sequence[str])
     if ctx.settings.tiergate_src is not None:
         env["PYTHONPATH"] = str(ctx.settings.tiergate_src)
     return Launch(argv, env, "/healthz", 10.0)
+
+
+def _tiergate_workers(workers: int) -> Callable[[Context, int], Launch]:
+    def launch(ctx: Context, port: int) -> Launch:
+        base = _tiergate_launch(ctx, port, BENCH_DIR / "rules.yaml", ("--workers", str(workers)))
+        return replace(base, health_timeout_s=30.0, probe=lambda port: wait_listening(port, workers))
+
+    return launch
+
+
+def listeners(port: int) -> int:
+    """Sockets listening on ``port`` on this machine (tiergate's workers have one each: SO_REUSEPORT)."""
+    suffix, count = f":{port:04X}", 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            lines = Path(table).read_text().splitlines()[1:]
+            count += sum(1 for fields in map(str.split, lines) if fields[1].endswith(suffix) and fields[3] == "0A")
+    return count
+
+
+def wait_listening(port: int, workers: int, timeout_s: float = 30.0) -> None:
+    """Wait until every worker listens: /healthz answers once one does, and the connections a cell opens
+    before the others listen would all go to the first (raise Skip when they do not come up)."""
+    deadline = time.monotonic() + timeout_s
+    while listeners(port) < workers:
+        if time.monotonic() > deadline:
+            raise Skip(f"{listeners(port)} of {workers} workers listening on {port} after {timeout_s:.0f} s")
+        time.sleep(0.1)
 
 
 def _tiergate_untagged(ctx: Context, port: int) -> Launch:
@@ -544,6 +575,18 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("tiergate", "tiergate serve (ledger on)", _tiergate()),
     Candidate("tiergate-noledger", "tiergate serve --no-ledger", _tiergate("--no-ledger")),
     Candidate(
+        "tiergate-1w",
+        "tiergate serve (ledger on), 1 worker; proxy, upstream and load generator share both cores",
+        _tiergate(),
+        shared=True,
+    ),
+    Candidate(
+        "tiergate-2w",
+        "tiergate serve --workers 2 (one ledger file); proxy, upstream and load generator share both cores",
+        _tiergate_workers(2),
+        shared=True,
+    ),
+    Candidate(
         "tiergate-untagged",
         "tiergate serve with 20 classify rules and a trained classifier, driven without X-Task-Type",
         _tiergate_untagged,
@@ -622,10 +665,16 @@ class Results:
 
 
 def run_cell(
-    settings: Settings, cell: Cell, port: int, pgids: dict[str, int], load_args: Sequence[str] = ()
+    settings: Settings,
+    cell: Cell,
+    port: int,
+    pgids: dict[str, int],
+    load_args: Sequence[str] = (),
+    shared: bool = False,
 ) -> dict[str, Any]:
     """Run the load generator once against ``port``; return its JSON report."""
-    argv = [*pin(LOAD_CORE), settings.python, str(BENCH_DIR / "load.py"), "--url", f"http://{HOST}:{port}{CHAT_PATH}"]
+    argv = [*([] if shared else pin(LOAD_CORE)), settings.python, str(BENCH_DIR / "load.py")]
+    argv += ["--url", f"http://{HOST}:{port}{CHAT_PATH}"]
     argv += load_args
     argv += ["-c", str(cell.concurrency), "-n", str(settings.max_requests), "-d", str(settings.duration_s)]
     argv += ["--warmup", str(settings.warmup_s), "--api-key", CLIENT_KEY, "--json"]
@@ -668,9 +717,10 @@ def run_quiet_cell(
     pgids: dict[str, int],
     budget: NoiseBudget,
     load_args: Sequence[str] = (),
+    shared: bool = False,
 ) -> dict[str, Any]:
     """Run a cell, again while other processes disturbed it (within budget); keep the quietest attempt."""
-    attempts = [run_cell(settings, cell, port, pgids, load_args)]
+    attempts = [run_cell(settings, cell, port, pgids, load_args, shared)]
     while other_share(attempts[-1]) > NOISY_SHARE and len(attempts) <= NOISY_RETRIES:
         share = other_share(attempts[-1])
         if not budget.take_rerun():
@@ -679,7 +729,7 @@ def run_quiet_cell(
         print(
             f"    other processes used {share:.0%} of a core; ran {cell.key} again after waiting for quiet", flush=True
         )
-        attempts.append(run_cell(settings, cell, port, pgids, load_args))
+        attempts.append(run_cell(settings, cell, port, pgids, load_args, shared))
     best = min(attempts, key=other_share)
     best["attempts"] = len(attempts)
     return best
@@ -709,7 +759,8 @@ def start_candidate(
         side = stack.enter_context(Service(sidecar.name, [*pin(LOAD_CORE), *sidecar.argv], {}, log))
         pgids[sidecar.name] = side.pid
     log = ctx.settings.raw_dir / f"{candidate.name}-r{repeat}.log"
-    service = stack.enter_context(Service(candidate.name, [*pin(PROXY_CORE), *launch.argv], launch.env, log))
+    placement = [] if candidate.shared else pin(PROXY_CORE)
+    service = stack.enter_context(Service(candidate.name, [*placement, *launch.argv], launch.env, log))
     service.wait_healthy(port, launch.health_path, launch.health_timeout_s)
     if launch.probe is not None:
         launch.probe(port)
@@ -720,12 +771,16 @@ def measure_candidate(ctx: Context, candidate: Candidate, upstream: Service, res
     """Start a candidate (unless direct), run every cell against it, stop it."""
     pgids = {"upstream": upstream.pid}
     with contextlib.ExitStack() as stack:
+        if candidate.shared:
+            stack.enter_context(upstream_on_every_core(upstream.pid))
         port, service, launch = ctx.upstream_port, None, None
         if candidate.launch is not None:
             port, service, launch = start_candidate(ctx, candidate, stack, repeat, pgids)
             pgids["proxy"] = service.pid
         for cell in CELLS:
-            report = run_quiet_cell(ctx.settings, cell, port, pgids, results.noise, candidate.load_args)
+            report = run_quiet_cell(
+                ctx.settings, cell, port, pgids, results.noise, candidate.load_args, candidate.shared
+            )
             results.add(candidate.name, cell, report)
             print(f"  [{repeat + 1}] {candidate.name:<18} {cell.key:<7} {describe(report)}", flush=True)
             if report["errors"] and not report["requests"]:
@@ -736,6 +791,18 @@ def measure_candidate(ctx: Context, candidate: Candidate, upstream: Service, res
             note = launch.report()
             results.notes.setdefault(candidate.name, []).append(note)
             print(f"  [{repeat + 1}] {candidate.name:<18} {note}", flush=True)
+
+
+@contextlib.contextmanager
+def upstream_on_every_core(pid: int) -> Iterator[None]:
+    """The upstream (pinned to the load core) allowed on every core for a while, then pinned back."""
+    pinned = os.sched_getaffinity(pid)
+    os.sched_setaffinity(pid, set(range(os.cpu_count() or 1)))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(pid, pinned)
 
 
 def measure_all(ctx: Context, candidates: Sequence[Candidate], upstream: Service) -> Results:
@@ -989,6 +1056,15 @@ def observability_targets(table: Table) -> list[Target]:
     return targets
 
 
+def workers_targets(table: Table) -> list[Target]:
+    """Issue #14's: two worker processes against one, placed alike (everything shares both cores)."""
+    two, one = (_figure(table, "ns-c64", name, "rps") for name in ("tiergate-2w", "tiergate-1w"))
+    label = "tiergate-2w / tiergate-1w RPS, non-stream c=64 (both cores shared with upstream and load)"
+    if two is None or one is None or one == 0:
+        return [Target(label, "n/a", "≥ 1.7×", "n/a")]
+    return [Target(label, f"{two / one:.2f}×", "≥ 1.7×", "pass" if two / one >= 1.7 else "FAIL")]
+
+
 def _target_rows(targets: Sequence[Target]) -> list[str]:
     return [f"| {t.label} | {t.value} | {t.goal} | {t.verdict} |" for t in targets]
 
@@ -1002,6 +1078,7 @@ def targets_section(table: Table) -> list[str]:
     lines += _target_rows(untagged_targets(table))
     lines += _target_rows(cache_targets(table))
     lines += _target_rows(observability_targets(table))
+    lines += _target_rows(workers_targets(table))
     lines += [
         "",
         (
@@ -1092,7 +1169,8 @@ def machine_section(settings: Settings, started: dt.datetime, elapsed_s: float, 
         f"- machine: nproc {os.cpu_count()}, CPU {cpu_model()}, kernel {platform.release()}",
         f"- Python {platform.python_version()}; {versions}",
         f"- tiergate source: {settings.tiergate_source}",
-        f"- pinning: {pinned}; proxy on core {PROXY_CORE}, upstream + load generator on core {LOAD_CORE}",
+        f"- pinning: {pinned}; proxy on core {PROXY_CORE}, upstream + load generator on core {LOAD_CORE}, "
+        "except for the candidates marked 'share both cores' (none pinned while they run)",
         f"- command: `{settings.command}`",
         (
             f"- each cell: {settings.warmup_s:g} s warm-up, then min({settings.max_requests} requests, {settings.duration_s:g} s); "

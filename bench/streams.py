@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -57,9 +58,11 @@ from run import (
     export_tiergate,
     free_port,
     pin,
+    wait_listening,
 )
 
 SAMPLE_S = 0.1
+OPEN_EVERY = 5  # samples
 WARMUP_STREAMS = 16
 
 
@@ -76,6 +79,9 @@ class Plan:
     timeout_s: float
     tiergate_ref: str | None
     stall_s: float = 0.0  # each client stops reading for this long after its first byte
+    max_connections: int = 0  # tiergate serve --max-connections; 0: its default
+    pin: bool = True  # the proxy (every worker) on core 0, the upstream and the load generator on core 1
+    ramp_s: float = 0.0  # the streams start over this long, each on its own new connection (0: all at once)
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -110,6 +116,20 @@ def group_fds(pids: Sequence[int]) -> int:
     return total
 
 
+def established_to(port: int) -> int:
+    """TCP connections established to ``port`` on this machine (the proxy's upstream sockets, when ``port``
+    is the upstream's): how many streams the proxy has open right now."""
+    suffix, count = f":{port:04X}".encode(), 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table, "rb") as handle:
+            handle.readline()
+            for line in handle:
+                fields = line.split(None, 4)  # sl, local address, remote address, state, ...
+                if fields[3] == b"01" and fields[2].endswith(suffix):  # 01: ESTABLISHED
+                    count += 1
+    return count
+
+
 def group_hwm_mb(pids: Sequence[int]) -> float:
     """Peak RSS (VmHWM) of ``pids``, summed, in MB."""
     total = 0
@@ -123,10 +143,12 @@ def group_hwm_mb(pids: Sequence[int]) -> float:
     return total / 1024
 
 
-def _load_argv(port: int, streams: int, timeout_s: float, pgids: Sequence[int] = (), stall_s: float = 0.0) -> list[str]:
+def _load_argv(
+    port: int, streams: int, timeout_s: float, pgids: Sequence[int] = (), stall_s: float = 0.0, ramp_s: float = 0.0
+) -> list[str]:
     argv = [*pin(LOAD_CORE), sys.executable, str(BENCH_DIR / "load.py"), "--url", f"http://{HOST}:{port}{CHAT_PATH}"]
     argv += ["-c", str(streams), "-n", str(streams), "-d", "3600", "--warmup", "0", "--stream"]
-    argv += ["--stall-s", str(stall_s)]
+    argv += ["--stall-s", str(stall_s), "--ramp", str(ramp_s)]
     # --cpu-pgid: so that load.py's "foreign" CPU is what processes outside the benchmark used
     argv += [arg for pgid in pgids for arg in ("--cpu-pgid", str(pgid))]
     return argv + ["--timeout", str(timeout_s), "--api-key", CLIENT_KEY, "--json"]
@@ -146,9 +168,9 @@ def _upstream_argv(plan: Plan, port: int) -> list[str]:
 
 def _serve_flags(plan: Plan, port: int, db: Path) -> list[str]:
     flags = ["--config", str(BENCH_DIR / "rules.yaml"), "--host", HOST, "--port", str(port), "--db", str(db)]
-    # Room for every stream plus the warm-up's and the health checks' connections (per worker: the
-    # kernel may hand one worker more than its share of the accepts).
-    flags += ["--log-level", "warning", "--max-connections", str(plan.streams + 256)]
+    flags += ["--log-level", "warning"]
+    if plan.max_connections:
+        flags += ["--max-connections", str(plan.max_connections)]  # else tiergate's own bound, from the fd limit
     if plan.workers > 1:
         flags += ["--workers", str(plan.workers)]
     if not plan.ledger:
@@ -173,100 +195,111 @@ def _run_load(port: int, streams: int, timeout_s: float) -> dict[str, Any]:
 def measure(plan: Plan) -> dict[str, Any]:
     """Start the upstream and tiergate, warm up, open the streams; RSS and fds idle and at the peak."""
     tiergate = str(Path(sys.executable).parent / "tiergate")
-    with tempfile.TemporaryDirectory(prefix="tiergate-streams-") as tmp:
-        raw = Path(tmp)
-        env = _upstream_env(0)
-        source = "working tree"
-        if plan.tiergate_ref:
-            src, source = export_tiergate(plan.tiergate_ref, raw)
-            env["PYTHONPATH"] = str(src)
-        up_port, port = free_port(), free_port()
-        env.update(_upstream_env(up_port))
-        proxy_argv = [*(pin(PROXY_CORE) if plan.workers == 1 else []), tiergate, "serve"]
-        proxy_argv += _serve_flags(plan, port, raw / "streams.db")
-        with Service("upstream", _upstream_argv(plan, up_port), {}, raw / "upstream.log") as upstream:
-            upstream.wait_healthy(up_port, "/healthz", 10.0)
-            with Service("tiergate", proxy_argv, env, raw / "tiergate.log") as proxy:
-                proxy.wait_healthy(port, "/healthz", 30.0)
-                start_mb = group_rss_bytes(proxy.pid) / 2**20
-                warm = _run_load(port, WARMUP_STREAMS, plan.timeout_s)
-                if warm["errors"]:
-                    raise RuntimeError(f"the warm-up failed: {warm['error_kinds']}\n{proxy.log_tail()}")
-                time.sleep(1.0)
-                pids = group_pids(proxy.pid)
-                idle_mb, idle_fds = group_rss_bytes(proxy.pid) / 2**20, group_fds(pids)
-                load = subprocess.Popen(
-                    _load_argv(port, plan.streams, plan.timeout_s, (proxy.pid, upstream.pid), plan.stall_s),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                )
-                peak_mb, peak_fds = idle_mb, idle_fds
-                while load.poll() is None:
-                    peak_mb = max(peak_mb, group_rss_bytes(proxy.pid) / 2**20)
-                    peak_fds = max(peak_fds, group_fds(pids))
-                    time.sleep(SAMPLE_S)
-                out, err = load.communicate()
-                if load.returncode != 0:
-                    raise RuntimeError(f"load generator failed ({load.returncode}): {err.decode()[-800:]}")
-                report = json.loads(out)
-                cpu = {name: report["cpu_s"][str(s.pid)] for name, s in (("proxy", proxy), ("upstream", upstream))}
-                hwm_mb = group_hwm_mb(pids)
-                time.sleep(1.0)
-                after_mb = group_rss_bytes(proxy.pid) / 2**20
-                log_tail = proxy.log_tail(5)
-        return {
-            "streams": plan.streams,
-            "workers": plan.workers,
-            "ledger": plan.ledger,
-            "pacing": f"{plan.ttft_ms:g} ms to first token, {plan.chunks} chunks {plan.chunk_delay_ms:g} ms apart"
-            + (f"; clients stall {plan.stall_s:g} s after the first byte" if plan.stall_s else ""),
-            "tiergate": source,
-            "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
-            "rss_start_mb": round(start_mb, 1),
-            "rss_idle_mb": round(idle_mb, 1),
-            "rss_peak_mb": round(peak_mb, 1),
-            "rss_after_mb": round(after_mb, 1),
-            "vmhwm_mb": round(hwm_mb, 1),
-            "growth_mb": round(peak_mb - idle_mb, 1),
-            "kb_per_stream": round((peak_mb - idle_mb) * 1024 / plan.streams, 1),
-            "fds_idle": idle_fds,
-            "fds_peak": peak_fds,
-            # the clients' connections are all open before the first request: the rest are upstream ones
-            "upstream_open_peak": peak_fds - idle_fds - plan.streams,
-            "cpu_s": {
-                **{name: round(value, 2) for name, value in cpu.items()},
-                "load": report["load_cpu_s"],
-                "other": report["foreign_cpu_s"],
-            },
-            "completed": report["requests"],
-            "errors": report["errors"],
-            "error_kinds": report["error_kinds"],
-            "elapsed_s": report["elapsed_s"],
-            "stream_p50_ms": report["p50_ms"],
-            "stream_p99_ms": report["p99_ms"],
-            "ttfb_p50_ms": report["ttfb_p50_ms"],
-            "ttfb_p99_ms": report["ttfb_p99_ms"],
-            "log_tail": log_tail,
-        }
+    raw = BENCH_DIR / "results-raw" / ("streams-" + time.strftime("%Y%m%d-%H%M%S"))
+    raw.mkdir(parents=True, exist_ok=True)
+    env = _upstream_env(0)
+    source = "working tree"
+    if plan.tiergate_ref:
+        src, source = export_tiergate(plan.tiergate_ref, raw)
+        env["PYTHONPATH"] = str(src)
+    up_port, port = free_port(), free_port()
+    env.update(_upstream_env(up_port))
+    proxy_argv = [*(pin(PROXY_CORE) if plan.pin else []), tiergate, "serve"]
+    proxy_argv += _serve_flags(plan, port, raw / "streams.db")
+    with Service("upstream", _upstream_argv(plan, up_port), {}, raw / "upstream.log") as upstream:
+        upstream.wait_healthy(up_port, "/healthz", 10.0)
+        with Service("tiergate", proxy_argv, env, raw / "tiergate.log") as proxy:
+            proxy.wait_healthy(port, "/healthz", 30.0)
+            wait_listening(port, plan.workers)
+            start_mb = group_rss_bytes(proxy.pid) / 2**20
+            warm = _run_load(port, WARMUP_STREAMS, plan.timeout_s)
+            if warm["errors"]:
+                raise RuntimeError(f"the warm-up failed: {warm['error_kinds']}\n{proxy.log_tail()}")
+            time.sleep(1.0)
+            pids = group_pids(proxy.pid)
+            idle_mb, idle_fds = group_rss_bytes(proxy.pid) / 2**20, group_fds(pids)
+            idle_open = established_to(up_port)  # the warm-up's connections, kept alive in the pool
+            load = subprocess.Popen(
+                _load_argv(port, plan.streams, plan.timeout_s, (proxy.pid, upstream.pid), plan.stall_s, plan.ramp_s),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            peak_mb, peak_fds, peak_open, tick = idle_mb, idle_fds, idle_open, 0
+            while load.poll() is None:
+                peak_mb = max(peak_mb, group_rss_bytes(proxy.pid) / 2**20)
+                peak_fds = max(peak_fds, group_fds(pids))
+                if tick % OPEN_EVERY == 0:  # reading the TCP table costs more: less often
+                    peak_open = max(peak_open, established_to(up_port))
+                tick += 1
+                time.sleep(SAMPLE_S)
+            out, err = load.communicate()
+            if load.returncode != 0:
+                raise RuntimeError(f"load generator failed ({load.returncode}): {err.decode()[-800:]}")
+            report = json.loads(out)
+            cpu = {name: report["cpu_s"][str(s.pid)] for name, s in (("proxy", proxy), ("upstream", upstream))}
+            hwm_mb = group_hwm_mb(pids)
+            time.sleep(1.0)
+            after_mb = group_rss_bytes(proxy.pid) / 2**20
+            log_tail = proxy.log_tail(5)
+    return {
+        "streams": plan.streams,
+        "workers": plan.workers,
+        "pinned": plan.pin,
+        "ledger": plan.ledger,
+        "pacing": f"{plan.ttft_ms:g} ms to first token, {plan.chunks} chunks {plan.chunk_delay_ms:g} ms apart"
+        + (f"; clients stall {plan.stall_s:g} s after the first byte" if plan.stall_s else ""),
+        "tiergate": source,
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "rss_start_mb": round(start_mb, 1),
+        "rss_idle_mb": round(idle_mb, 1),
+        "rss_peak_mb": round(peak_mb, 1),
+        "rss_after_mb": round(after_mb, 1),
+        "vmhwm_mb": round(hwm_mb, 1),
+        "growth_mb": round(peak_mb - idle_mb, 1),
+        "kb_per_stream": round((peak_mb - idle_mb) * 1024 / plan.streams, 1),
+        "fds_idle": idle_fds,
+        "fds_peak": peak_fds,
+        "open_peak": peak_open - idle_open,
+        "open_idle": idle_open,
+        "cpu_s": {
+            **{name: round(value, 2) for name, value in cpu.items()},
+            "load": report["load_cpu_s"],
+            "other": report["foreign_cpu_s"],
+        },
+        "completed": report["requests"],
+        "errors": report["errors"],
+        "error_kinds": report["error_kinds"],
+        "elapsed_s": report["elapsed_s"],
+        "stream_p50_ms": report["p50_ms"],
+        "stream_p99_ms": report["p99_ms"],
+        "ttfb_p50_ms": report["ttfb_p50_ms"],
+        "ttfb_p99_ms": report["ttfb_p99_ms"],
+        "log_tail": log_tail,
+        "raw": str(raw),
+    }
 
 
 def human(result: dict[str, Any]) -> str:
     """The report as a few lines."""
     soft, hard = result["nofile"]
     lines = [
-        f"{result['streams']} concurrent streams ({result['pacing']}), {result['workers']} worker(s), "
+        f"{result['streams']} concurrent streams ({result['pacing']}), {result['workers']} worker(s) "
+        f"{'on core 0' if result['pinned'] else 'on both cores'}, "
         f"ledger {'on' if result['ledger'] else 'off'}, tiergate {result['tiergate']}; RLIMIT_NOFILE {soft}/{hard}",
         f"RSS: start {result['rss_start_mb']} MB, idle {result['rss_idle_mb']} MB, peak {result['rss_peak_mb']} MB "
         f"(VmHWM {result['vmhwm_mb']} MB), after {result['rss_after_mb']} MB",
         f"growth over idle: {result['growth_mb']} MB = {result['kb_per_stream']} KB per stream",
-        f"fds: idle {result['fds_idle']}, peak {result['fds_peak']} (upstream connections open at the peak: "
-        f"{result['upstream_open_peak']})",
+        f"fds: idle {result['fds_idle']}, peak {result['fds_peak']}; streams open in the proxy at the peak: "
+        f"{result['open_peak']} (connections established to the upstream, beyond the {result['open_idle']} idle ones)",
         f"CPU over the streams: proxy {result['cpu_s']['proxy']} s, upstream {result['cpu_s']['upstream']} s, "
         f"load generator {result['cpu_s']['load']} s; other processes on the machine {result['cpu_s']['other']} s",
         f"streams: {result['completed']} completed, {result['errors']} errors {result['error_kinds'] or ''}",
         f"  {result['elapsed_s']:.1f} s in all; per stream p50 {result['stream_p50_ms']} ms, p99 "
         f"{result['stream_p99_ms']} ms; first byte p50 {result['ttfb_p50_ms']} ms, p99 {result['ttfb_p99_ms']} ms",
+        f"logs: {result['raw']}",
     ]
+    if result["errors"]:
+        lines += ["tiergate's log ends:", result["log_tail"]]
     return "\n".join(lines)
 
 
@@ -341,7 +374,7 @@ async def profile(plan: Plan, limit: int, frames: int) -> list[str]:
             db=str(Path(tmp) / "streams.db"),
             ledger=plan.ledger,
             log_level="warning",
-            max_connections=plan.streams + 256,
+            max_connections=plan.max_connections,
         )
         config = uvicorn.Config(
             create_app(settings), host=HOST, port=port, log_level="warning", access_log=False, http=PROTOCOL
@@ -392,6 +425,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--stall-s", type=float, default=0.0, help="each client stops reading for this long after its first byte"
     )
+    parser.add_argument(
+        "--max-connections", type=int, default=0, help="tiergate serve --max-connections (default: its own)"
+    )
+    parser.add_argument(
+        "--ramp-s", type=float, default=0.0, help="start the streams over this many seconds (default: all at once)"
+    )
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="let the proxy's workers use both cores")
     parser.add_argument("--tiergate-ref", help="measure proxy/ as of this git commit instead of the working tree")
     parser.add_argument("--profile", action="store_true", help="tracemalloc, tiergate in this process")
     parser.add_argument("--top", type=int, default=25, help="--profile: lines to show")
@@ -400,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = Plan(
         args.streams, args.ttft_ms, args.chunk_delay_ms, args.chunks, args.workers, args.ledger, args.timeout,
-        args.tiergate_ref, args.stall_s,
+        args.tiergate_ref, args.stall_s, args.max_connections, args.pin, args.ramp_s,
     )  # fmt: skip
     raise_nofile()
     if args.profile:

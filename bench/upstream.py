@@ -437,7 +437,8 @@ async def _sleep_ms(ms: float) -> None:
 async def serve(host: str, port: int, pacing: Pacing, ready: Callable[[int], None] | None = None) -> None:
     """Serve the fake upstream until cancelled; ``ready`` gets the bound port."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(UpstreamServer(pacing).protocol_factory(), host, port, backlog=1024)
+    # A proxy opening thousands of streams at once connects in one burst (bench/streams.py -n 10000)
+    server = await loop.create_server(UpstreamServer(pacing).protocol_factory(), host, port, backlog=4096)
     async with server:
         bound_port = server.sockets[0].getsockname()[1]
         if ready is not None:

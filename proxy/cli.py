@@ -243,11 +243,12 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 30,
     }
     if settings.workers > 1:
+        from proxy import workers
+
         # Worker processes build their own app from the environment: hand them these settings.
         os.environ.update(settings.to_env())
-        uvicorn.run("proxy.app:app_from_env", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
-    else:
-        uvicorn.run(create_app(settings, registry), **options)  # type: ignore[arg-type]
+        return workers.run(options, settings.workers)
+    uvicorn.run(create_app(settings, registry), **options)  # type: ignore[arg-type]
     return 0
 
 
