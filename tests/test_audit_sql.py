@@ -336,3 +336,26 @@ def test_every_connection_of_a_snapshot_reads_the_same_snapshot(tmp_path: Path) 
         assert sum(run.calls for run in alone) == 2000
     with snapshot(db, connections=4) as snap:
         assert sum(run.calls for run in runs.scan(snap, Scope())) == 2060
+
+
+def test_ties_go_to_what_was_seen_first(tmp_path: Path) -> None:
+    """The most frequent tier and model of a task, and a task's most frequent wrong guess: on a tie, the
+    one the oldest rows have, as counting the rows oldest first did (rows written newest first here)."""
+    rows = []
+    for i, (ts, tier, model, guess) in enumerate([
+        ("2026-11-02T10:00:00.000Z", "mid", "gpt-5.4-mini", "narrative"),
+        ("2026-11-02T09:00:00.000Z", "mid", "gpt-5.4-mini", "narrative"),
+        ("2026-11-01T10:00:00.000Z", "small", "gpt-5.4-nano", "title_generation"),
+        ("2026-11-01T09:00:00.000Z", "small", "gpt-5.4-nano", "title_generation"),
+    ]):  # fmt: skip
+        rows.append({"id": f"t{i}", "ts": ts, "task": "summary", "tier": tier, "provider": "openai", "model": model,
+                     "task_predicted": guess, "latency_ms": 10.0})  # fmt: skip
+    db = str(tmp_path / "ties.db")
+    ledgers.write(db, rows)
+    candidate = ledgers.registry()
+    [change] = whatif.what_if(db, candidate, Pricer(candidate.prices, price_ids(candidate))).tasks
+    assert (change.current_tier, change.current_model) == ("small", "openai::gpt-5.4-nano")
+    [summary] = agreement.summarize(db).tasks
+    assert (summary.miss, summary.miss_calls) == ("title_generation", 2)
+    theirs = reference.agreement_summarize(reference.agreement_load(db), "day").tasks[0]
+    assert (theirs.miss, theirs.miss_calls) == (summary.miss, summary.miss_calls)

@@ -244,8 +244,9 @@ class Traffic:
             params.append(self._scope.since)
         if not self._scope.include_eval:
             terms.append("eval_run IS NULL")
-        row = self._conn.execute(f"SELECT min(ts) FROM requests WHERE {' AND '.join(terms)}", params).fetchone()
-        return str(row[0])
+        # Oldest first along the (task, ts) index, stopping at the first match.
+        sql = f"SELECT ts FROM requests WHERE {' AND '.join(terms)} ORDER BY ts LIMIT 1"
+        return str(self._conn.execute(sql, params).fetchone()[0])
 
 
 def _task_change(
