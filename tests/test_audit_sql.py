@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ ODD_ROWS = [
      "usage_source": "upstream", "prompt_tokens": p, "completion_tokens": 10, "cached_tokens": c,
      "cache_write_tokens": w, "reasoning_tokens": 0, "cost_usd": 0.001, "baseline_cost_usd": 0.01, "latency_ms": 500.0}
     for i, (ts, p, c, w) in enumerate([("2026-10-28T10:00:00.000Z", 100, 150, 0), ("2026-10-28T11:00:00.000Z", 100, 60, 60),
-                                       ("2026-10-29T10:00:00.000Z", None, None, None)])
+                                       ("2026-10-29T10:00:00.000Z", None, None, None),
+                                       ("2026-10-32T10:00:00.000Z", 10, 0, 0)])  # no such day: still counted
 ]  # fmt: skip
 
 
@@ -70,7 +72,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> str:
     # More latencies than ranks.SMALL, so percentiles of the TOTAL and the larger groups go through the
     # sampled windows, not a whole-group read.
     path = tmp_path_factory.mktemp("sql") / "generated.db"
-    ledgers.generated(path, 12_000, seed=14, days=4, start=START)
+    ledgers.generated(path, 30_000, seed=14, days=4, start=START)
     ledgers.write(path, ODD_ROWS)
     return str(path)
 
@@ -82,32 +84,48 @@ def hand_made(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def _reference_summary(db: str, by: str, scope: Scope) -> audit.Summary:
-    rows = reference.load(db, scope.since, include_eval=True)
-    kept = [r for r in rows if scope.include_eval or r["eval_run"] is None]
+Loader = Callable[[str, "str | None", bool], list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> Loader:
+    """The reference's rows of a ledger from a bound, each read once (the module's ledgers do not change)."""
+    cache: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+
+    def rows(db: str, since: str | None, include_eval: bool) -> list[dict[str, Any]]:
+        if (db, since) not in cache:
+            cache[db, since] = reference.load(db, since, include_eval=True)
+        return [r for r in cache[db, since] if include_eval or r["eval_run"] is None]
+
+    return rows
+
+
+def _reference_summary(loaded: Loader, db: str, by: str, scope: Scope) -> audit.Summary:
+    rows = loaded(db, scope.since, True)
+    kept = loaded(db, scope.since, scope.include_eval)
     s = reference.summarize(kept, by)
     return replace(s, eval_left_out=0 if scope.include_eval else len(rows) - len(kept))
 
 
 @pytest.mark.parametrize("since", SINCES)
 @pytest.mark.parametrize("by", audit.GROUPINGS)
-def test_every_grouping_matches_the_python_audit(generated: str, by: str, since: str | None) -> None:
+def test_every_grouping_matches_the_python_audit(loaded: Loader, generated: str, by: str, since: str | None) -> None:
     for include_eval in (False, True):
         scope = Scope(since, include_eval)
-        same(audit.summarize(generated, by, scope), _reference_summary(generated, by, scope), f"{by}")
+        same(audit.summarize(generated, by, scope), _reference_summary(loaded, generated, by, scope), f"{by}")
 
 
 @pytest.mark.parametrize("by", audit.GROUPINGS)
-def test_the_hand_made_ledger_too(hand_made: str, by: str) -> None:
+def test_the_hand_made_ledger_too(loaded: Loader, hand_made: str, by: str) -> None:
     for since in (None, "2026-11-02T00:00:00.000Z", "2026-11-02T12:30:00.000Z", "2030-01-01"):
         scope = Scope(since)
-        same(audit.summarize(hand_made, by, scope), _reference_summary(hand_made, by, scope), by)
+        same(audit.summarize(hand_made, by, scope), _reference_summary(loaded, hand_made, by, scope), by)
 
 
-def test_the_tables_are_the_same(generated: str) -> None:
+def test_the_tables_are_the_same(loaded: Loader, generated: str) -> None:
     # (CSV and JSON carry the exact sums, which differ in their last digits: compared above.)
     for by in audit.GROUPINGS:
-        ours, theirs = audit.summarize(generated, by), _reference_summary(generated, by, Scope())
+        ours, theirs = audit.summarize(generated, by), _reference_summary(loaded, generated, by, Scope())
         assert report.render(ours, "table", ours.eval_left_out) == report.render(theirs, "table", theirs.eval_left_out)
 
 
@@ -125,23 +143,19 @@ CANDIDATES = {
 
 
 @pytest.mark.parametrize("name", CANDIDATES)
-def test_what_if_matches_the_python_audit(generated: str, name: str) -> None:
+def test_what_if_matches_the_python_audit(loaded: Loader, generated: str, name: str) -> None:
     candidate = rules.loads(CANDIDATES[name], environ={}, source=f"{name}.yaml")
-    for since in SINCES:
-        for include_eval in (False, True):
-            ours = whatif.what_if(generated, candidate, Pricer(candidate.prices, price_ids(candidate)),
-                                  Scope(since, include_eval))  # fmt: skip
-            rows = [
-                r for r in reference.load(generated, since, include_eval=True) if include_eval or r["eval_run"] is None
-            ]
-            theirs = reference.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
-            same(replace(ours, eval_left_out=0), theirs, name)
+    for scope in (Scope(), Scope(SINCES[2], include_eval=True)):
+        ours = whatif.what_if(generated, candidate, Pricer(candidate.prices, price_ids(candidate)), scope)
+        rows = loaded(generated, scope.since, scope.include_eval)
+        theirs = reference.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
+        same(replace(ours, eval_left_out=0), theirs, name)
 
 
 def test_the_what_if_reaches_past_price_tiers_and_clamped_counts(generated: str) -> None:
     """The generated traffic has runs that cannot be priced from their sums alone: the test above covers them."""
-    with snapshot(generated) as conn:
-        found = runs.scan(conn, Scope(), tokens=True)
+    with snapshot(generated) as snap:
+        found = runs.scan(snap, Scope(), tokens=True)
     assert any(run.odd for run in found)
     assert any(run.model == "gpt-5.5" and run.largest_prompt > 272_000 for run in found)
     assert any(run.model == "gpt-5.5" and 0 < run.largest_prompt <= 272_000 for run in found)
@@ -205,8 +219,9 @@ def test_the_classifier_report_matches_the_python_audit(generated: str, by: str)
 
 def test_percentiles_are_exact_whatever_the_sample_says(generated: str) -> None:
     """A sample from elsewhere, or none, only costs time: the windows are checked and widened."""
-    with snapshot(generated) as conn:
-        found = [run for run in runs.scan(conn, Scope()) if not run.is_eval]
+    with snapshot(generated) as snap:
+        conn = snap.conn
+        found = [run for run in runs.scan(snap, Scope()) if not run.is_eval]
         groups = {"all": found, "routed": [run for run in found if run.tier is not None]}
         truth = {}
         for key, members in groups.items():
@@ -302,3 +317,45 @@ def test_the_what_if_says_what_it_cannot_reprice(rolled_up: str) -> None:
     assert (w.rolled_up, w.total.calls) == (145, 10)
     table = report.render(w, "table")
     assert "rolled up (left out: the daily rollup keeps no token counts to price):\n  145 calls" in table
+
+
+# --- the snapshot ----------------------------------------------------------------------------------
+
+
+def test_every_connection_of_a_snapshot_reads_the_same_snapshot(tmp_path: Path) -> None:
+    """The scan spreads its days over several connections: none of them sees a row written after the
+    snapshot was taken, and one connection or four find the same runs."""
+    db = str(tmp_path / "snap.db")
+    ledgers.generated(db, 2000, seed=3, days=6, start=START)
+    with snapshot(db, connections=1) as one:
+        alone = runs.scan(one, Scope())
+    with snapshot(db, connections=4) as snap:
+        later = [{"id": f"late{i}", "ts": f"2026-10-{27 + i % 5}T12:00:00.000Z", "task": "summary"} for i in range(60)]
+        ledgers.write(db, later)  # committed while the snapshot is open
+        assert runs.scan(snap, Scope()) == alone
+        assert sum(run.calls for run in alone) == 2000
+    with snapshot(db, connections=4) as snap:
+        assert sum(run.calls for run in runs.scan(snap, Scope())) == 2060
+
+
+def test_ties_go_to_what_was_seen_first(tmp_path: Path) -> None:
+    """The most frequent tier and model of a task, and a task's most frequent wrong guess: on a tie, the
+    one the oldest rows have, as counting the rows oldest first did (rows written newest first here)."""
+    rows = []
+    for i, (ts, tier, model, guess) in enumerate([
+        ("2026-11-02T10:00:00.000Z", "mid", "gpt-5.4-mini", "narrative"),
+        ("2026-11-02T09:00:00.000Z", "mid", "gpt-5.4-mini", "narrative"),
+        ("2026-11-01T10:00:00.000Z", "small", "gpt-5.4-nano", "title_generation"),
+        ("2026-11-01T09:00:00.000Z", "small", "gpt-5.4-nano", "title_generation"),
+    ]):  # fmt: skip
+        rows.append({"id": f"t{i}", "ts": ts, "task": "summary", "tier": tier, "provider": "openai", "model": model,
+                     "task_predicted": guess, "latency_ms": 10.0})  # fmt: skip
+    db = str(tmp_path / "ties.db")
+    ledgers.write(db, rows)
+    candidate = ledgers.registry()
+    [change] = whatif.what_if(db, candidate, Pricer(candidate.prices, price_ids(candidate))).tasks
+    assert (change.current_tier, change.current_model) == ("small", "openai::gpt-5.4-nano")
+    [summary] = agreement.summarize(db).tasks
+    assert (summary.miss, summary.miss_calls) == ("title_generation", 2)
+    theirs = reference.agreement_summarize(reference.agreement_load(db), "day").tasks[0]
+    assert (theirs.miss, theirs.miss_calls) == (summary.miss, summary.miss_calls)

@@ -38,9 +38,9 @@ class Recommendation:
 def recommend(db: str, registry: Registry, *, since: str | None = None) -> list[Recommendation]:
     """Every supported re-tiering of ``registry``'s tasks that would have cost less on the logged traffic."""
     found = []
-    with snapshot(db) as conn:
-        traffic = Traffic(conn, Scope(parse_since(since)))  # summed once, priced per candidate
-        for task, tier, pass_rate, ts in _passed_elsewhere(conn, registry):
+    with snapshot(db) as snap:
+        traffic = Traffic(snap, Scope(parse_since(since)))  # summed once, priced per candidate
+        for task, tier, pass_rate, ts in _passed_elsewhere(snap.conn, registry):
             try:
                 if tier.startswith("model:"):
                     candidate = candidates.with_model(registry, task, tier.removeprefix("model:"))

@@ -46,7 +46,6 @@ __all__ = ["GROUPINGS", "AuditError", "EvalVerdict", "Group", "Scope", "Summary"
 
 GROUPINGS = ("task", "tier", "model", "provider", "day")
 _TOTAL = "\0TOTAL"  # the TOTAL's key among the groups: no task, tier, model or day is named that
-SAMPLE = 40_000  # latencies sampled to place the percentile windows (ranks); a few ms of reading
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -90,8 +89,9 @@ def summarize(db: str, by: str, scope: Scope | None = None) -> Summary:
     scope = scope or Scope()
     if by not in GROUPINGS:
         raise AuditError(f"--by: expected one of {', '.join(GROUPINGS)}, got {by!r}")
-    with snapshot(db) as conn:
-        found = runs.scan(conn, scope)
+    with snapshot(db) as snap:
+        conn = snap.conn
+        found = runs.scan(snap, scope, sample=True)
         days = rollup.read(conn, scope)
         kept = [run for run in found if scope.include_eval or not run.is_eval]
         left_out = sum(run.calls for run in found if run.is_eval) + sum(d.calls for d in days if d.eval)
@@ -126,7 +126,7 @@ def _summary(
         key = key_of(by, day.day, day.task, day.tier, day.provider, day.model)
         tallies.setdefault(key, Tally()).add_day(day)
         total.add_day(day)
-    latencies = ranks.percentiles(conn, scope, {**members, _TOTAL: kept}, _samples(conn, scope, kept, by))
+    latencies = ranks.percentiles(conn, scope, {**members, _TOTAL: kept}, _samples(kept, by))
     whole = total.group("TOTAL", total.calls, None, *latencies.get(_TOTAL, (None, None)))
     groups = [
         tally.group(key, total.calls, whole.cost_usd, *latencies.get(key, (None, None)))
@@ -166,17 +166,14 @@ def _pairs(conn: sqlite3.Connection, scope: Scope, run: Run) -> tuple[int, float
     return int(count), float(base_sum), float(made_sum)
 
 
-def _samples(conn: sqlite3.Connection, scope: Scope, kept: Sequence[Run], by: str) -> dict[str, list[float]]:
-    """Random latencies per group and for the TOTAL, to place the percentile windows (see ``ranks``)."""
-    rows = sum(run.latencies for run in kept)
-    if rows <= ranks.SMALL:
-        return {}  # every group is read whole
+def _samples(kept: Sequence[Run], by: str) -> dict[str, list[float]]:
+    """The runs' sampled latencies per group and for the TOTAL, to place the percentile windows."""
     out: dict[str, list[float]] = {_TOTAL: []}
-    for day, eval_run, task, tier, provider, model, latency in runs.sample(conn, scope, SAMPLE / rows):
-        if eval_run is not None and not scope.include_eval:
-            continue
-        out.setdefault(key_of(by, day, task, tier, provider, model), []).append(float(latency))
-        out[_TOTAL].append(float(latency))
+    for run in kept:
+        if run.sample:
+            values = [float(v) for v in run.sample.split(",")]
+            out.setdefault(group_key(run, by), []).extend(values)
+            out[_TOTAL].extend(values)
     return out
 
 
@@ -198,8 +195,8 @@ def last_evals(path: str) -> dict[str, EvalVerdict]:
     """Per task, its latest eval verdict on its current tier; empty for a ledger without evals."""
     sql = "SELECT task, tier, verdict, pass_rate, MAX(ts) AS ts FROM eval_runs WHERE current = 1 GROUP BY task"  # SQLite: the bare columns come from the row holding the MAX
     try:
-        with snapshot(path) as conn:
-            return {row["task"]: EvalVerdict(**dict(row)) for row in conn.execute(sql)}
+        with snapshot(path, connections=1) as snap:
+            return {row["task"]: EvalVerdict(**dict(row)) for row in snap.conn.execute(sql)}
     except AuditError:
         return {}  # a ledger older than the eval tables (schema v4)
 

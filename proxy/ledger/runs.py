@@ -17,15 +17,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from proxy.ledger.records import SERVED_FROM_STORE
+from proxy.ledger.snapshot import Snapshot
 
 DAY = "substr(ts, 1, 10)"  # the UTC day of a ledger ts; the index's first column is this very expression
 KEY = (DAY, "eval_run", "task", "tier", "provider", "model", "usage_source", "cache", "status", "fallback",
        "error_type")  # fmt: skip
+# (No min or max: on this index they cost as much as all the sums together. ``ranks`` seeks a run's
+# fastest and slowest latency, the two ends of its range, when it needs them.)
 _SUMS = (
-    "count(*)", "count(latency_ms)", "min(latency_ms)", "max(latency_ms)", "coalesce(sum(prompt_tokens), 0)",
+    "count(*)", "count(latency_ms)", "coalesce(sum(prompt_tokens), 0)",
     "coalesce(sum(completion_tokens), 0)", "total(cost_usd)", "count(cost_usd)", "total(baseline_cost_usd)",
     "count(baseline_cost_usd)", "total(cost_avoided_usd)", "count(cost_avoided_usd)",
 )  # fmt: skip
@@ -41,6 +45,10 @@ _TOKEN_SUMS = (
     "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "coalesce(max(prompt_tokens), 0)",
     f"count(*) FILTER (WHERE {ODD})",
 )  # fmt: skip
+# About 1 in 100 latencies, picked by the last two digits of the arrival's milliseconds (unrelated to how
+# long the call took): the sample ``ranks`` places its windows with, read in the same pass. Text, 15
+# significant digits: a sample only guides where to look, the values returned are read exactly.
+_SAMPLE = "group_concat(latency_ms) FILTER (WHERE substr(ts, 22, 2) = '37' AND latency_ms IS NOT NULL)"
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,6 @@ class Run:
     error_type: str | None
     calls: int
     latencies: int  # rows with a latency_ms
-    fastest: float | None
-    slowest: float | None
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float  # the sum of the non-NULL values; ``priced`` of the rows had one
@@ -82,6 +88,7 @@ class Run:
     cache_write_tokens: int = 0
     largest_prompt: int = 0
     odd: int = 0  # rows whose token parts break Usage's rule
+    sample: str | None = None  # some of its latencies, comma-separated (``scan(..., sample=True)``)
     key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,14 +115,58 @@ class Run:
         return self.status != 499 and (self.status >= 400 or self.error_type is not None)
 
 
-def scan(conn: sqlite3.Connection, scope: Scope, *, tokens: bool = False) -> list[Run]:
-    """Every run in ``scope`` (eval runs included: callers count what they leave out), in index order."""
-    sums = _SUMS + (_TOKEN_SUMS if tokens else ())
-    where, params = _since(scope)
-    sql = f"SELECT {', '.join(KEY)}, {', '.join(sums)} FROM requests{where} GROUP BY {', '.join(KEY)}"
-    cursor = conn.cursor()
-    cursor.row_factory = None  # plain tuples: thousands of runs, no need for names
-    return [Run(*row) for row in cursor.execute(sql, params)]
+def scan(snap: Snapshot, scope: Scope, *, tokens: bool = False, sample: bool = False) -> list[Run]:
+    """Every run in ``scope`` (eval runs included: callers count what they leave out), in index order;
+    with the token parts the what-if prices (``tokens``), or a sample of its latencies (``sample``).
+
+    The scope's days are cut into consecutive stretches scanned at once on the snapshot's connections:
+    a run is one day's, so no run is split.
+    """
+    columns = [*KEY, *_SUMS, *(_TOKEN_SUMS if tokens else ["0"] * len(_TOKEN_SUMS)), _SAMPLE if sample else "NULL"]
+
+    def stretch(conn: sqlite3.Connection, days: Days) -> list[Run]:
+        where, params = in_days(days, scope)
+        cursor = conn.cursor()
+        cursor.row_factory = None  # plain tuples: thousands of runs, no need for names
+        sql = f"SELECT {', '.join(columns)} FROM requests WHERE {where} GROUP BY {', '.join(KEY)}"
+        return [Run(*row) for row in cursor.execute(sql, params)]
+
+    return [run for found in snap.map(stretch, stretches(snap.conn, scope)) for run in found]
+
+
+Days = tuple[str | None, str | None]  # from this day (None: the first), up to and without that one (None: on)
+
+
+def stretches(conn: sqlite3.Connection, scope: Scope, most: int = 16) -> list[Days]:
+    """The scope's days cut into up to ``most`` stretches of consecutive days, oldest first. Together
+    they cover every row of the scope, whatever its ``ts`` says (the cuts are compared as text)."""
+    first, last = bounds(conn, Scope(scope.since, include_eval=True))
+    if first is None or last is None:
+        return []
+    try:
+        start, end = date.fromisoformat(first[:10]), date.fromisoformat(last[:10])
+    except ValueError:
+        return [(None, None)]  # a ts that is no date: one stretch, no cut
+    days = max((end - start).days + 1, 1)
+    size = -(-days // min(most, days))
+    cuts: list[str | None] = [(start + timedelta(days=i)).isoformat() for i in range(size, days, size)]
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def in_days(days: Days, scope: Scope) -> tuple[str, list[Any]]:
+    """The SQL condition (and parameters) for the rows of ``scope`` in the stretch ``days``."""
+    terms, params = ["1"], []
+    if days[0] is not None:
+        terms.append(f"{DAY} >= ?")
+        params.append(days[0])
+    if days[1] is not None:
+        terms.append(f"{DAY} < ?")
+        params.append(days[1])
+    if scope.since is not None:
+        # The day bound is implied by the ts bound; said too, it makes the scope a range of the index.
+        terms += [f"{DAY} >= ?", "ts >= ?"]
+        params += [scope.since[:10], scope.since]
+    return " AND ".join(terms), params
 
 
 def where(run: Run, scope: Scope) -> tuple[str, list[Any]]:
@@ -146,25 +197,3 @@ def bounds(conn: sqlite3.Connection, scope: Scope) -> tuple[str | None, str | No
         row = conn.execute(f"SELECT ts FROM requests{where} ORDER BY ts{order} LIMIT 1", params).fetchone()
         found.append(None if row is None else str(row[0]))
     return found[0], found[1]
-
-
-def sample(conn: sqlite3.Connection, scope: Scope, share: float) -> list[tuple[Any, ...]]:
-    """About ``share`` of the rows in ``scope`` with a latency, at random: (day, eval_run, task, tier,
-    provider, model, latency_ms) each. Row ids are 96 random bits in hex, so the rows whose id sorts below
-    ``share`` of the id space are a uniform sample, read through the id's own index."""
-    params: list[Any] = [format(min(int(share * 16**24), 16**24 - 1), "024x")]
-    where = "id < ? AND latency_ms IS NOT NULL"
-    if scope.since is not None:
-        where += " AND +ts >= ?"  # unary +: a filter on the sampled rows, not an index to walk instead
-        params.append(scope.since)
-    columns = ", ".join((*KEY[:6], "latency_ms"))
-    cursor = conn.cursor()
-    cursor.row_factory = None
-    return cursor.execute(f"SELECT {columns} FROM requests WHERE {where}", params).fetchall()
-
-
-def _since(scope: Scope) -> tuple[str, list[Any]]:
-    if scope.since is None:
-        return "", []
-    # The day bound is implied by the ts bound; said too, it makes the scope a range of the index.
-    return f" WHERE {DAY} >= ? AND ts >= ?", [scope.since[:10], scope.since]

@@ -540,8 +540,10 @@ def statements(script: str) -> list[str]:
     return found
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
+def open_readonly(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """A read-only connection for the audit; fails clearly when the file does not exist."""
-    conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+    conn = sqlite3.connect(
+        Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5.0, check_same_thread=check_same_thread
+    )
     conn.row_factory = sqlite3.Row
     return conn

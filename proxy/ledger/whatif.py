@@ -21,14 +21,13 @@ Rolled-up days (``daily``) keep no token parts: they are left out of the what-if
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from proxy.ledger import rollup, runs
 from proxy.ledger.runs import ODD, Run, Scope
-from proxy.ledger.snapshot import snapshot
+from proxy.ledger.snapshot import Snapshot, snapshot
 from proxy.pricing import Pricer
 from proxy.registry import Registry, Target
 from proxy.usage import Usage
@@ -65,8 +64,8 @@ class WhatIf:
 def what_if(db: str, candidate: Registry, pricer: Pricer, scope: Scope | None = None) -> WhatIf:
     """The logged traffic in ``scope`` (default: all production traffic) of the ledger at ``db``, per task,
     priced under ``candidate``."""
-    with snapshot(db) as conn:
-        return Traffic(conn, scope or Scope()).what_if(candidate, pricer)
+    with snapshot(db) as snap:
+        return Traffic(snap, scope or Scope()).what_if(candidate, pricer)
 
 
 @dataclass
@@ -120,16 +119,16 @@ class _Block:
 class Traffic:
     """The logged traffic in ``scope``, per task, as runs with their token parts: what a what-if prices."""
 
-    def __init__(self, conn: sqlite3.Connection, scope: Scope) -> None:
-        self._conn, self._scope = conn, scope
+    def __init__(self, snap: Snapshot, scope: Scope) -> None:
+        self._conn, self._scope = snap.conn, scope
         self.tasks: dict[str, list[Run]] = {}
         self.eval_left_out = 0
-        for run in runs.scan(conn, scope, tokens=True):
+        for run in runs.scan(snap, scope, tokens=True):
             if run.is_eval and not scope.include_eval:
                 self.eval_left_out += run.calls
             else:
                 self.tasks.setdefault(run.task, []).append(run)
-        days = rollup.read(conn, scope)
+        days = rollup.read(snap.conn, scope)
         self.eval_left_out += 0 if scope.include_eval else sum(d.calls for d in days if d.eval)
         self.rolled_up = sum(d.calls for d in days if scope.include_eval or not d.eval)
 
@@ -245,8 +244,9 @@ class Traffic:
             params.append(self._scope.since)
         if not self._scope.include_eval:
             terms.append("eval_run IS NULL")
-        row = self._conn.execute(f"SELECT min(ts) FROM requests WHERE {' AND '.join(terms)}", params).fetchone()
-        return str(row[0])
+        # Oldest first along the (task, ts) index, stopping at the first match.
+        sql = f"SELECT ts FROM requests WHERE {' AND '.join(terms)} ORDER BY ts LIMIT 1"
+        return str(self._conn.execute(sql, params).fetchone()[0])
 
 
 def _task_change(
