@@ -101,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="calls, tokens, cost and savings from the ledger; --what-if re-prices it")
     audit.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
     audit.add_argument("--since", help="only requests since 24h, 90m, 7d ago, a date (2026-11-01) or a timestamp")
-    audit.add_argument("--by", help="group by task (default), tier, model, provider or day")
+    audit.add_argument(
+        "--by", help="group by task (default), tier, model, provider, day or registry (its content hash)"
+    )
     audit.add_argument("--format", default="table", help="table (default), csv or json")
     audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
     audit.add_argument(

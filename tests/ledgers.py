@@ -58,7 +58,9 @@ prices:
 
 def write(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (column -> value; ``id`` and ``ts`` required, the rest NULL or the schema's default)."""
-    Store(str(path)).close()  # the schema, migrated to the current version
+    store = Store(str(path))
+    store.open()  # the schema, migrated to the current version
+    store.close()
     values = [tuple({**_REQUIRED, **row}.get(c) for c in REQUEST_COLUMNS) for row in rows]
     conn = sqlite3.connect(path)
     try:

@@ -25,9 +25,9 @@ from proxy.demo import WORKLOAD, precompute, run_demo
 from proxy.ledger import audit, report, whatif
 from proxy.ledger.audit import Scope
 from proxy.ledger.records import REQUEST_COLUMNS
-from proxy.ledger.store import Store
 from proxy.pricing import Pricer, price_ids
 from proxy.registry import Registry
+from tests import ledgers
 from tests.conftest import RULES
 
 approx = pytest.approx  # money sums: exact to the last few ulps, the literals are decimal
@@ -96,13 +96,9 @@ def _row(spec: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _write_ledger(path: Path, rows: list[dict[str, Any]]) -> None:
-    """A ledger written by the writer's own insert (the schema the server migrates to), with these rows
-    as settled: their costs are the hand-computed ones above."""
-    store = Store(str(path))
-    try:
-        assert store.insert([(tuple(r[c] for c in REQUEST_COLUMNS), []) for r in rows]) == []
-    finally:
-        store.close()
+    """A ledger in the schema the server migrates to, with these rows as settled (written through the
+    ``requests`` view, whose trigger stores what the writer would): their costs are the hand-computed ones above."""
+    ledgers.write(path, rows)
 
 
 @pytest.fixture
@@ -368,7 +364,7 @@ def test_cli_what_if(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["--db", "{tmp}/nope.db"], "tiergate: no ledger at {tmp}/nope.db (tiergate serve writes one; "),
         (["--since", "soon"], "tiergate: --since: expected 24h, 90m, 7d, a date (2026-11-01)"),
         (["--format", "xml"], "tiergate: --format: expected one of table, csv, json, got 'xml'"),
-        (["--by", "week"], "tiergate: --by: expected one of task, tier, model, provider, day, got 'week'"),
+        (["--by", "week"], "tiergate: --by: expected one of task, tier, model, provider, day, registry, got 'week'"),
         (["--what-if", "{tmp}/nope.yaml"], "tiergate: cannot read {tmp}/nope.yaml"),
         (["--what-if", str(RULES), "--by", "tier"], "tiergate: --what-if compares per task; drop --by"),
     ],

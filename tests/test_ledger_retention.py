@@ -22,7 +22,7 @@ import pytest
 
 from proxy import cli, rules
 from proxy.errors import ConfigError
-from proxy.ledger import audit, daily, prune
+from proxy.ledger import daily, prune
 from proxy.ledger.daily import Totals
 from proxy.ledger.records import AttemptRecord, RequestRecord, new_id
 from proxy.ledger.retention import Retention
@@ -169,7 +169,7 @@ def test_pruning_keeps_the_audits_totals_and_rolls_up_whole_days_only(tmp_path: 
     _assert_same(_totals(db), before)
     _assert_same(_totals(db, include_eval=False), production)
     # whole days only: the cut-off day, partly older than four days, is still all there
-    kept = audit.load(str(db), include_eval=True)
+    kept = reference_audit.load(str(db), include_eval=True)
     assert len(kept) == len(records) - len(gone) and min(r["ts"] for r in kept) >= "2025-12-28T00:00:00.000Z"
     days = {d for (d,) in sqlite3.connect(db).execute("SELECT DISTINCT day FROM daily")}
     assert days == {f"2025-12-{d}" for d in range(22, 28)}
@@ -196,7 +196,7 @@ def test_a_daily_row_is_the_audit_of_its_group(tmp_path: Path) -> None:
     conn.close()
     assert set(got) == set(groups)
     for key, members in groups.items():
-        expected = Totals.of(audit.summarize(members, "task").total)
+        expected = Totals.of(reference_audit.summarize(members, "task").total)
         stored = Totals(**{name: got[key][name] for name in Totals.__dataclass_fields__})
         _assert_same(stored, expected)
 

@@ -1,4 +1,4 @@
-"""The ledger's layout (schema v7): the ``requests`` and ``attempts`` views show what the tables of v6 held.
+"""The ledger's layout (schema v8): the ``requests`` and ``attempts`` views show what the tables of v6 held.
 
 A v6 file (the previous version's schema, its rows as its writer wrote them) is migrated and read back
 through the views unchanged; rows written by today's writer read back as the v6 writer would have
@@ -37,6 +37,7 @@ def _v6_row(**values: Any) -> dict[str, Any]:
     return row
 
 
+V6_COLUMNS = REQUEST_COLUMNS[: REQUEST_COLUMNS.index("registry")]  # what v6 had
 V6_REQUESTS = [
     _v6_row(id="a" * 24, ts="2026-11-01T08:00:00.125Z", request_id="req_" + "a" * 24, task="summary", tier="mid",
             requested_model="auto", model="gpt-5.4-mini", provider="openai", prompt_tokens=120, completion_tokens=40,
@@ -79,11 +80,11 @@ def _v6_ledger(path: Path) -> None:
         for statement in statements(migration):
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 6")
-    columns = ", ".join(REQUEST_COLUMNS)
-    marks = ", ".join("?" * len(REQUEST_COLUMNS))
+    columns = ", ".join(V6_COLUMNS)
+    marks = ", ".join("?" * len(V6_COLUMNS))
     conn.executemany(
         f"INSERT INTO requests ({columns}) VALUES ({marks})",
-        [tuple(r[c] for c in REQUEST_COLUMNS) for r in V6_REQUESTS],
+        [tuple(r[c] for c in V6_COLUMNS) for r in V6_REQUESTS],
     )
     conn.executemany(f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) VALUES ({', '.join('?' * 10)})", V6_ATTEMPTS)
     conn.close()
@@ -105,7 +106,7 @@ def test_a_v6_ledger_is_migrated_and_reads_back_unchanged_through_the_views(tmp_
     attempts_before = _read(db, "SELECT * FROM attempts ORDER BY id")
     open_ledger(str(db)).close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (8,)
     assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # VACUUMed once: incremental from now on
     kinds = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema WHERE name IN ('requests', 'attempts')")}
     views = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'view'")}
@@ -113,6 +114,7 @@ def test_a_v6_ledger_is_migrated_and_reads_back_unchanged_through_the_views(tmp_
     assert kinds == views == {"requests", "attempts"}
     after = _read(db, "SELECT * FROM requests ORDER BY id")
     assert [list(r) for r in after] == [list(REQUEST_COLUMNS)] * len(V6_REQUESTS)
+    assert all(r.pop("registry") is None for r in after)  # v8's: unknown for the rows before it
     assert after == before
     assert _read(db, "SELECT * FROM attempts ORDER BY id") == attempts_before
 

@@ -116,20 +116,17 @@ class _FirstMiss:
 
 
 def _cells(snap: Snapshot, scope: Scope) -> list[_Cell]:
-    # One query per day: each sorts that day's rows alone (in memory), a fraction of what one sort of
-    # the whole ledger costs; the day leads the audit's index. The days are read on all connections.
-    columns = f"{runs.DAY}, task, task_source, task_predicted"
-    sums = "count(*), total(task_confidence), count(task_confidence)"  # (min/max ts: a fifth more time)
-    production = "" if scope.include_eval else " AND eval_run IS NULL"
-
-    def cells(conn: sqlite3.Connection, days: runs.Days) -> list[_Cell]:
-        where, params = runs.in_days(days, scope)
-        cursor = conn.cursor()
-        cursor.row_factory = None
-        sql = f"SELECT {columns}, {sums} FROM requests WHERE {where}{production} GROUP BY {columns}"
-        return [_Cell(*row) for row in cursor.execute(sql, params)]
-
-    return [cell for found in snap.map(cells, runs.stretches(snap.conn, scope, most=10_000)) for cell in found]
+    # The audit's runs (one day, eval run and kind each) already hold everything a cell counts: a kind
+    # fixes the task, how it was decided and the classifier's guess.
+    cells: dict[tuple[str, str, str, str | None], list[float]] = {}
+    for run in runs.scan(snap, scope):
+        if run.is_eval and not scope.include_eval:
+            continue
+        sums = cells.setdefault((run.day, run.task, run.task_source, run.task_predicted), [0, 0.0, 0])
+        sums[0] += run.calls
+        sums[1] += run.confidence
+        sums[2] += run.confident
+    return [_Cell(*key, int(calls), conf, int(n)) for key, (calls, conf, n) in cells.items()]
 
 
 def _agreement(

@@ -62,6 +62,7 @@ async def chat_completions(request: Request) -> Response | streaming.SSEResponse
         latency_ms=0.0,
         client=client,
         eval_run=_eval_run(gateway, request),
+        registry=gateway.registry.content_hash or None,
     )
     # The id a client sees when tiergate has no upstream's to pass on; a crash's 500 carries it too.
     request.state.request_id = "req_" + record.id

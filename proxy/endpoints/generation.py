@@ -101,7 +101,7 @@ def _job(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any], heade
         cache = gateway.cache
         cache.note_status(Status(plan.key, plan.version, "running", cache.clock()))
         record = RequestRecord(new_id(), time.time(), route.task.name, route.task_source, None, body.get("model"),
-                               False, 0, 0.0, cache="miss")  # fmt: skip
+                               False, 0, 0.0, cache="miss", registry=gateway.registry.content_hash or None)  # fmt: skip
         record.request_id = "gen_" + record.id
         record.messages = request.get("messages")
         route_record(record, route, gateway)

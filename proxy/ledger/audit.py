@@ -44,7 +44,8 @@ from proxy.ledger.tally import Group, Tally
 
 __all__ = ["GROUPINGS", "AuditError", "EvalVerdict", "Group", "Scope", "Summary", "last_evals", "parse_since"]
 
-GROUPINGS = ("task", "tier", "model", "provider", "day")
+REGISTRY_PREFIX = 12  # hex digits of a registry's content hash an audit line shows (what /readyz starts with)
+GROUPINGS = ("task", "tier", "model", "provider", "day", "registry")
 _TOTAL = "\0TOTAL"  # the TOTAL's key among the groups: no task, tier, model or day is named that
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -141,13 +142,24 @@ def _summary(
 
 def group_key(run: Run, by: str) -> str:
     """The value a run is grouped under; ``-`` when it has none (a request that failed before routing)."""
-    return key_of(by, run.day, run.task, run.tier, run.provider, run.model)
+    return key_of(by, run.day, run.task, run.tier, run.provider, run.model, run.registry)
 
 
-def key_of(by: str, day: str, task: str | None, tier: str | None, provider: str | None, model: str | None) -> str:
-    """The line a call of that day, task, tier, provider and model is counted in, grouping ``by``."""
+def key_of(
+    by: str,
+    day: str,
+    task: str | None,
+    tier: str | None,
+    provider: str | None,
+    model: str | None,
+    registry: str | None = None,
+) -> str:
+    """The line a call of that day, task, tier, provider, model and registry is counted in, grouping ``by``
+    (a rolled-up day has no registry: ``-``)."""
     if by == "day":
         return day  # ts is UTC, so this is the UTC day
+    if by == "registry":
+        return registry[:REGISTRY_PREFIX] if registry else "-"
     if by == "model":
         return f"{provider}::{model}" if model else "-"
     return str({"task": task, "tier": tier, "provider": provider}[by] or "-")
@@ -159,8 +171,7 @@ def _pairs(conn: sqlite3.Connection, scope: Scope, run: Run) -> tuple[int, float
     made = "cost_avoided_usd" if run.from_store else "cost_usd" if run.has_usage else "0.0"
     sql, params = runs.where(run, scope)
     count, base_sum, made_sum = conn.execute(
-        f"SELECT count(*), total({base}), total({made}) FROM requests "
-        f"WHERE {sql} AND {base} IS NOT NULL AND {made} IS NOT NULL",
+        f"SELECT count(*), total({base}), total({made}) FROM {sql} AND {base} IS NOT NULL AND {made} IS NOT NULL",
         params,
     ).fetchone()
     return int(count), float(base_sum), float(made_sum)

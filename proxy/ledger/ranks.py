@@ -28,7 +28,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from proxy.ledger.runs import Run, Scope, where
+from proxy.ledger.runs import LATENCY, Run, Scope, where
 
 K = TypeVar("K", bound=Hashable)
 SMALL = 20_000  # a group with at most this many latencies is read whole: no window, no sample needed
@@ -66,7 +66,7 @@ def percentiles(
     samples: Mapping[K, Sequence[float]],
     ps: Sequence[int] = (50, 95),
 ) -> dict[K, tuple[float | None, ...]]:
-    """Per group, its nearest-rank percentiles ``ps`` of ``latency_ms`` (None for a group without any).
+    """Per group, its nearest-rank percentiles ``ps`` of ``latency_ms`` (read as ``latency_us``) (None for a group without any).
 
     ``samples``: per group, some of its latencies, drawn at random (any number, even none: they only
     guide where to look). A run may be in several groups (a line and the TOTAL).
@@ -97,7 +97,8 @@ def percentiles(
                 n = sum(run.latencies for run in groups[key])
                 missed[key, i] = _window(window.rank, n, ps[i], sorted(samples.get(key, ())), widen)
         todo = missed
-    return {key: tuple(values) for key, values in out.items()}
+    # Read in whole µs (the table's); shown in ms, as the view divides them.
+    return {key: tuple(None if v is None else v / 1000.0 for v in values) for key, values in out.items()}
 
 
 def _window(rank: int, n: int, p: int, sample: Sequence[float], widen: int) -> _Window:
@@ -137,14 +138,14 @@ class _Reader:
         up = [w for w in counted if self._from_below(run, w)]
         down = [w for w in counted if not self._from_below(run, w)]
         if up:  # walk up from the fastest latency to the highest of these bounds, counting below each
-            counts = ", ".join("count(*) FILTER (WHERE latency_ms < ?)" for _ in up)
-            found = self._one(f"SELECT {counts} FROM requests WHERE {sql} AND latency_ms < ?",
+            counts = ", ".join(f"count(*) FILTER (WHERE {LATENCY} < ?)" for _ in up)
+            found = self._one(f"SELECT {counts} FROM {sql} AND {LATENCY} < ?",
                               [*(w.lo for w in up), *params, max(w.lo for w in up)])  # fmt: skip
             for window, below in zip(up, found, strict=True):
                 window.below += int(below)
         if down:  # walk down from the slowest: below = all - those at or above the bound
-            counts = ", ".join("count(*) FILTER (WHERE latency_ms >= ?)" for _ in down)
-            found = self._one(f"SELECT {counts} FROM requests WHERE {sql} AND latency_ms >= ?",
+            counts = ", ".join(f"count(*) FILTER (WHERE {LATENCY} >= ?)" for _ in down)
+            found = self._one(f"SELECT {counts} FROM {sql} AND {LATENCY} >= ?",
                               [*(w.lo for w in down), *params, min(w.lo for w in down)])  # fmt: skip
             for window, above in zip(down, found, strict=True):
                 window.below += run.latencies - int(above)
@@ -154,10 +155,10 @@ class _Reader:
         # One read per stretch of the run the windows cover (an OR of ranges would walk the whole run).
         for lo, hi in _union([(w.lo, w.hi) for w in windows]):
             bounds = [b for b in (lo, hi) if math.isfinite(b)]
-            stretch = (" AND latency_ms >= ?" if math.isfinite(lo) else " AND latency_ms IS NOT NULL") + (
-                " AND latency_ms <= ?" if math.isfinite(hi) else ""
+            stretch = (f" AND {LATENCY} >= ?" if math.isfinite(lo) else f" AND {LATENCY} IS NOT NULL") + (
+                f" AND {LATENCY} <= ?" if math.isfinite(hi) else ""
             )
-            values += [float(v) for (v,) in cursor.execute(f"SELECT latency_ms FROM requests WHERE {sql}{stretch}",
+            values += [float(v) for (v,) in cursor.execute(f"SELECT {LATENCY} FROM {sql}{stretch}",
                                                            [*params, *bounds])]  # fmt: skip
         for window in windows:
             window.inside += [v for v in values if window.lo <= v <= window.hi] if len(windows) > 1 else values

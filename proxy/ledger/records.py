@@ -3,7 +3,7 @@
 The request path fills a ``RequestRecord`` with what it already knows (no pricing, no token counting:
 those run in the writer, off the hot path). ``finalize`` then settles usage (estimating it when the
 upstream never reported any), prices it on the served and the baseline target, and returns the row in
-the form it is stored (schema v7: whole milliseconds and microseconds, the repeated values as one
+the form it is stored (schema v8: whole milliseconds and microseconds, the repeated values as one
 ``kind`` tuple, tiergate's own request ids left to be derived); ``proxy.ledger.store`` writes it.
 """
 
@@ -30,17 +30,17 @@ REQUEST_COLUMNS = (
     "reasoning_tokens", "usage_source", "cost_usd", "baseline_tier", "baseline_model", "baseline_cost_usd",
     "price_source", "latency_ms", "ttft_ms", "upstream_ms", "overhead_ms", "attempts", "fallback", "client",
     "prompt_variant", "end_user", "eval_run", "task_confidence", "task_predicted", "features", "prompt_text",
-    "cache", "cost_avoided_usd",
+    "cache", "cost_avoided_usd", "registry",
 )  # fmt: skip
 SERVED_FROM_STORE = frozenset({"hit", "stale", "coalesced"})
 ATTEMPT_COLUMNS = ("request", "n", "ts", "tier", "provider", "model", "status", "error_type", "latency_ms")
 
-# How a settled request is stored (schema v7): the values many rows repeat, as one tuple that the store
+# How a settled request is stored (schema v8): the values many rows repeat, as one tuple that the store
 # keeps once in ``ledger_kinds`` (the row holds its id), in this order:
 KIND_FIELDS = (
     "task", "task_source", "tier", "requested_model", "model", "provider", "status", "error_type", "stream",
     "usage_source", "baseline_tier", "baseline_model", "price_source", "fallback", "client", "prompt_variant",
-    "task_predicted", "cache",
+    "task_predicted", "cache", "registry",
 )  # fmt: skip
 # ... and the rest of a ``ledger_requests`` row (its ``rid`` aside), in this order. ``kind`` is the tuple
 # above, ``end_user`` and ``eval_run`` are text, ``template`` is the (digest, encoded ids) of the call
@@ -130,6 +130,7 @@ class RequestRecord:
     template: tuple[bytes, bytes] | None = None  # ... and its call site's template: (digest, encoded ids)
     prompt_text: str | None = None  # the raw system prompt and last user message: only when opted in
     cache: str | None = None  # hit | stale | coalesced | miss | bypass; None: no cache or key applies
+    registry: str | None = None  # the content hash of the registry (rules.yaml) the request was routed on
     attempts: list[AttemptRecord] = field(default_factory=list)
     # Only kept when usage may need estimating (the upstream never reported it):
     messages: Any = None
@@ -163,7 +164,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.task, record.task_source, record.tier, record.requested_model, target.model if target else None,
         target.provider if target else None, record.status, record.error_type, int(record.stream), source,
         record.baseline_tier, baseline.model if baseline else None, price_source, int(record.fallback),
-        record.client, record.prompt_variant, record.task_predicted, record.cache,
+        record.client, record.prompt_variant, record.task_predicted, record.cache, record.registry,
     )  # fmt: skip
     ts = epoch_ms(record.ts)
     tokens = (None,) * 5 if usage is None else (

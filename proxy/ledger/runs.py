@@ -1,15 +1,20 @@
-"""Runs: the ``requests`` rows summed in SQL by everything the audit counts by, in one pass over one index.
+"""Runs: the ledger's request rows summed in SQL by everything the audit counts by.
 
-A *run* is the rows of one UTC day that share eval run, task, tier, provider, model, usage source, cache
-state, status, fallback and error type: the ``requests_audit`` index's key up to ``latency_ms`` (schema
-v7). ``GROUP BY`` that key streams in index order with no sort, so summing a 10M-row ledger is one scan
-of the index, never the table, and every audit line (by task, tier, model, provider or day) is a sum of
-whole runs: every fact a line counts (an error, a disconnect, an unpriced call...) is the same for every
-row of a run. Within a run the index holds the latencies sorted, which ``ranks`` reads for exact
-percentiles, and a run's rows are one index range (``where``), which the what-if reads when a run needs a
-closer look.
+A *run* is the rows of one UTC day, one eval run (or production) and one ``ledger_kinds`` row: a kind
+is a distinct combination of the values many rows repeat (task, tier, provider, model, usage source,
+cache state, status, fallback, error type, registry, ...), so every fact an audit line counts (an
+error, a disconnect, an unpriced call...) is the same for every row of a run, and every audit line (by
+task, tier, model, provider, day or registry) is a sum of whole runs.
 
-Only the ``requests`` relation and its documented columns are named here.
+The scan reads ``ledger_requests`` in stretches of about ``CHUNK`` rows, each a range of the ts index,
+grouped by (kind, day, eval run) and summed there; the stretches run on every connection of the snapshot
+and their partial runs are added up here. One ``GROUP BY`` over ten million rows makes SQLite sort them
+all (19 s on this machine, spilling to temporary files); thirty of a third of a million sort in memory
+(~0.16 s each). The view ``requests`` is for people; the audit reads the tables it is made of.
+
+Within a run the ``ledger_requests_runs`` index holds the latencies sorted, which ``ranks`` reads for
+exact percentiles, and a run's rows are one range of that index (``where``), which the what-if reads
+when a run needs a closer look.
 """
 
 from __future__ import annotations
@@ -17,21 +22,23 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from proxy.ledger.records import SERVED_FROM_STORE
+from proxy.ledger.records import SERVED_FROM_STORE, iso
 from proxy.ledger.snapshot import Snapshot
 
-DAY = "substr(ts, 1, 10)"  # the UTC day of a ledger ts; the index's first column is this very expression
-KEY = (DAY, "eval_run", "task", "tier", "provider", "model", "usage_source", "cache", "status", "fallback",
-       "error_type")  # fmt: skip
-# (No min or max: on this index they cost as much as all the sums together. ``ranks`` seeks a run's
-# fastest and slowest latency, the two ends of its range, when it needs them.)
+CHUNK = 250_000  # rows a stretch of the scan holds, about: what SQLite sorts in memory in a blink
+DAY_MS = 86_400_000
+TS = "strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch')"  # ledger_requests_ts's expression: its index
+RUNS_INDEX = "ledger_requests_runs"  # (kind, ts / 86400000, eval_run, latency_us)
+LATENCY = "latency_us"  # a run's latencies in whole µs; the view's latency_ms is this / 1000.0
+_KEY = ("kind", f"ts / {DAY_MS}", "eval_run")
 _SUMS = (
-    "count(*)", "count(latency_ms)", "coalesce(sum(prompt_tokens), 0)",
+    "count(*)", f"count({LATENCY})", "coalesce(sum(prompt_tokens), 0)",
     "coalesce(sum(completion_tokens), 0)", "total(cost_usd)", "count(cost_usd)", "total(baseline_cost_usd)",
-    "count(baseline_cost_usd)", "total(cost_avoided_usd)", "count(cost_avoided_usd)",
+    "count(baseline_cost_usd)", "total(cost_avoided_usd)", "count(cost_avoided_usd)", "total(task_confidence)",
+    "count(task_confidence)",
 )  # fmt: skip
 # What the what-if adds: the token parts it prices, the largest prompt (a price tier starts past some
 # size), and how many rows break Usage's rule (cached + cache-written > prompt, or a negative count):
@@ -46,9 +53,12 @@ _TOKEN_SUMS = (
     f"count(*) FILTER (WHERE {ODD})",
 )  # fmt: skip
 # About 1 in 100 latencies, picked by the last two digits of the arrival's milliseconds (unrelated to how
-# long the call took): the sample ``ranks`` places its windows with, read in the same pass. Text, 15
-# significant digits: a sample only guides where to look, the values returned are read exactly.
-_SAMPLE = "group_concat(latency_ms) FILTER (WHERE substr(ts, 22, 2) = '37' AND latency_ms IS NOT NULL)"
+# long the call took): the sample ``ranks`` places its windows with, read in the same pass. A sample only
+# guides where to look; the values returned are read exactly.
+_SAMPLE = f"group_concat({LATENCY}) FILTER (WHERE ts % 100 = 37 AND {LATENCY} IS NOT NULL)"
+# What a run takes from its kind, in ``Run``'s order.
+_KIND_COLUMNS = ("task", "tier", "provider", "model", "usage_source", "cache", "status", "fallback", "error_type")
+_KIND_EXTRA = ("task_source", "task_predicted", "registry")
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class Scope:
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One run's key and sums (see the module docstring)."""
+    """One run's key, what its kind says, and its sums (see the module docstring)."""
 
     day: str
     eval_run: str | None
@@ -75,7 +85,7 @@ class Run:
     fallback: int
     error_type: str | None
     calls: int
-    latencies: int  # rows with a latency_ms
+    latencies: int  # rows with a latency
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float  # the sum of the non-NULL values; ``priced`` of the rows had one
@@ -84,17 +94,22 @@ class Run:
     baselined: int
     cost_avoided_usd: float
     avoided: int
+    confidence: float = 0.0  # the sum of the non-NULL task_confidence ...
+    confident: int = 0  # ... over this many rows
     cached_tokens: int = 0  # the what-if's sums (``scan(..., tokens=True)``)
     cache_write_tokens: int = 0
     largest_prompt: int = 0
     odd: int = 0  # rows whose token parts break Usage's rule
-    sample: str | None = None  # some of its latencies, comma-separated (``scan(..., sample=True)``)
+    sample: str | None = None  # some of its latencies in µs, comma-separated (``scan(..., sample=True)``)
+    task_source: str = "header"
+    task_predicted: str | None = None
+    registry: str | None = None  # the content hash of the registry its rows were routed on
+    kind: int = 0  # its ledger_kinds row
+    eval_id: int | None = None  # its eval run's ledger_names row
     key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (self.day, self.eval_run, self.task, self.tier, self.provider, self.model, self.usage_source,
-               self.cache, self.status, self.fallback, self.error_type)  # fmt: skip
-        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "key", (self.day, self.eval_id, self.kind))
 
     @property
     def is_eval(self) -> bool:
@@ -115,85 +130,142 @@ class Run:
         return self.status != 499 and (self.status >= 400 or self.error_type is not None)
 
 
+# The scan's sums, in its SELECT's order after the key: ``Run``'s fields of those names.
+_SUMMED = (
+    "calls", "latencies", "prompt_tokens", "completion_tokens", "cost_usd", "priced", "baseline_cost_usd",
+    "baselined", "cost_avoided_usd", "avoided", "confidence", "confident", "cached_tokens", "cache_write_tokens",
+    "largest_prompt", "odd", "sample",
+)  # fmt: skip
+
+Stretch = tuple[str | None, str | None]  # ts from (None: the first), up to and without (None: on)
+
+
 def scan(snap: Snapshot, scope: Scope, *, tokens: bool = False, sample: bool = False) -> list[Run]:
-    """Every run in ``scope`` (eval runs included: callers count what they leave out), in index order;
-    with the token parts the what-if prices (``tokens``), or a sample of its latencies (``sample``).
+    """Every run in ``scope`` (eval runs included: callers count what they leave out), oldest day first;
+    with the token parts the what-if prices (``tokens``), or a sample of its latencies (``sample``)."""
+    columns = [*_KEY, *_SUMS, *(_TOKEN_SUMS if tokens else ["0"] * len(_TOKEN_SUMS)), _SAMPLE if sample else "NULL"]
+    sql = f"SELECT {', '.join(columns)} FROM ledger_requests WHERE {{where}} GROUP BY {', '.join(_KEY)}"
 
-    The scope's days are cut into consecutive stretches scanned at once on the snapshot's connections:
-    a run is one day's, so no run is split.
-    """
-    columns = [*KEY, *_SUMS, *(_TOKEN_SUMS if tokens else ["0"] * len(_TOKEN_SUMS)), _SAMPLE if sample else "NULL"]
-
-    def stretch(conn: sqlite3.Connection, days: Days) -> list[Run]:
-        where, params = in_days(days, scope)
+    def stretch(conn: sqlite3.Connection, bounds: Stretch) -> list[tuple[Any, ...]]:
+        where, params = in_stretch(bounds, scope)
         cursor = conn.cursor()
-        cursor.row_factory = None  # plain tuples: thousands of runs, no need for names
-        sql = f"SELECT {', '.join(columns)} FROM requests WHERE {where} GROUP BY {', '.join(KEY)}"
-        return [Run(*row) for row in cursor.execute(sql, params)]
+        cursor.row_factory = None  # plain tuples: thousands of partial runs, no need for names
+        return list(cursor.execute(sql.format(where=where), params))
 
-    return [run for found in snap.map(stretch, stretches(snap.conn, scope)) for run in found]
+    partial: dict[tuple[Any, ...], list[Any]] = {}
+    for found in snap.map(stretch, stretches(snap.conn, scope)):
+        for kind, day, eval_id, *sums, cached, written, largest, odd, sampled in found:
+            key = (day, eval_id, kind)
+            have = partial.get(key)
+            if have is None:
+                partial[key] = [*sums, cached, written, largest, odd, sampled]
+                continue
+            for i, value in enumerate(sums):
+                have[i] += value
+            n = len(sums)
+            have[n] += cached
+            have[n + 1] += written
+            have[n + 2] = max(have[n + 2], largest)
+            have[n + 3] += odd
+            if sampled:
+                have[n + 4] = f"{have[n + 4]},{sampled}" if have[n + 4] else sampled
+    kinds, names = _kinds(snap.conn), _names(snap.conn)
+    found_runs = []
+    for (day, eval_id, kind), values in partial.items():
+        described, extra = kinds[kind]
+        found_runs.append(
+            Run(
+                day=_day(day),
+                eval_run=None if eval_id is None else names[eval_id],
+                **dict(zip(_KIND_COLUMNS, described, strict=True)),
+                **dict(zip(_SUMMED, values, strict=True)),
+                **dict(zip(_KIND_EXTRA, extra, strict=True)),
+                kind=kind,
+                eval_id=eval_id,
+            )
+        )
+    found_runs.sort(key=lambda run: (run.day, run.kind, run.eval_id is not None, run.eval_id or 0))
+    return found_runs
 
 
-Days = tuple[str | None, str | None]  # from this day (None: the first), up to and without that one (None: on)
+def _day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).date().isoformat()
 
 
-def stretches(conn: sqlite3.Connection, scope: Scope, most: int = 16) -> list[Days]:
-    """The scope's days cut into up to ``most`` stretches of consecutive days, oldest first. Together
-    they cover every row of the scope, whatever its ``ts`` says (the cuts are compared as text)."""
-    first, last = bounds(conn, Scope(scope.since, include_eval=True))
-    if first is None or last is None:
+def _kinds(conn: sqlite3.Connection) -> dict[int, tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Each ``ledger_kinds`` row's values, as a run takes them: (``_KIND_COLUMNS``, ``_KIND_EXTRA``)."""
+    n = len(_KIND_COLUMNS)
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    sql = f"SELECT id, {', '.join((*_KIND_COLUMNS, *_KIND_EXTRA))} FROM ledger_kinds"
+    return {row[0]: (tuple(row[1 : n + 1]), tuple(row[n + 1 :])) for row in cursor.execute(sql)}
+
+
+def _names(conn: sqlite3.Connection) -> dict[int, str]:
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return {int(i): str(name) for i, name in cursor.execute("SELECT id, name FROM ledger_names")}
+
+
+def stretches(conn: sqlite3.Connection, scope: Scope, size: int = CHUNK) -> list[Stretch]:
+    """``scope``'s rows cut into consecutive ts ranges of about ``size`` rows each, oldest first; together
+    they cover every row of the scope. The cuts are the ts of every ``size``-th row id (rows are written
+    about in ts order, so the ranges are about even; their order does not matter for coverage)."""
+    first_rid, last_rid = conn.execute("SELECT min(rid), max(rid) FROM ledger_requests").fetchone()
+    if first_rid is None:
         return []
-    try:
-        start, end = date.fromisoformat(first[:10]), date.fromisoformat(last[:10])
-    except ValueError:
-        return [(None, None)]  # a ts that is no date: one stretch, no cut
-    days = max((end - start).days + 1, 1)
-    size = -(-days // min(most, days))
-    cuts: list[str | None] = [(start + timedelta(days=i)).isoformat() for i in range(size, days, size)]
-    return list(zip([None, *cuts], [*cuts, None], strict=True))
+    cuts: set[str] = set()
+    for rid in range(first_rid + size, last_rid + 1, size):
+        row = conn.execute("SELECT ts FROM ledger_requests WHERE rid >= ? ORDER BY rid LIMIT 1", (rid,)).fetchone()
+        if row is not None:
+            cuts.add(iso(int(row[0]) / 1000.0))
+    ordered = sorted(c for c in cuts if scope.since is None or c > scope.since)
+    return list(zip([None, *ordered], [*ordered, None], strict=True))
 
 
-def in_days(days: Days, scope: Scope) -> tuple[str, list[Any]]:
-    """The SQL condition (and parameters) for the rows of ``scope`` in the stretch ``days``."""
+def in_stretch(bounds: Stretch, scope: Scope) -> tuple[str, list[Any]]:
+    """The SQL condition (and parameters) on ``ledger_requests`` for the rows of ``scope`` in ``bounds``: a
+    range of the ts index."""
     terms, params = ["1"], []
-    if days[0] is not None:
-        terms.append(f"{DAY} >= ?")
-        params.append(days[0])
-    if days[1] is not None:
-        terms.append(f"{DAY} < ?")
-        params.append(days[1])
-    if scope.since is not None:
-        # The day bound is implied by the ts bound; said too, it makes the scope a range of the index.
-        terms += [f"{DAY} >= ?", "ts >= ?"]
-        params += [scope.since[:10], scope.since]
+    low = max(filter(None, (bounds[0], scope.since)), default=None)
+    if low is not None:
+        terms.append(f"{TS} >= ?")
+        params.append(low)
+    if bounds[1] is not None:
+        terms.append(f"{TS} < ?")
+        params.append(bounds[1])
     return " AND ".join(terms), params
 
 
 def where(run: Run, scope: Scope) -> tuple[str, list[Any]]:
-    """The SQL condition (and its parameters) selecting exactly ``run``'s rows in ``scope``: one index range."""
-    sql = " AND ".join(f"{column} IS ?" if column != DAY else f"{DAY} = ?" for column in KEY)
-    params: list[Any] = list(run.key)
+    """The SQL (``FROM ...`` onwards) selecting exactly ``run``'s rows in ``scope`` of ``ledger_requests``:
+    one range of the runs index."""
+    day = int(datetime.fromisoformat(run.day).replace(tzinfo=UTC).timestamp()) // 86_400
+    sql = f"ledger_requests INDEXED BY {RUNS_INDEX} WHERE kind = ? AND ts / {DAY_MS} = ? AND eval_run IS ?"
+    params: list[Any] = [run.kind, day, run.eval_id]
     if scope.since is not None and run.day == scope.since[:10]:
-        sql += " AND ts >= ?"  # the first day of the scope is the only one it cuts
+        sql += f" AND {TS} >= ?"  # the first day of the scope is the only one it cuts
         params.append(scope.since)
     return sql, params
 
 
 def rows(conn: sqlite3.Connection, run: Run, scope: Scope, columns: Sequence[str], extra: str = "") -> Iterator[Any]:
-    """``columns`` of ``run``'s rows in ``scope`` (optionally narrowed by ``extra``, a condition), as tuples."""
+    """``columns`` of ``run``'s rows in ``scope`` (optionally narrowed by ``extra``, a condition), as tuples;
+    the columns are ``ledger_requests``'s (``latency_us``, not the view's ``latency_ms``)."""
     sql, params = where(run, scope)
     cursor = conn.cursor()
     cursor.row_factory = None
-    return cursor.execute(f"SELECT {', '.join(columns)} FROM requests WHERE {sql}{extra}", params)
+    return cursor.execute(f"SELECT {', '.join(columns)} FROM {sql}{extra}", params)
 
 
 def bounds(conn: sqlite3.Connection, scope: Scope) -> tuple[str | None, str | None]:
-    """The first and last ``ts`` in ``scope`` (two seeks on the ts index)."""
-    terms = ([] if scope.since is None else ["ts >= ?"]) + ([] if scope.include_eval else ["eval_run IS NULL"])
+    """The first and last ``ts`` in ``scope`` (seeks on the ts index)."""
+    terms = ([] if scope.since is None else [f"{TS} >= ?"]) + ([] if scope.include_eval else ["eval_run IS NULL"])
     where = f" WHERE {' AND '.join(terms)}" if terms else ""
     params = [] if scope.since is None else [scope.since]
     found = []
     for order in ("", " DESC"):
-        row = conn.execute(f"SELECT ts FROM requests{where} ORDER BY ts{order} LIMIT 1", params).fetchone()
+        sql = f"SELECT {TS} FROM ledger_requests{where} ORDER BY {TS}{order} LIMIT 1"
+        row = conn.execute(sql, params).fetchone()
         found.append(None if row is None else str(row[0]))
     return found[0], found[1]

@@ -173,7 +173,12 @@ MIGRATIONS: tuple[str, ...] = (
         error       TEXT
     );
     """,
-    # v7: the ledger at scale (issue 14). The same ``requests`` and ``attempts``, as views (same columns, same
+    # v7: a covering index for the audit, superseded by v8 (which reads the compact tables instead): nothing
+    # to do; a file that has it loses it with its table in v8.
+    """
+    SELECT 1;
+    """,
+    # v8: the ledger at scale (issue 14). The same ``requests`` and ``attempts``, as views (same columns, same
     # meanings) over compact tables: times in whole ms, durations in whole µs, a row's repeated values
     # (task, tier, model, status, ...) once per distinct combination in ``ledger_kinds``, end users and eval
     # runs once each in ``ledger_names``, a call site's features once in ``ledger_templates`` (a row keeps
@@ -201,13 +206,14 @@ MIGRATIONS: tuple[str, ...] = (
         client          TEXT,
         prompt_variant  TEXT,
         task_predicted  TEXT,
-        cache           TEXT
+        cache           TEXT,
+        registry        TEXT
     );
     CREATE UNIQUE INDEX ledger_kinds_key ON ledger_kinds (
         task, task_source, ifnull(tier, x''), ifnull(requested_model, x''), ifnull(model, x''),
         ifnull(provider, x''), status, ifnull(error_type, x''), stream, usage_source, ifnull(baseline_tier, x''),
         ifnull(baseline_model, x''), ifnull(price_source, x''), fallback, ifnull(client, x''),
-        ifnull(prompt_variant, x''), ifnull(task_predicted, x''), ifnull(cache, x'')
+        ifnull(prompt_variant, x''), ifnull(task_predicted, x''), ifnull(cache, x''), ifnull(registry, x'')
     );
     CREATE TABLE ledger_names (
         id      INTEGER PRIMARY KEY,
@@ -258,6 +264,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ledger_requests_ts ON ledger_requests (strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch'));
     CREATE INDEX ledger_requests_eval_run ON ledger_requests (eval_run) WHERE eval_run IS NOT NULL;
+    -- The audit's runs (proxy.ledger.runs): a kind's rows of one UTC day and eval run, latencies in order.
+    CREATE INDEX ledger_requests_runs ON ledger_requests (kind, ts / 86400000, eval_run, latency_us);
     CREATE TABLE ledger_attempts (
         id          INTEGER PRIMARY KEY,
         request     INTEGER NOT NULL,
@@ -385,7 +393,8 @@ MIGRATIONS: tuple[str, ...] = (
             ELSE CAST(t.features || x'8000' || ifnull(r.features, x'') AS BLOB) END AS features,
         r.prompt_text AS prompt_text,
         k.cache AS cache,
-        r.cost_avoided_usd AS cost_avoided_usd
+        r.cost_avoided_usd AS cost_avoided_usd,
+        k.registry AS registry
     FROM ledger_requests AS r
     JOIN ledger_kinds AS k ON k.id = r.kind
     LEFT JOIN ledger_names AS u ON u.id = r.end_user
@@ -424,10 +433,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER requests_insert INSTEAD OF INSERT ON requests BEGIN
         INSERT INTO ledger_kinds (task, task_source, tier, requested_model, model, provider, status, error_type,
             stream, usage_source, baseline_tier, baseline_model, price_source, fallback, client, prompt_variant,
-            task_predicted, cache)
+            task_predicted, cache, registry)
         VALUES (NEW.task, NEW.task_source, NEW.tier, NEW.requested_model, NEW.model, NEW.provider, NEW.status,
             NEW.error_type, NEW.stream, NEW.usage_source, NEW.baseline_tier, NEW.baseline_model, NEW.price_source,
-            NEW.fallback, NEW.client, NEW.prompt_variant, NEW.task_predicted, NEW.cache)
+            NEW.fallback, NEW.client, NEW.prompt_variant, NEW.task_predicted, NEW.cache, NEW.registry)
         ON CONFLICT DO NOTHING;
         INSERT INTO ledger_names (name) SELECT NEW.end_user WHERE NEW.end_user IS NOT NULL ON CONFLICT DO NOTHING;
         INSERT INTO ledger_names (name) SELECT NEW.eval_run WHERE NEW.eval_run IS NOT NULL ON CONFLICT DO NOTHING;
@@ -447,7 +456,7 @@ MIGRATIONS: tuple[str, ...] = (
                 AND ifnull(client, x'') = ifnull(NEW.client, x'')
                 AND ifnull(prompt_variant, x'') = ifnull(NEW.prompt_variant, x'')
                 AND ifnull(task_predicted, x'') = ifnull(NEW.task_predicted, x'')
-                AND ifnull(cache, x'') = ifnull(NEW.cache, x'')),
+                AND ifnull(cache, x'') = ifnull(NEW.cache, x'') AND ifnull(registry, x'') = ifnull(NEW.registry, x'')),
             CASE WHEN NEW.request_id IS NULL THEN 0 WHEN NEW.request_id = 'req_' || NEW.id THEN NULL
                 WHEN NEW.request_id = 'gen_' || NEW.id THEN 1 ELSE NEW.request_id END,
             NEW.prompt_tokens, NEW.completion_tokens, NEW.cached_tokens, NEW.cache_write_tokens, NEW.reasoning_tokens,
@@ -473,7 +482,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 VERSION = len(MIGRATIONS)
-COMPACT = 7  # the version whose migration copied every row into the compact tables
+COMPACT = 8  # the version whose migration copied every row into the compact tables
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 
@@ -494,7 +503,7 @@ def open_ledger(path: str, *, check_same_thread: bool = True) -> sqlite3.Connect
         conn.execute("PRAGMA busy_timeout = 5000")
         found = migrate(conn)
         if 0 < found < COMPACT and conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
-            # A ledger from before v7 was copied into the compact tables: VACUUM once gives the old tables'
+            # A ledger from before v8 was copied into the compact tables: VACUUM once gives the old tables'
             # pages back and turns incremental vacuum on (it cannot be turned on otherwise).
             log.warning("ledger %s migrated to schema v%d: compacting the file once (VACUUM)", path, VERSION)
             conn.execute("VACUUM")

@@ -15,8 +15,8 @@ snapshots, then each helper reads it again: unchanged everywhere means nobody co
 all the snapshots are one. If somebody did, the helpers try again, and after a few tries the snapshot
 makes do with the main connection alone.
 
-A ledger from before some of today's columns (a file nothing has migrated yet: the audit opens it
-read-only) is read through a temporary view that adds them as NULL, so it still audits.
+A ledger an older tiergate wrote (a file nothing has migrated yet) is migrated first, as ``tiergate
+serve`` would at start: the audit reads the compact tables (``proxy.ledger.runs``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from proxy.ledger.records import REQUEST_COLUMNS
-from proxy.ledger.schema import open_readonly
+from proxy.ledger.schema import VERSION, open_ledger, open_readonly
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -89,6 +88,7 @@ def snapshot(path: str, connections: int | None = None) -> Iterator[Snapshot]:
     wanted = connections or min(len(os.sched_getaffinity(0)), _MOST_CONNECTIONS)
     opened: list[sqlite3.Connection] = []
     try:
+        _migrated(path)
         conn = _open(path, opened)
         helpers = _on_one_snapshot(conn, [_open(path, opened) for _ in range(wanted - 1)])
         yield Snapshot(conn, helpers)
@@ -97,6 +97,22 @@ def snapshot(path: str, connections: int | None = None) -> Iterator[Snapshot]:
     finally:
         for each in opened:
             each.close()
+
+
+def _migrated(path: str) -> None:
+    """Bring a ledger an older tiergate wrote to today's schema first (as ``tiergate serve`` would at
+    start): the audit reads the compact tables, which only a migrated file has. A file that is no ledger
+    is left alone (and said so by the first read)."""
+    conn = open_readonly(path)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        has_requests = conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'requests'").fetchone() is not None
+    finally:
+        conn.close()
+    if not has_requests:
+        raise sqlite3.OperationalError("no such table: requests")
+    if version < VERSION:
+        open_ledger(path).close()
 
 
 def _open(path: str, opened: list[sqlite3.Connection]) -> sqlite3.Connection:
@@ -124,18 +140,7 @@ def _on_one_snapshot(conn: sqlite3.Connection, helpers: list[sqlite3.Connection]
 
 def _first_read(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    _add_missing_columns(conn)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    have = {str(row[1]) for row in conn.execute("PRAGMA main.table_info(requests)")}
-    missing = [column for column in REQUEST_COLUMNS if column not in have]
-    temp = conn.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'requests'").fetchone()
-    if have and missing and temp is None:
-        # Unqualified names look in the temp schema first: this view stands in for the old table.
-        extra = ", ".join(f"NULL AS {column}" for column in missing)
-        conn.execute(f"CREATE TEMP VIEW requests AS SELECT *, {extra} FROM main.requests")
