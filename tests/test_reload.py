@@ -17,7 +17,9 @@ import httpx
 import pytest
 import yaml
 
+from proxy.cli import main
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.ledger import audit
 from tests.conftest import CLOSED_URL, RULES, UPSTREAM_KEY, ProxyFactory, sdk
 from tests.test_ledger import rows
 
@@ -196,3 +198,34 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def test_every_row_records_its_registry_and_the_audit_shows_cost_per_registry(
+    start_proxy: ProxyFactory, env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, db = tmp_path / "rules.yaml", tmp_path / "l.db"
+    _write(config)
+    async with (
+        start_proxy(None, config=str(config), db=str(db), reload_interval_s=0.02) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        before = await _registry(http)
+        assert [await _model(url) for _ in range(3)] == ["gpt-5.4-mini"] * 3
+        _write(config, summary="small")
+
+        async def reloaded() -> bool:
+            return (await _registry(http))["hash"] != before["hash"]
+
+        await _until(reloaded, "the edit was picked up")
+        after = await _registry(http)
+        assert await _model(url) == "gpt-5.4-nano"
+    assert [(r["model"], r["registry"]) for r in rows(db)] == [("gpt-5.4-mini", before["hash"])] * 3 + [
+        ("gpt-5.4-nano", after["hash"])
+    ]
+    by_registry = {g.key: g for g in audit.summarize(str(db), "registry").groups}
+    assert {k: g.calls for k, g in by_registry.items()} == {before["hash"][:12]: 3, after["hash"][:12]: 1}
+    mini, nano = by_registry[before["hash"][:12]], by_registry[after["hash"][:12]]
+    assert mini.cost_usd is not None and nano.cost_usd is not None and nano.cost_usd < mini.cost_usd / 3
+    assert main(["audit", "--db", str(db), "--by", "registry"]) == 0
+    out = capsys.readouterr().out
+    assert before["hash"][:12] in out and after["hash"][:12] in out
