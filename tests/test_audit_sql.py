@@ -216,22 +216,32 @@ def test_the_classifier_report_matches_the_python_audit(generated: str, by: str)
 # --- percentiles ---------------------------------------------------------------------------------
 
 
-def test_percentiles_are_exact_whatever_the_sample_says(generated: str) -> None:
-    """A sample from elsewhere, or none, only costs time: the windows are checked and widened."""
+def test_percentiles_are_exact_when_read_whole_and_close_when_estimated(generated: str) -> None:
+    """Small scopes and small groups are read whole (exact); a large group of a large scope is estimated
+    from its 1-in-16 sample, and flagged."""
+    ps = (1, 50, 95, 100)
     with snapshot(generated) as snap:
-        conn = snap.conn
-        found = [run for run in runs.scan(snap, Scope()) if not run.is_eval]
-        groups = {"all": found, "routed": [run for run in found if run.tier is not None]}
+        found = [run for run in runs.scan(snap, Scope(), sample=True) if not run.is_eval]
+        groups = {"all": found, "routed": [run for run in found if run.tier is not None],
+                  "one": [found[0]]}  # fmt: skip
+        every = runs.latencies(snap, Scope())
         truth = {}
         for key, members in groups.items():
-            values = sorted(
-                v for run in members for (v,) in runs.rows(conn, run, Scope(), ["latency_us / 1000.0"]) if v is not None
-            )
-            truth[key] = tuple(values[ranks.nearest_rank(p, len(values)) - 1] for p in (1, 50, 95, 100))
-        assert min(sum(run.latencies for run in members) for members in groups.values()) > ranks.SMALL
-        misleading = {"all": [10_000.0 + i for i in range(500)], "routed": [0.001] * 50}
-        for samples in ({}, misleading):
-            assert ranks.percentiles(conn, Scope(), groups, samples, (1, 50, 95, 100)) == truth
+            values = sorted(v / 1000.0 for run in members for v in every.get(run.key, ()))
+            truth[key] = tuple(values[ranks.nearest_rank(p, len(values)) - 1] for p in ps)
+        exact = ranks.percentiles(snap, Scope(), groups, ps)
+        assert {k: (v.values, v.estimated) for k, v in exact.items()} == {k: (t, False) for k, t in truth.items()}
+        # as if the ledger were large: groups past ``small`` estimated, the others still exact
+        small = len(groups["one"][0].sample or "") and groups["one"][0].latencies
+        sampled = ranks.percentiles(snap, Scope(), groups, ps, exact_rows=0, small=small)
+    assert sampled["one"] == exact["one"]
+    for key in ("all", "routed"):
+        assert sampled[key].estimated
+        values = sorted(v / 1000.0 for run in groups[key] for v in every.get(run.key, ()))
+        for p, got in zip(ps[1:3], sampled[key].values[1:3], strict=True):
+            # within two percent of rank of the true percentile
+            rank = sum(v <= got for v in values) / len(values)
+            assert abs(rank - p / 100) < 0.02, (key, p, rank)
 
 
 def test_nearest_rank() -> None:

@@ -31,7 +31,6 @@ grows with the number of runs and with the rows read around each percentile, not
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from proxy.ledger import ranks, rollup, runs
 from proxy.ledger.rollup import Day
 from proxy.ledger.runs import Run, Scope
-from proxy.ledger.snapshot import AuditError, snapshot
+from proxy.ledger.snapshot import AuditError, Snapshot, snapshot
 from proxy.ledger.tally import Group, Tally
 
 __all__ = ["GROUPINGS", "AuditError", "EvalVerdict", "Group", "Scope", "Summary", "last_evals", "parse_since"]
@@ -98,11 +97,11 @@ def summarize(db: str, by: str, scope: Scope | None = None) -> Summary:
         left_out = sum(run.calls for run in found if run.is_eval) + sum(d.calls for d in days if d.eval)
         days = [d for d in days if scope.include_eval or not d.eval]
         first, last = runs.bounds(conn, scope)
-        return _summary(conn, scope, by, kept, days, first, last, 0 if scope.include_eval else left_out)
+        return _summary(snap, scope, by, kept, days, first, last, 0 if scope.include_eval else left_out)
 
 
 def _summary(
-    conn: sqlite3.Connection,
+    snap: Snapshot,
     scope: Scope,
     by: str,
     kept: Sequence[Run],
@@ -114,25 +113,24 @@ def _summary(
     tallies: dict[str, Tally] = {}
     members: dict[str, list[Run]] = {}
     total = Tally()
-
-    def pairs(run: Run) -> tuple[int, float, float]:
-        return _pairs(conn, scope, run)
-
     for run in kept:
         key = group_key(run, by)
-        tallies.setdefault(key, Tally()).add_run(run, pairs)
+        tallies.setdefault(key, Tally()).add_run(run, _pairs)
         members.setdefault(key, []).append(run)
-        total.add_run(run, pairs)
+        total.add_run(run, _pairs)
     for day in days:
         key = key_of(by, day.day, day.task, day.tier, day.provider, day.model)
         tallies.setdefault(key, Tally()).add_day(day)
         total.add_day(day)
-    latencies = ranks.percentiles(conn, scope, {**members, _TOTAL: kept}, _samples(kept, by))
-    whole = total.group("TOTAL", total.calls, None, *latencies.get(_TOTAL, (None, None)))
-    groups = [
-        tally.group(key, total.calls, whole.cost_usd, *latencies.get(key, (None, None)))
-        for key, tally in tallies.items()
-    ]
+    latencies = ranks.percentiles(snap, scope, {**members, _TOTAL: kept})
+    none = ranks.Percentiles((None, None))
+    whole_p = latencies.get(_TOTAL, none)
+    whole = total.group("TOTAL", total.calls, None, whole_p.values[0], whole_p.values[1], whole_p.estimated)
+    groups = []
+    for key, tally in tallies.items():
+        found = latencies.get(key, none)
+        p50, p95 = found.values
+        groups.append(tally.group(key, total.calls, whole.cost_usd, p50, p95, found.estimated))
     groups.sort(key=lambda g: (g.cost_usd is None, -(g.cost_usd or 0.0), -g.calls, g.key))
     if days:  # a rolled-up day counts whole
         first = min(filter(None, (first, f"{min(d.day for d in days)}T00:00:00.000Z")))
@@ -165,27 +163,14 @@ def key_of(
     return str({"task": task, "tier": tier, "provider": provider}[by] or "-")
 
 
-def _pairs(conn: sqlite3.Connection, scope: Scope, run: Run) -> tuple[int, float, float]:
-    """Rows of ``run`` with both a baseline and a generation cost, and the sums of each over them."""
-    base = "baseline_cost_usd" if run.has_usage else "0.0"
-    made = "cost_avoided_usd" if run.from_store else "cost_usd" if run.has_usage else "0.0"
-    sql, params = runs.where(run, scope)
-    count, base_sum, made_sum = conn.execute(
-        f"SELECT count(*), total({base}), total({made}) FROM {sql} AND {base} IS NOT NULL AND {made} IS NOT NULL",
-        params,
-    ).fetchone()
-    return int(count), float(base_sum), float(made_sum)
-
-
-def _samples(kept: Sequence[Run], by: str) -> dict[str, list[float]]:
-    """The runs' sampled latencies per group and for the TOTAL, to place the percentile windows."""
-    out: dict[str, list[float]] = {_TOTAL: []}
-    for run in kept:
-        if run.sample:
-            values = [float(v) for v in run.sample.split(",")]
-            out.setdefault(group_key(run, by), []).extend(values)
-            out[_TOTAL].extend(values)
-    return out
+def _pairs(run: Run) -> tuple[int, float, float]:
+    """Rows of ``run`` with both a baseline and a generation cost, and the sums of each over them (a row
+    without usage costs $0 on both sides; an answer from the store stood in for its avoided cost)."""
+    if not run.has_usage:
+        return run.calls, 0.0, 0.0
+    if run.from_store:
+        return run.both_avoided, run.both_avoided_baseline, run.both_avoided_made
+    return run.both_cost, run.both_cost_baseline, run.both_cost_made
 
 
 # --- the last evals, shown beside each task ------------------------------------------------------

@@ -121,6 +121,9 @@ def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -
         kept = s.total.calls - s.rolled_up
         notes.append(f"rolled up: {s.rolled_up:,} calls are counted from the daily rollup (retention deleted their")
         notes.append(f"rows); p50 and p95 cover only the {kept:,} calls still in `requests`.")
+    if s.total.latency_estimated or any(g.latency_estimated for g in s.groups):
+        notes.append("≈: p50 and p95 estimated from a 1-in-16 sample of the line's latencies (lines of")
+        notes.append("over 20,000 calls in a period of over 500,000); every other figure is exact.")
     return _lines(title, "", "Cost", *cost, "", "Traffic", *traffic, *_footer(notes))
 
 
@@ -139,7 +142,7 @@ def _cost_cells(g: Group) -> list[str]:
 
 def _traffic_cells(g: Group) -> list[str]:
     return [
-        g.key, f"{g.calls:,}", _pct(g.call_share), _ms(g.p50_ms), _ms(g.p95_ms), _pct(g.error_rate),
+        g.key, f"{g.calls:,}", _pct(g.call_share), _ms(g.p50_ms, g.latency_estimated), _ms(g.p95_ms, g.latency_estimated), _pct(g.error_rate),
         _pct(g.disconnect_rate), _pct(g.fallback_rate), _pct(g.estimated_share),
     ]  # fmt: skip
 
@@ -213,8 +216,8 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return "-" if value is None else f"{value * 100:{'+' if signed else ''}.1f}%"
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+def _ms(value: float | None, estimated: bool = False) -> str:
+    return "-" if value is None else f"{'≈' if estimated else ''}{value:,.1f}"
 
 
 def _when(ts: str | None) -> str:

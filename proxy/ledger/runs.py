@@ -12,15 +12,17 @@ and their partial runs are added up here. One ``GROUP BY`` over ten million rows
 all (19 s on this machine, spilling to temporary files); thirty of a third of a million sort in memory
 (~0.16 s each). The view ``requests`` is for people; the audit reads the tables it is made of.
 
-Within a run the ``ledger_requests_runs`` index holds the latencies sorted, which ``ranks`` reads for
-exact percentiles, and a run's rows are one range of that index (``where``), which the what-if reads
-when a run needs a closer look.
+No index but time's: an index led by anything else (kind, latency) puts each new row at a random
+place in it, and every such row then costs a page written to the WAL (~10 µs a row, as much as all the
+rest of its insert; ``bench/ledger_cost.py``). What needs a run's own rows (the latencies percentiles
+are read from, the what-if's closer looks) is read for many runs at once in one more pass over the
+stretches (``latencies``, ``closer``), never run by run.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,14 +33,17 @@ from proxy.ledger.snapshot import Snapshot
 CHUNK = 250_000  # rows a stretch of the scan holds, about: what SQLite sorts in memory in a blink
 DAY_MS = 86_400_000
 TS = "strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch')"  # ledger_requests_ts's expression: its index
-RUNS_INDEX = "ledger_requests_runs"  # (kind, ts / 86400000, eval_run, latency_us)
 LATENCY = "latency_us"  # a run's latencies in whole µs; the view's latency_ms is this / 1000.0
 _KEY = ("kind", f"ts / {DAY_MS}", "eval_run")
 _SUMS = (
     "count(*)", f"count({LATENCY})", "coalesce(sum(prompt_tokens), 0)",
     "coalesce(sum(completion_tokens), 0)", "total(cost_usd)", "count(cost_usd)", "total(baseline_cost_usd)",
     "count(baseline_cost_usd)", "total(cost_avoided_usd)", "count(cost_avoided_usd)", "total(task_confidence)",
-    "count(task_confidence)",
+    "count(task_confidence)", *(
+        f"{agg} FILTER (WHERE baseline_cost_usd IS NOT NULL AND {made} IS NOT NULL)"
+        for made in ("cost_usd", "cost_avoided_usd")
+        for agg in ("count(*)", "total(baseline_cost_usd)", f"total({made})")
+    ),
 )  # fmt: skip
 # What the what-if adds: the token parts it prices, the largest prompt (a price tier starts past some
 # size), and how many rows break Usage's rule (cached + cache-written > prompt, or a negative count):
@@ -52,10 +57,10 @@ _TOKEN_SUMS = (
     "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "coalesce(max(prompt_tokens), 0)",
     f"count(*) FILTER (WHERE {ODD})",
 )  # fmt: skip
-# About 1 in 100 latencies, picked by the last two digits of the arrival's milliseconds (unrelated to how
-# long the call took): the sample ``ranks`` places its windows with, read in the same pass. A sample only
-# guides where to look; the values returned are read exactly.
-_SAMPLE = f"group_concat({LATENCY}) FILTER (WHERE ts % 100 = 37 AND {LATENCY} IS NOT NULL)"
+# About 1 in 16 latencies, picked by the arrival's millisecond (unrelated to how long the call took),
+# read in the same pass: what ``ranks`` estimates a large group's percentiles from.
+SAMPLE_EVERY = 16
+_SAMPLE = f"group_concat({LATENCY}) FILTER (WHERE ts % {SAMPLE_EVERY} = 5 AND {LATENCY} IS NOT NULL)"
 # What a run takes from its kind, in ``Run``'s order.
 _KIND_COLUMNS = ("task", "tier", "provider", "model", "usage_source", "cache", "status", "fallback", "error_type")
 _KIND_EXTRA = ("task_source", "task_predicted", "registry")
@@ -96,6 +101,13 @@ class Run:
     avoided: int
     confidence: float = 0.0  # the sum of the non-NULL task_confidence ...
     confident: int = 0  # ... over this many rows
+    # Rows with both a baseline cost and a cost (then an avoided cost), and the sums of each over them:
+    both_cost: int = 0
+    both_cost_baseline: float = 0.0
+    both_cost_made: float = 0.0
+    both_avoided: int = 0
+    both_avoided_baseline: float = 0.0
+    both_avoided_made: float = 0.0
     cached_tokens: int = 0  # the what-if's sums (``scan(..., tokens=True)``)
     cache_write_tokens: int = 0
     largest_prompt: int = 0
@@ -133,8 +145,9 @@ class Run:
 # The scan's sums, in its SELECT's order after the key: ``Run``'s fields of those names.
 _SUMMED = (
     "calls", "latencies", "prompt_tokens", "completion_tokens", "cost_usd", "priced", "baseline_cost_usd",
-    "baselined", "cost_avoided_usd", "avoided", "confidence", "confident", "cached_tokens", "cache_write_tokens",
-    "largest_prompt", "odd", "sample",
+    "baselined", "cost_avoided_usd", "avoided", "confidence", "confident", "both_cost", "both_cost_baseline",
+    "both_cost_made", "both_avoided", "both_avoided_baseline", "both_avoided_made", "cached_tokens",
+    "cache_write_tokens", "largest_prompt", "odd", "sample",
 )  # fmt: skip
 
 Stretch = tuple[str | None, str | None]  # ts from (None: the first), up to and without (None: on)
@@ -237,25 +250,74 @@ def in_stretch(bounds: Stretch, scope: Scope) -> tuple[str, list[Any]]:
     return " AND ".join(terms), params
 
 
-def where(run: Run, scope: Scope) -> tuple[str, list[Any]]:
-    """The SQL (``FROM ...`` onwards) selecting exactly ``run``'s rows in ``scope`` of ``ledger_requests``:
-    one range of the runs index."""
-    day = int(datetime.fromisoformat(run.day).replace(tzinfo=UTC).timestamp()) // 86_400
-    sql = f"ledger_requests INDEXED BY {RUNS_INDEX} WHERE kind = ? AND ts / {DAY_MS} = ? AND eval_run IS ?"
-    params: list[Any] = [run.kind, day, run.eval_id]
-    if scope.since is not None and run.day == scope.since[:10]:
-        sql += f" AND {TS} >= ?"  # the first day of the scope is the only one it cuts
-        params.append(scope.since)
-    return sql, params
+Key = tuple[str, "int | None", int]  # a run's: (day, eval run id, kind)
 
 
-def rows(conn: sqlite3.Connection, run: Run, scope: Scope, columns: Sequence[str], extra: str = "") -> Iterator[Any]:
-    """``columns`` of ``run``'s rows in ``scope`` (optionally narrowed by ``extra``, a condition), as tuples;
-    the columns are ``ledger_requests``'s (``latency_us``, not the view's ``latency_ms``)."""
-    sql, params = where(run, scope)
-    cursor = conn.cursor()
-    cursor.row_factory = None
-    return cursor.execute(f"SELECT {', '.join(columns)} FROM {sql}{extra}", params)
+def latencies(snap: Snapshot, scope: Scope, wanted: set[Key] | None = None) -> dict[Key, list[int]]:
+    """The latencies (µs) of the runs ``wanted`` (None: every run) in ``scope``, one pass over the stretches."""
+    kinds = None if wanted is None else sorted({key[2] for key in wanted})
+    found: dict[Key, list[int]] = {}
+    days: dict[int, str] = {}
+    for part in _rows(snap, scope, [LATENCY], f"{LATENCY} IS NOT NULL", kinds):
+        for kind, day, eval_id, value in part:
+            key = (days.get(day) or days.setdefault(day, _day(day)), eval_id, kind)
+            if wanted is None or key in wanted:
+                found.setdefault(key, []).append(value)
+    return found
+
+
+def closer(
+    snap: Snapshot, scope: Scope, wanted: set[Key], starts: Sequence[int]
+) -> tuple[dict[Key, list[tuple[Any, ...]]], dict[Key, list[tuple[Any, ...]]]]:
+    """What the what-if needs of the runs ``wanted`` that their sums cannot tell, in one pass: their
+    rows that keep Usage's rule summed per price tier (how many of ``starts`` the prompt is past) and
+    per logged cost or none: (tier, no cost, calls, prompt, completion, cached, written, logged); and
+    the rows that break it, one by one: (prompt, completion, cached, reasoning, written, logged)."""
+    kinds = sorted({key[2] for key in wanted})
+    tier = " + ".join(f"(coalesce(prompt_tokens, 0) > {int(start)})" for start in starts) or "0"
+    sums = ("count(*)", "coalesce(sum(prompt_tokens), 0)", "coalesce(sum(completion_tokens), 0)",
+            "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "total(cost_usd)")  # fmt: skip
+    blocks: dict[Key, list[tuple[Any, ...]]] = {}
+    grouped = _rows(snap, scope, [tier, "cost_usd IS NULL", *sums], f"NOT ({ODD})", kinds, group=True)
+    for part in grouped:
+        for kind, day, eval_id, *values in part:
+            key = (_day(day), eval_id, kind)
+            if key in wanted:
+                blocks.setdefault(key, []).append(tuple(values))
+    columns = ["prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens",
+               "cost_usd"]  # fmt: skip
+    odd: dict[Key, list[tuple[Any, ...]]] = {}
+    for part in _rows(snap, scope, columns, ODD, kinds):
+        for kind, day, eval_id, *values in part:
+            key = (_day(day), eval_id, kind)
+            if key in wanted:
+                odd.setdefault(key, []).append(tuple(values))
+    return blocks, odd
+
+
+def _rows(
+    snap: Snapshot,
+    scope: Scope,
+    columns: Sequence[str],
+    condition: str,
+    kinds: Sequence[int] | None,
+    *,
+    group: bool = False,
+) -> list[list[tuple[Any, ...]]]:
+    """(kind, day, eval run, *columns) of the rows in ``scope`` meeting ``condition`` (and of ``kinds``),
+    per stretch; grouped by the key and the first two columns when ``group``."""
+    head = ["kind", f"ts / {DAY_MS}", "eval_run", *columns]
+    only = "" if kinds is None else f" AND kind IN ({', '.join(str(int(k)) for k in kinds)})"
+    grouping = " GROUP BY 1, 2, 3, 4, 5" if group else ""
+
+    def stretch(conn: sqlite3.Connection, bounds: Stretch) -> list[tuple[Any, ...]]:
+        where, params = in_stretch(bounds, scope)
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        sql = f"SELECT {', '.join(head)} FROM ledger_requests WHERE {where} AND ({condition}){only}{grouping}"
+        return list(cursor.execute(sql, params))
+
+    return snap.map(stretch, stretches(snap.conn, scope))
 
 
 def bounds(conn: sqlite3.Connection, scope: Scope) -> tuple[str | None, str | None]:

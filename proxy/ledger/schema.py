@@ -264,8 +264,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX ledger_requests_ts ON ledger_requests (strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch'));
     CREATE INDEX ledger_requests_eval_run ON ledger_requests (eval_run) WHERE eval_run IS NOT NULL;
-    -- The audit's runs (proxy.ledger.runs): a kind's rows of one UTC day and eval run, latencies in order.
-    CREATE INDEX ledger_requests_runs ON ledger_requests (kind, ts / 86400000, eval_run, latency_us);
     CREATE TABLE ledger_attempts (
         id          INTEGER PRIMARY KEY,
         request     INTEGER NOT NULL,

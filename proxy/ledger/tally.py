@@ -42,6 +42,7 @@ class Group:
     disconnect_rate: float | None
     fallback_rate: float | None
     estimated_share: float | None
+    latency_estimated: bool = False  # p50/p95 from a sample of the line's latencies (``proxy.ledger.ranks``)
 
 
 @dataclass
@@ -123,7 +124,15 @@ class Tally:
         self.fallbacks += day.fallbacks
         self.estimated += day.estimated
 
-    def group(self, key: str, all_calls: int, all_cost: float | None, p50: float | None, p95: float | None) -> Group:
+    def group(
+        self,
+        key: str,
+        all_calls: int,
+        all_cost: float | None,
+        p50: float | None,
+        p95: float | None,
+        latency_estimated: bool = False,
+    ) -> Group:
         """This tally as a line; ``all_calls`` and ``all_cost`` are the TOTAL's (its own, for the TOTAL)."""
         n = self.calls
         cost = _money(self.cost, self.cost_known, n)
@@ -146,6 +155,7 @@ class Tally:
             disconnect_rate=_ratio(self.disconnects, n),
             fallback_rate=_ratio(self.fallbacks, n),
             estimated_share=_ratio(self.estimated, n),
+            latency_estimated=latency_estimated,
         )
 
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from proxy.ledger import rollup, runs
-from proxy.ledger.runs import ODD, Run, Scope
+from proxy.ledger.runs import Run, Scope
 from proxy.ledger.snapshot import Snapshot, snapshot
 from proxy.pricing import Pricer
 from proxy.registry import Registry, Target
@@ -116,11 +118,20 @@ class _Block:
     logged_mixed: bool = False  # some of them have a logged cost and some not
 
 
+@dataclass(frozen=True)
+class _Closer:
+    """What ``runs.closer`` read: the cut-offs its blocks are cut at, the blocks and the odd rows per run."""
+
+    cuts: tuple[int, ...]
+    blocks: Mapping[runs.Key, list[tuple[Any, ...]]]
+    odd: Mapping[runs.Key, list[tuple[Any, ...]]]
+
+
 class Traffic:
     """The logged traffic in ``scope``, per task, as runs with their token parts: what a what-if prices."""
 
     def __init__(self, snap: Snapshot, scope: Scope) -> None:
-        self._conn, self._scope = snap.conn, scope
+        self._snap, self._scope = snap, scope
         self.tasks: dict[str, list[Run]] = {}
         self.eval_left_out = 0
         for run in runs.scan(snap, scope, tokens=True):
@@ -136,8 +147,9 @@ class Traffic:
         """Every task's change under ``candidate``, by current cost; and the TOTAL."""
         total = _Sums()
         changes = []
+        closer = self._closer(list(self.tasks), candidate, pricer)
         for task in self.tasks:
-            sums = self._price(task, candidate, pricer)
+            sums = self._price(task, candidate, pricer, closer)
             total.merge(sums)
             changes.append(self._change(task, sums, candidate))
         changes.sort(key=lambda c: (c.current_cost_usd is None, -(c.current_cost_usd or 0.0), c.task))
@@ -150,7 +162,8 @@ class Traffic:
         """``task``'s change under ``candidate``; None when the scope has no call of it."""
         if task not in self.tasks:
             return None
-        return self._change(task, self._price(task, candidate, pricer), candidate)
+        closer = self._closer([task], candidate, pricer)
+        return self._change(task, self._price(task, candidate, pricer, closer), candidate)
 
     def _change(self, task: str, sums: _Sums, candidate: Registry) -> TaskChange:
         spec = candidate.tasks.get(task)
@@ -163,21 +176,48 @@ class Traffic:
             spec.tier if spec else None, target, spec is not None,
         )  # fmt: skip
 
-    def _price(self, task: str, candidate: Registry, pricer: Pricer) -> _Sums:
+    def _runs(self, task: str, candidate: Registry, pricer: Pricer) -> Iterator[tuple[Run, Target, list[int]]]:
+        """``task``'s runs with usage that was billed, each with its served target and the prompt sizes
+        where the price of that target or of the candidate's changes."""
+        spec = candidate.tasks.get(task)
+        target = None if spec is None else candidate.tiers[spec.tier].targets[0]
+        for run in self.tasks[task]:
+            if not run.has_usage or run.from_store:
+                continue
+            served = Target(provider=str(run.provider), model=str(run.model), params=MappingProxyType({}))
+            starts = sorted({*pricer.tier_starts(served), *(pricer.tier_starts(target) if target else ())})
+            yield run, served, starts
+
+    def _closer(self, tasks: list[str], candidate: Registry, pricer: Pricer) -> _Closer:
+        """The closer looks every run of ``tasks`` that its sums cannot price needs, read in one pass."""
+        wanted: set[runs.Key] = set()
+        starts: set[int] = set()
+        for task in tasks:
+            for run, served, run_starts in self._runs(task, candidate, pricer):
+                if not self._simple(run, run_starts, pricer, served):
+                    wanted.add(run.key)
+                    starts.update(run_starts)
+        if not wanted:
+            return _Closer((), {}, {})
+        # One set of cut-offs for every run (all their starts): a finer cut than a run's own still
+        # prices each block in one tier on both sides.
+        cuts = tuple(sorted(starts))
+        blocks, odd = runs.closer(self._snap, self._scope, wanted, cuts)
+        return _Closer(cuts, blocks, odd)
+
+    def _price(self, task: str, candidate: Registry, pricer: Pricer, closer: _Closer) -> _Sums:
         spec = candidate.tasks.get(task)
         target = None if spec is None else candidate.tiers[spec.tier].targets[0]
         sums = _Sums()
         for run in self.tasks[task]:
             if not run.has_usage or run.from_store:
                 sums.add(run.calls, 0.0, 0.0)
-                continue
-            served = Target(provider=str(run.provider), model=str(run.model), params=MappingProxyType({}))
+        for run, served, starts in self._runs(task, candidate, pricer):
             if target is not None:
                 logged = candidate.providers.get(str(run.provider))  # unknown provider: unknown tokenizer too
                 other = logged is None or logged.type != candidate.providers[target.provider].type
                 sums.approximate += run.calls if other or run.usage_source == "estimated" else 0
-            starts = sorted({*pricer.tier_starts(served), *(pricer.tier_starts(target) if target else ())})
-            for block in self._blocks(run, starts, pricer, served):
+            for block in self._blocks(run, starts, pricer, served, closer):
                 now_cost = pricer.cost_of_calls(served, block.tokens, block.calls, block.tier_of)
                 now = now_cost.usd if now_cost is not None else block.logged
                 if target is None:
@@ -187,35 +227,36 @@ class Traffic:
                 sums.add(block.calls, now, None if then_cost is None else then_cost.usd)
         return sums
 
-    def _blocks(self, run: Run, starts: list[int], pricer: Pricer, served: Target) -> list[_Block]:
-        """``run``'s calls in blocks that are each priced exactly from their sums (see the module doc)."""
-        whole = _Block(
+    @staticmethod
+    def _whole(run: Run) -> _Block:
+        return _Block(
             run.calls,
             Usage(run.prompt_tokens, run.completion_tokens, run.cached_tokens, 0, run.cache_write_tokens),
             0,
             run.cost_usd if run.priced == run.calls else None,
             0 < run.priced < run.calls,
         )
+
+    def _simple(self, run: Run, starts: list[int], pricer: Pricer, served: Target) -> bool:
+        """Whether ``run``'s sums price it exactly: no row breaks Usage's rule, every prompt is in the first
+        price tier, and its logged costs are all there or not needed."""
+        whole = self._whole(run)
         simple = run.odd == 0 and (not starts or run.largest_prompt <= starts[0])
         # A mix of logged and missing costs only matters when the sheet cannot price the served model.
-        if simple and not (whole.logged_mixed and pricer.cost_of_calls(served, whole.tokens, 1, 0) is None):
-            return [whole]
-        tier = " + ".join(f"(coalesce(prompt_tokens, 0) > {int(start)})" for start in starts) or "0"
-        sums = ("count(*)", "coalesce(sum(prompt_tokens), 0)", "coalesce(sum(completion_tokens), 0)",
-                "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "total(cost_usd)")  # fmt: skip
+        return simple and not (whole.logged_mixed and pricer.cost_of_calls(served, whole.tokens, 1, 0) is None)
+
+    def _blocks(self, run: Run, starts: list[int], pricer: Pricer, served: Target, closer: _Closer) -> list[_Block]:
+        """``run``'s calls in blocks that are each priced exactly from their sums (see the module doc)."""
+        if self._simple(run, starts, pricer, served):
+            return [self._whole(run)]
+        cuts = closer.cuts
         blocks = []
-        columns = (tier, "cost_usd IS NULL", *sums)
-        grouped = runs.rows(self._conn, run, self._scope, columns, f" AND NOT ({ODD}) GROUP BY 1, 2")
-        for bucket, no_cost, calls, prompt, completion, cached, written, logged in grouped:
-            tier_of = 0 if not bucket else starts[bucket - 1] + 1
+        for bucket, no_cost, calls, prompt, completion, cached, written, logged in closer.blocks.get(run.key, ()):
+            tier_of = 0 if not bucket else cuts[bucket - 1] + 1
             blocks.append(
                 _Block(calls, Usage(prompt, completion, cached, 0, written), tier_of, None if no_cost else logged)
             )
-        odd_columns = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens",
-                       "cost_usd")  # fmt: skip
-        for prompt, completion, cached, reasoning, written, logged in runs.rows(
-            self._conn, run, self._scope, odd_columns, f" AND ({ODD})"
-        ):
+        for prompt, completion, cached, reasoning, written, logged in closer.odd.get(run.key, ()):
             # Priced one by one, clamped as Usage clamps a call's counts that break its rule.
             usage = Usage(prompt or 0, completion or 0, cached or 0, reasoning or 0, written or 0)
             blocks.append(_Block(1, usage, usage.prompt_tokens, logged))
@@ -246,7 +287,7 @@ class Traffic:
             terms.append("eval_run IS NULL")
         # Oldest first along the (task, ts) index, stopping at the first match.
         sql = f"SELECT ts FROM requests WHERE {' AND '.join(terms)} ORDER BY ts LIMIT 1"
-        return str(self._conn.execute(sql, params).fetchone()[0])
+        return str(self._snap.conn.execute(sql, params).fetchone()[0])
 
 
 def _task_change(
