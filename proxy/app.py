@@ -41,6 +41,7 @@ from proxy.endpoints.metrics import metrics
 from proxy.endpoints.models import get_model, list_models
 from proxy.errors import InvalidRequest, NotFound, TiergateError
 from proxy.gateway import Gateway
+from proxy.ledger.materialize import Materializer
 from proxy.ledger.records import new_id
 from proxy.ledger.retention import Retention
 from proxy.ledger.writer import LedgerWriter
@@ -112,6 +113,9 @@ def create_app(
                 await ledger.start()
                 # uvicorn has finished in-flight requests by the time this runs: their rows are queued.
                 resources.push_async_callback(ledger.close)
+                runs = Materializer(ledger)  # the audit's sums, kept up as rows arrive
+                runs.start()
+                resources.push_async_callback(runs.close)  # stopped before the writer closes
                 if loaded.ledger.retain_days is not None:
                     retention = Retention(ledger, loaded.ledger.retain_days)
                     retention.start()

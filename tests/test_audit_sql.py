@@ -23,7 +23,7 @@ from proxy.evals import candidates
 from proxy.evals.recommend import recommend
 from proxy.evals.report import CaseResult, EvalReport, SideResult
 from proxy.evals.store import EvalStore
-from proxy.ledger import audit, ranks, report, runs, whatif
+from proxy.ledger import audit, materialize, ranks, report, runs, whatif
 from proxy.ledger.audit import Scope
 from proxy.ledger.snapshot import snapshot
 from proxy.pricing import Pricer, price_ids
@@ -68,7 +68,7 @@ ODD_ROWS = [
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> str:
-    # More latencies than ranks.SMALL, so percentiles of the TOTAL and the larger groups go through the
+    # More latencies than ranks.SMALL, so the percentiles of the TOTAL and of the larger groups would be
     # sampled windows, not a whole-group read.
     path = tmp_path_factory.mktemp("sql") / "generated.db"
     ledgers.generated(path, 30_000, seed=14, days=4, start=START)
@@ -358,3 +358,41 @@ def test_ties_go_to_what_was_seen_first(tmp_path: Path) -> None:
     assert (summary.miss, summary.miss_calls) == ("title_generation", 2)
     theirs = reference.agreement_summarize(reference.agreement_load(db), "day").tasks[0]
     assert (theirs.miss, theirs.miss_calls) == (summary.miss, summary.miss_calls)
+
+
+# --- the kept sums (ledger_runs) -------------------------------------------------------------------
+
+
+def _copy(source: str, to: Path) -> str:
+    with sqlite3.connect(source) as src, sqlite3.connect(to) as dst:
+        src.backup(dst)
+    return str(to)
+
+
+def test_the_audit_is_the_same_from_kept_sums_from_rows_and_from_both(generated: str, tmp_path: Path) -> None:
+    """``ledger_runs`` is a cache of sums: summed through every row, through half of them (the rest read
+    as rows), or never (read as rows), every line is the same."""
+    with snapshot(generated):
+        pass  # the fixture, summed through its last row
+    raw = _copy(generated, tmp_path / "raw.db")
+    half = _copy(generated, tmp_path / "half.db")
+    with sqlite3.connect(raw) as conn:
+        conn.execute("DELETE FROM ledger_runs")
+        conn.execute("DELETE FROM ledger_meta WHERE key = 'runs_through'")
+    with sqlite3.connect(half) as conn:
+        conn.execute("DELETE FROM ledger_runs")
+        conn.execute("DELETE FROM ledger_meta WHERE key = 'runs_through'")
+        (rows,) = conn.execute("SELECT count(*) FROM ledger_requests").fetchone()
+    conn = sqlite3.connect(half, isolation_level=None)
+    assert materialize.refresh(conn, limit=rows // 2) == rows // 2
+    conn.close()
+    for by in audit.GROUPINGS:
+        for since in SINCES:
+            for include_eval in (False, True):
+                scope = Scope(since, include_eval)
+                want = audit.summarize(generated, by, scope)
+                for other in (raw, half):  # read as they are: not summed first
+                    same(audit.summarize(other, by, scope, refresh=False), want, f"{other} {by} {since}")
+    for other, through in ((raw, 0), (half, rows // 2)):
+        with snapshot(other, refresh=False) as snap:
+            assert runs.materialized_through(snap.conn) == through

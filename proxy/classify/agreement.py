@@ -119,7 +119,7 @@ def _cells(snap: Snapshot, scope: Scope) -> list[_Cell]:
     # The audit's runs (one day, eval run and kind each) already hold everything a cell counts: a kind
     # fixes the task, how it was decided and the classifier's guess.
     cells: dict[tuple[str, str, str, str | None], list[float]] = {}
-    for run in runs.scan(snap, scope):
+    for run in runs.scan(snap, scope, confidence=True):
         if run.is_eval and not scope.include_eval:
             continue
         sums = cells.setdefault((run.day, run.task, run.task_source, run.task_predicted), [0, 0.0, 0])

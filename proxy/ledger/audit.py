@@ -39,7 +39,7 @@ from proxy.ledger import ranks, rollup, runs
 from proxy.ledger.rollup import Day
 from proxy.ledger.runs import Run, Scope
 from proxy.ledger.snapshot import AuditError, Snapshot, snapshot
-from proxy.ledger.tally import Group, Tally
+from proxy.ledger.tally import Group, Pairs, Tally, needs_pairs
 
 __all__ = ["GROUPINGS", "AuditError", "EvalVerdict", "Group", "Scope", "Summary", "last_evals", "parse_since"]
 
@@ -83,13 +83,14 @@ class Summary:
     rolled_up: int = 0  # calls counted from the daily rollup: in every column but the percentiles
 
 
-def summarize(db: str, by: str, scope: Scope | None = None) -> Summary:
+def summarize(db: str, by: str, scope: Scope | None = None, *, refresh: bool = True) -> Summary:
     """The audit of the ledger at ``db`` grouped by ``by`` (one of ``GROUPINGS``), plus a TOTAL line; all of
-    its production traffic unless ``scope`` says otherwise."""
+    its production traffic unless ``scope`` says otherwise. ``refresh``: sum the rows not yet in
+    ``ledger_runs`` first, when the file can be written (else they are read as rows)."""
     scope = scope or Scope()
     if by not in GROUPINGS:
         raise AuditError(f"--by: expected one of {', '.join(GROUPINGS)}, got {by!r}")
-    with snapshot(db) as snap:
+    with snapshot(db, refresh=refresh) as snap:
         conn = snap.conn
         found = runs.scan(snap, scope, sample=True)
         days = rollup.read(conn, scope)
@@ -113,11 +114,12 @@ def _summary(
     tallies: dict[str, Tally] = {}
     members: dict[str, list[Run]] = {}
     total = Tally()
+    pairs = _pairs(snap, scope, kept)
     for run in kept:
         key = group_key(run, by)
-        tallies.setdefault(key, Tally()).add_run(run, _pairs)
+        tallies.setdefault(key, Tally()).add_run(run, pairs)
         members.setdefault(key, []).append(run)
-        total.add_run(run, _pairs)
+        total.add_run(run, pairs)
     for day in days:
         key = key_of(by, day.day, day.task, day.tier, day.provider, day.model)
         tallies.setdefault(key, Tally()).add_day(day)
@@ -163,14 +165,17 @@ def key_of(
     return str({"task": task, "tier": tier, "provider": provider}[by] or "-")
 
 
-def _pairs(run: Run) -> tuple[int, float, float]:
-    """Rows of ``run`` with both a baseline and a generation cost, and the sums of each over them (a row
-    without usage costs $0 on both sides; an answer from the store stood in for its avoided cost)."""
-    if not run.has_usage:
-        return run.calls, 0.0, 0.0
-    if run.from_store:
-        return run.both_avoided, run.both_avoided_baseline, run.both_avoided_made
-    return run.both_cost, run.both_cost_baseline, run.both_cost_made
+def _pairs(snap: Snapshot, scope: Scope, kept: Sequence[Run]) -> Pairs:
+    """``Tally``'s pairs: for the rare runs whose rows are priced on one side only in part, what one more
+    pass reads (``runs.pairs``); asked of no other run."""
+    wanted = {run.key for run in kept if needs_pairs(run)}
+    found = runs.pairs(snap, scope, wanted) if wanted else {}
+
+    def pairs(run: Run) -> tuple[int, float, float]:
+        both = found.get(run.key, (0, 0.0, 0.0, 0, 0.0, 0.0))
+        return both[3:] if run.from_store else both[:3]
+
+    return pairs
 
 
 # --- the last evals, shown beside each task ------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from proxy.ledger import materialize
 from proxy.ledger.daily import ROLL_UP
 from proxy.ledger.records import iso
 from proxy.ledger.schema import open_ledger
@@ -52,6 +53,7 @@ def step(conn: sqlite3.Connection, before_ms: int, limit: int = BATCH) -> tuple[
         attempts = 0
         if requests:
             conn.execute(ROLL_UP)
+            materialize.subtract(conn, "temp.prune_rids")
             gone = "IN (SELECT rid FROM temp.prune_rids)"
             attempts = conn.execute(f"DELETE FROM ledger_attempts WHERE request {gone}").rowcount
             conn.execute(f"DELETE FROM ledger_requests WHERE rid {gone}")

@@ -123,7 +123,7 @@ def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -
         notes.append(f"rows); p50 and p95 cover only the {kept:,} calls still in `requests`.")
     if s.total.latency_estimated or any(g.latency_estimated for g in s.groups):
         notes.append("≈: p50 and p95 estimated from a 1-in-16 sample of the line's latencies (lines of")
-        notes.append("over 20,000 calls in a period of over 500,000); every other figure is exact.")
+        notes.append("over 3,000 calls in a period of over 500,000); every other figure is exact.")
     return _lines(title, "", "Cost", *cost, "", "Traffic", *traffic, *_footer(notes))
 
 

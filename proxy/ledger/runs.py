@@ -29,38 +29,20 @@ from typing import Any
 
 from proxy.ledger.records import SERVED_FROM_STORE, iso
 from proxy.ledger.snapshot import Snapshot
-
-CHUNK = 250_000  # rows a stretch of the scan holds, about: what SQLite sorts in memory in a blink
-DAY_MS = 86_400_000
-TS = "strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch')"  # ledger_requests_ts's expression: its index
-LATENCY = "latency_us"  # a run's latencies in whole µs; the view's latency_ms is this / 1000.0
-_KEY = ("kind", f"ts / {DAY_MS}", "eval_run")
-_SUMS = (
-    "count(*)", f"count({LATENCY})", "coalesce(sum(prompt_tokens), 0)",
-    "coalesce(sum(completion_tokens), 0)", "total(cost_usd)", "count(cost_usd)", "total(baseline_cost_usd)",
-    "count(baseline_cost_usd)", "total(cost_avoided_usd)", "count(cost_avoided_usd)", "total(task_confidence)",
-    "count(task_confidence)", *(
-        f"{agg} FILTER (WHERE baseline_cost_usd IS NOT NULL AND {made} IS NOT NULL)"
-        for made in ("cost_usd", "cost_avoided_usd")
-        for agg in ("count(*)", "total(baseline_cost_usd)", f"total({made})")
-    ),
-)  # fmt: skip
-# What the what-if adds: the token parts it prices, the largest prompt (a price tier starts past some
-# size), and how many rows break Usage's rule (cached + cache-written > prompt, or a negative count):
-# those are priced one by one, as Usage would clamp them.
-ODD = (
-    "coalesce(cached_tokens, 0) + coalesce(cache_write_tokens, 0) > coalesce(prompt_tokens, 0) OR min("
-    "coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), coalesce(cached_tokens, 0), "
-    "coalesce(cache_write_tokens, 0)) < 0"
+from proxy.ledger.sums import (
+    CONFIDENCE_SUMS,
+    DAY_MS,
+    LATENCY,
+    ODD,
+    SAMPLE,
+    SUMMED,
+    SUMS,
+    TOKEN_SUMS,
+    TS,
 )
-_TOKEN_SUMS = (
-    "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "coalesce(max(prompt_tokens), 0)",
-    f"count(*) FILTER (WHERE {ODD})",
-)  # fmt: skip
-# About 1 in 16 latencies, picked by the arrival's millisecond (unrelated to how long the call took),
-# read in the same pass: what ``ranks`` estimates a large group's percentiles from.
-SAMPLE_EVERY = 16
-_SAMPLE = f"group_concat({LATENCY}) FILTER (WHERE ts % {SAMPLE_EVERY} = 5 AND {LATENCY} IS NOT NULL)"
+
+CHUNK = 250_000  # rows a stretch of a pass holds, about
+_KEY = ("kind", f"ts / {DAY_MS}", "eval_run")
 # What a run takes from its kind, in ``Run``'s order.
 _KIND_COLUMNS = ("task", "tier", "provider", "model", "usage_source", "cache", "status", "fallback", "error_type")
 _KIND_EXTRA = ("task_source", "task_predicted", "registry")
@@ -101,13 +83,6 @@ class Run:
     avoided: int
     confidence: float = 0.0  # the sum of the non-NULL task_confidence ...
     confident: int = 0  # ... over this many rows
-    # Rows with both a baseline cost and a cost (then an avoided cost), and the sums of each over them:
-    both_cost: int = 0
-    both_cost_baseline: float = 0.0
-    both_cost_made: float = 0.0
-    both_avoided: int = 0
-    both_avoided_baseline: float = 0.0
-    both_avoided_made: float = 0.0
     cached_tokens: int = 0  # the what-if's sums (``scan(..., tokens=True)``)
     cache_write_tokens: int = 0
     largest_prompt: int = 0
@@ -142,47 +117,72 @@ class Run:
         return self.status != 499 and (self.status >= 400 or self.error_type is not None)
 
 
-# The scan's sums, in its SELECT's order after the key: ``Run``'s fields of those names.
-_SUMMED = (
-    "calls", "latencies", "prompt_tokens", "completion_tokens", "cost_usd", "priced", "baseline_cost_usd",
-    "baselined", "cost_avoided_usd", "avoided", "confidence", "confident", "both_cost", "both_cost_baseline",
-    "both_cost_made", "both_avoided", "both_avoided_baseline", "both_avoided_made", "cached_tokens",
-    "cache_write_tokens", "largest_prompt", "odd", "sample",
-)  # fmt: skip
-
 Stretch = tuple[str | None, str | None]  # ts from (None: the first), up to and without (None: on)
 
 
-def scan(snap: Snapshot, scope: Scope, *, tokens: bool = False, sample: bool = False) -> list[Run]:
+def scan(
+    snap: Snapshot, scope: Scope, *, tokens: bool = False, sample: bool = False, confidence: bool = False
+) -> list[Run]:
     """Every run in ``scope`` (eval runs included: callers count what they leave out), oldest day first;
-    with the token parts the what-if prices (``tokens``), or a sample of its latencies (``sample``)."""
-    columns = [*_KEY, *_SUMS, *(_TOKEN_SUMS if tokens else ["0"] * len(_TOKEN_SUMS)), _SAMPLE if sample else "NULL"]
-    sql = f"SELECT {', '.join(columns)} FROM ledger_requests WHERE {{where}} GROUP BY {', '.join(_KEY)}"
+    with the token parts the what-if prices (``tokens``), a sample of its latencies (``sample``), the
+    classifier's confidence (``confidence``).
 
-    def stretch(conn: sqlite3.Connection, bounds: Stretch) -> list[tuple[Any, ...]]:
-        where, params = in_stretch(bounds, scope)
+    The runs summed already (``ledger_runs``, whole days after the scope's first) are read as they are;
+    the rows past ``runs_through``, and those of the scope's first day when ``since`` cuts it, are summed
+    here, in stretches on every connection of the snapshot, and added to them.
+    """
+    conn = snap.conn
+    done = materialized_through(conn)
+    aggregates = [*SUMS, *(CONFIDENCE_SUMS if confidence else ["0"] * 2),
+                  *(TOKEN_SUMS if tokens else ["0"] * len(TOKEN_SUMS)), SAMPLE if sample else "NULL"]  # fmt: skip
+    select = f"SELECT {', '.join(_KEY)}, {', '.join(aggregates)} FROM ledger_requests WHERE {{where}} GROUP BY 1, 2, 3"
+    first_day = None if scope.since is None else _day_number(scope.since[:10])
+    cut = scope.since is not None and not scope.since.endswith("T00:00:00.000Z")
+    # The raw parts: (condition, parameters) each.
+    parts: list[tuple[str, list[Any]]] = []
+    (last,) = conn.execute("SELECT max(rid) FROM ledger_requests").fetchone()
+    since = [] if scope.since is None else [scope.since]
+    after = "" if scope.since is None else f" AND {TS} >= ?"
+    for lo in range(done, int(last or 0), CHUNK):
+        parts.append((f"rid > ? AND rid <= ?{after}", [lo, lo + CHUNK, *since]))
+    if cut and first_day is not None and done:
+        # the first day, from ``since`` on: its summed run counts rows before ``since`` too
+        end = iso((first_day + 1) * 86_400)
+        parts.append((f"{TS} >= ? AND {TS} < ? AND rid <= ?", [scope.since, end, done]))
+
+    def stretch(conn: sqlite3.Connection, part: tuple[str, list[Any]]) -> list[tuple[Any, ...]]:
         cursor = conn.cursor()
         cursor.row_factory = None  # plain tuples: thousands of partial runs, no need for names
-        return list(cursor.execute(sql.format(where=where), params))
+        return list(cursor.execute(select.format(where=part[0]), part[1]))
 
+    found = snap.map(stretch, parts)
+    if done:
+        low = None if first_day is None else first_day + (1 if cut else 0)
+        columns = [c if c != "sample" or sample else "NULL" for c in SUMMED]
+        if not confidence:
+            columns = ["0" if c in ("confidence", "confident") else c for c in columns]
+        where = "" if low is None else f" WHERE day >= {int(low)}"
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        found.append(
+            list(cursor.execute(f"SELECT kind, day, nullif(eval_run, 0), {', '.join(columns)} FROM ledger_runs{where}"))
+        )
     partial: dict[tuple[Any, ...], list[Any]] = {}
-    for found in snap.map(stretch, stretches(snap.conn, scope)):
-        for kind, day, eval_id, *sums, cached, written, largest, odd, sampled in found:
+    n = len(SUMS) + 2  # then cached, written, largest, odd, sample
+    for part in found:
+        for kind, day, eval_id, *sums in part:
             key = (day, eval_id, kind)
             have = partial.get(key)
             if have is None:
-                partial[key] = [*sums, cached, written, largest, odd, sampled]
+                partial[key] = sums
                 continue
-            for i, value in enumerate(sums):
-                have[i] += value
-            n = len(sums)
-            have[n] += cached
-            have[n + 1] += written
-            have[n + 2] = max(have[n + 2], largest)
-            have[n + 3] += odd
-            if sampled:
-                have[n + 4] = f"{have[n + 4]},{sampled}" if have[n + 4] else sampled
-    kinds, names = _kinds(snap.conn), _names(snap.conn)
+            for i in range(n + 2):
+                have[i] += sums[i]
+            have[n + 2] = max(have[n + 2], sums[n + 2])
+            have[n + 3] += sums[n + 3]
+            if sums[n + 4]:
+                have[n + 4] = f"{have[n + 4]},{sums[n + 4]}" if have[n + 4] else sums[n + 4]
+    kinds, names = _kinds(conn), _names(conn)
     found_runs = []
     for (day, eval_id, kind), values in partial.items():
         described, extra = kinds[kind]
@@ -191,7 +191,7 @@ def scan(snap: Snapshot, scope: Scope, *, tokens: bool = False, sample: bool = F
                 day=_day(day),
                 eval_run=None if eval_id is None else names[eval_id],
                 **dict(zip(_KIND_COLUMNS, described, strict=True)),
-                **dict(zip(_SUMMED, values, strict=True)),
+                **dict(zip(SUMMED, values, strict=True)),
                 **dict(zip(_KIND_EXTRA, extra, strict=True)),
                 kind=kind,
                 eval_id=eval_id,
@@ -199,6 +199,12 @@ def scan(snap: Snapshot, scope: Scope, *, tokens: bool = False, sample: bool = F
         )
     found_runs.sort(key=lambda run: (run.day, run.kind, run.eval_id is not None, run.eval_id or 0))
     return found_runs
+
+
+def materialized_through(conn: sqlite3.Connection) -> int:
+    """``ledger_meta.runs_through`` (``proxy.ledger.materialize``): every row id up to it is in ``ledger_runs``."""
+    row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'runs_through'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _day(day: int) -> str:
@@ -255,10 +261,10 @@ Key = tuple[str, "int | None", int]  # a run's: (day, eval run id, kind)
 
 def latencies(snap: Snapshot, scope: Scope, wanted: set[Key] | None = None) -> dict[Key, list[int]]:
     """The latencies (µs) of the runs ``wanted`` (None: every run) in ``scope``, one pass over the stretches."""
-    kinds = None if wanted is None else sorted({key[2] for key in wanted})
+    condition = f"{LATENCY} IS NOT NULL" + ("" if wanted is None else _only(wanted))
     found: dict[Key, list[int]] = {}
     days: dict[int, str] = {}
-    for part in _rows(snap, scope, [LATENCY], f"{LATENCY} IS NOT NULL", kinds):
+    for part in _rows(snap, scope, [LATENCY], condition):
         for kind, day, eval_id, value in part:
             key = (days.get(day) or days.setdefault(day, _day(day)), eval_id, kind)
             if wanted is None or key in wanted:
@@ -273,12 +279,12 @@ def closer(
     rows that keep Usage's rule summed per price tier (how many of ``starts`` the prompt is past) and
     per logged cost or none: (tier, no cost, calls, prompt, completion, cached, written, logged); and
     the rows that break it, one by one: (prompt, completion, cached, reasoning, written, logged)."""
-    kinds = sorted({key[2] for key in wanted})
+    only = _only(wanted)
     tier = " + ".join(f"(coalesce(prompt_tokens, 0) > {int(start)})" for start in starts) or "0"
     sums = ("count(*)", "coalesce(sum(prompt_tokens), 0)", "coalesce(sum(completion_tokens), 0)",
             "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "total(cost_usd)")  # fmt: skip
     blocks: dict[Key, list[tuple[Any, ...]]] = {}
-    grouped = _rows(snap, scope, [tier, "cost_usd IS NULL", *sums], f"NOT ({ODD})", kinds, group=True)
+    grouped = _rows(snap, scope, [tier, "cost_usd IS NULL", *sums], f"NOT ({ODD}){only}", group=True)
     for part in grouped:
         for kind, day, eval_id, *values in part:
             key = (_day(day), eval_id, kind)
@@ -287,7 +293,7 @@ def closer(
     columns = ["prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens",
                "cost_usd"]  # fmt: skip
     odd: dict[Key, list[tuple[Any, ...]]] = {}
-    for part in _rows(snap, scope, columns, ODD, kinds):
+    for part in _rows(snap, scope, columns, f"({ODD}){only}"):
         for kind, day, eval_id, *values in part:
             key = (_day(day), eval_id, kind)
             if key in wanted:
@@ -295,26 +301,56 @@ def closer(
     return blocks, odd
 
 
+def pairs(snap: Snapshot, scope: Scope, wanted: set[Key]) -> dict[Key, tuple[int, float, float, int, float, float]]:
+    """For the runs ``wanted``: how many rows have both a baseline cost and a cost, and the sums of each
+    over them; then the same with the avoided cost. One pass; only for the rare runs that need it."""
+    columns = [
+        f"{agg} FILTER (WHERE baseline_cost_usd IS NOT NULL AND {made} IS NOT NULL)"
+        for made in ("cost_usd", "cost_avoided_usd")
+        for agg in ("count(*)", "total(baseline_cost_usd)", f"total({made})")
+    ]
+    found: dict[Key, list[Any]] = {}
+    for part in _rows(snap, scope, columns, "1" + _only(wanted), group=True, by=3):
+        for kind, day, eval_id, *values in part:
+            key = (_day(day), eval_id, kind)
+            if key in wanted:
+                have = found.setdefault(key, [0, 0.0, 0.0, 0, 0.0, 0.0])
+                for i, value in enumerate(values):
+                    have[i] += value
+    return {key: (int(v[0]), float(v[1]), float(v[2]), int(v[3]), float(v[4]), float(v[5])) for key, v in found.items()}
+
+
+def _only(wanted: set[Key]) -> str:
+    """The SQL condition (`` AND ...``) narrowing a pass to the kinds and days of the runs ``wanted`` (the
+    caller keeps the exact runs)."""
+    kinds = ", ".join(str(int(k)) for k in sorted({key[2] for key in wanted}))
+    days = ", ".join(str(_day_number(day)) for day in sorted({key[0] for key in wanted}))
+    return f" AND kind IN ({kinds}) AND ts / {DAY_MS} IN ({days})"
+
+
+def _day_number(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()) // 86_400
+
+
 def _rows(
     snap: Snapshot,
     scope: Scope,
     columns: Sequence[str],
     condition: str,
-    kinds: Sequence[int] | None,
     *,
     group: bool = False,
+    by: int = 5,
 ) -> list[list[tuple[Any, ...]]]:
-    """(kind, day, eval run, *columns) of the rows in ``scope`` meeting ``condition`` (and of ``kinds``),
-    per stretch; grouped by the key and the first two columns when ``group``."""
+    """(kind, day, eval run, *columns) of the rows in ``scope`` meeting ``condition``, per stretch;
+    grouped by the first ``by`` columns when ``group``."""
     head = ["kind", f"ts / {DAY_MS}", "eval_run", *columns]
-    only = "" if kinds is None else f" AND kind IN ({', '.join(str(int(k)) for k in kinds)})"
-    grouping = " GROUP BY 1, 2, 3, 4, 5" if group else ""
+    grouping = f" GROUP BY {', '.join(str(i) for i in range(1, by + 1))}" if group else ""
 
     def stretch(conn: sqlite3.Connection, bounds: Stretch) -> list[tuple[Any, ...]]:
         where, params = in_stretch(bounds, scope)
         cursor = conn.cursor()
         cursor.row_factory = None
-        sql = f"SELECT {', '.join(head)} FROM ledger_requests WHERE {where} AND ({condition}){only}{grouping}"
+        sql = f"SELECT {', '.join(head)} FROM ledger_requests WHERE {where} AND ({condition}){grouping}"
         return list(cursor.execute(sql, params))
 
     return snap.map(stretch, stretches(snap.conn, scope))

@@ -299,6 +299,31 @@ MIGRATIONS: tuple[str, ...] = (
         key     TEXT PRIMARY KEY,
         value   INTEGER NOT NULL
     );
+    -- The audit's runs, summed as rows arrive (proxy.ledger.materialize): every ledger_requests row with a
+    -- rid up to ledger_meta 'runs_through' is in here, once, per UTC day, kind and eval run (0: none).
+    CREATE TABLE ledger_runs (
+        day                 INTEGER NOT NULL,
+        kind                INTEGER NOT NULL,
+        eval_run            INTEGER NOT NULL,
+        calls               INTEGER NOT NULL,
+        latencies           INTEGER NOT NULL,
+        prompt_tokens       INTEGER NOT NULL,
+        completion_tokens   INTEGER NOT NULL,
+        cost_usd            REAL NOT NULL,
+        priced              INTEGER NOT NULL,
+        baseline_cost_usd   REAL NOT NULL,
+        baselined           INTEGER NOT NULL,
+        cost_avoided_usd    REAL NOT NULL,
+        avoided             INTEGER NOT NULL,
+        confidence          REAL NOT NULL,
+        confident           INTEGER NOT NULL,
+        cached_tokens       INTEGER NOT NULL,
+        cache_write_tokens  INTEGER NOT NULL,
+        largest_prompt      INTEGER NOT NULL,
+        odd                 INTEGER NOT NULL,
+        sample              TEXT,
+        PRIMARY KEY (day, kind, eval_run)
+    ) WITHOUT ROWID;
 
     INSERT INTO ledger_kinds (task, task_source, tier, requested_model, model, provider, status, error_type, stream,
         usage_source, baseline_tier, baseline_model, price_source, fallback, client, prompt_variant, task_predicted,

@@ -16,7 +16,8 @@ all the snapshots are one. If somebody did, the helpers try again, and after a f
 makes do with the main connection alone.
 
 A ledger an older tiergate wrote (a file nothing has migrated yet) is migrated first, as ``tiergate
-serve`` would at start: the audit reads the compact tables (``proxy.ledger.runs``).
+serve`` would at start, and rows not yet summed into ``ledger_runs`` are summed
+(``proxy.ledger.materialize``), when the file can be written: the audit then reads sums.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from proxy.ledger import materialize
 from proxy.ledger.schema import VERSION, open_ledger, open_readonly
 
 T = TypeVar("T")
@@ -80,7 +82,7 @@ class Snapshot:
 
 
 @contextmanager
-def snapshot(path: str, connections: int | None = None) -> Iterator[Snapshot]:
+def snapshot(path: str, connections: int | None = None, *, refresh: bool = True) -> Iterator[Snapshot]:
     """The ledger at ``path``, read-only, on one snapshot, with ``connections`` connections (default: one
     per core, up to four). SQLite errors become ``AuditError`` (one line)."""
     if not Path(path).is_file():
@@ -88,7 +90,7 @@ def snapshot(path: str, connections: int | None = None) -> Iterator[Snapshot]:
     wanted = connections or min(len(os.sched_getaffinity(0)), _MOST_CONNECTIONS)
     opened: list[sqlite3.Connection] = []
     try:
-        _migrated(path)
+        _migrated(path, refresh)
         conn = _open(path, opened)
         helpers = _on_one_snapshot(conn, [_open(path, opened) for _ in range(wanted - 1)])
         yield Snapshot(conn, helpers)
@@ -99,7 +101,7 @@ def snapshot(path: str, connections: int | None = None) -> Iterator[Snapshot]:
             each.close()
 
 
-def _migrated(path: str) -> None:
+def _migrated(path: str, refresh: bool) -> None:
     """Bring a ledger an older tiergate wrote to today's schema first (as ``tiergate serve`` would at
     start): the audit reads the compact tables, which only a migrated file has. A file that is no ledger
     is left alone (and said so by the first read)."""
@@ -111,8 +113,25 @@ def _migrated(path: str) -> None:
         conn.close()
     if not has_requests:
         raise sqlite3.OperationalError("no such table: requests")
-    if version < VERSION:
-        open_ledger(path).close()
+    if version < VERSION or (refresh and _behind(path)):
+        if not os.access(path, os.W_OK):
+            return  # read as it is: migrated by whoever can write it (a file older than v8 will not read)
+        conn = open_ledger(path)
+        try:
+            materialize.refresh_all(conn)
+        finally:
+            conn.close()
+
+
+def _behind(path: str) -> bool:
+    """Whether rows past ``runs_through`` are waiting to be summed into ``ledger_runs``: a serving
+    tiergate sums them every 30 s, so a few; a file nothing has served lately, maybe many."""
+    conn = open_readonly(path)
+    try:
+        (last,) = conn.execute("SELECT max(rid) FROM ledger_requests").fetchone()
+        return int(last or 0) > materialize.through(conn)
+    finally:
+        conn.close()
 
 
 def _open(path: str, opened: list[sqlite3.Connection]) -> sqlite3.Connection:

@@ -45,6 +45,16 @@ class Group:
     latency_estimated: bool = False  # p50/p95 from a sample of the line's latencies (``proxy.ledger.ranks``)
 
 
+def needs_pairs(run: Run) -> bool:
+    """Whether ``add_run`` will ask ``pairs`` about ``run``: some, not all, of its rows have a baseline
+    cost, or a generation cost (rare: the kind of a row fixes whether it is priced)."""
+    n = run.calls
+    if not run.has_usage:
+        return False
+    made_known = run.avoided if run.from_store else run.priced
+    return not (run.baselined == n and made_known == n) and bool(run.baselined and made_known)
+
+
 @dataclass
 class Tally:
     """The sums behind one line. ``*_known``: rows whose value is known (a row without usage costs $0)."""
