@@ -51,7 +51,9 @@ _REFRESH = (
     f"ON CONFLICT (day, kind, eval_run) DO UPDATE SET {_ADDED}"
 )
 _SUBTRACTED = ", ".join(
-    f"{column} = ledger_runs.{column} - g.{column}" for column in sums.SUMMED if column not in ("largest_prompt", "sample")
+    f"{column} = ledger_runs.{column} - g.{column}"
+    for column in sums.SUMMED
+    if column not in ("largest_prompt", "sample")
 )
 _SUBTRACT = (
     f"UPDATE ledger_runs SET {_SUBTRACTED} FROM (SELECT ts / {sums.DAY_MS} AS day, kind, ifnull(eval_run, 0) AS eval_run, "

@@ -282,22 +282,22 @@ def closer(
     only = _only(wanted)
     tier = " + ".join(f"(coalesce(prompt_tokens, 0) > {int(start)})" for start in starts) or "0"
     sums = ("count(*)", "coalesce(sum(prompt_tokens), 0)", "coalesce(sum(completion_tokens), 0)",
-            "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "total(cost_usd)")  # fmt: skip
+            "coalesce(sum(cached_tokens), 0)", "coalesce(sum(cache_write_tokens), 0)", "total(cost_usd)",
+            "coalesce(sum(reasoning_tokens), 0)", "max(cost_usd)")  # fmt: skip
+    # One pass: a row that breaks the rule is a group of its own (its rid), the others are summed.
+    columns = [tier, "cost_usd IS NULL", f"CASE WHEN {ODD} THEN rid END", *sums]
     blocks: dict[Key, list[tuple[Any, ...]]] = {}
-    grouped = _rows(snap, scope, [tier, "cost_usd IS NULL", *sums], f"NOT ({ODD}){only}", group=True)
-    for part in grouped:
-        for kind, day, eval_id, *values in part:
-            key = (_day(day), eval_id, kind)
-            if key in wanted:
-                blocks.setdefault(key, []).append(tuple(values))
-    columns = ["prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens",
-               "cost_usd"]  # fmt: skip
     odd: dict[Key, list[tuple[Any, ...]]] = {}
-    for part in _rows(snap, scope, columns, f"({ODD}){only}"):
-        for kind, day, eval_id, *values in part:
+    for part in _rows(snap, scope, columns, "1" + only, group=True, by=6):
+        for kind, day, eval_id, bucket, no_cost, odd_rid, calls, prompt, completion, cached, written, logged, \
+                reasoning, cost in part:  # fmt: skip
             key = (_day(day), eval_id, kind)
-            if key in wanted:
-                odd.setdefault(key, []).append(tuple(values))
+            if key not in wanted:
+                continue
+            if odd_rid is None:
+                blocks.setdefault(key, []).append((bucket, no_cost, calls, prompt, completion, cached, written, logged))
+            else:
+                odd.setdefault(key, []).append((prompt, completion, cached, reasoning, written, cost))
     return blocks, odd
 
 
