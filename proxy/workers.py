@@ -9,8 +9,9 @@ spreads new connections over them by a hash of their addresses (bench/README.md,
 The supervisor starts the workers (``spawn``); each builds its app from the ``TIERGATE_*`` variables
 (``proxy.app:app_from_env``). SIGINT and SIGTERM stop them gracefully (uvicorn's own shutdown in each).
 A worker that dies is replaced, unless it died before serving (a start-up failure: every replacement
-would fail the same way), which stops them all. Unlike uvicorn's supervisor it does not ping workers,
-restart them on SIGHUP or resize on SIGTTIN/SIGTTOU. A worker that dies drops the connections still
+would fail the same way), which stops them all. SIGHUP is passed on to every worker, each of which
+reloads rules.yaml in place (``proxy.reload``). Unlike uvicorn's supervisor it does not ping workers,
+restart them, or resize on SIGTTIN/SIGTTOU. A worker that dies drops the connections still
 waiting in its socket's queue (the kernel resets them); those it had accepted are its own anyway.
 """
 
@@ -79,14 +80,23 @@ def run(options: Mapping[str, Any], workers: int) -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.append(signum)
 
+    processes: list[BaseProcess] = []
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        # Every worker re-reads rules.yaml itself (proxy.reload): the supervisor only passes the word on.
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
 
     def start() -> BaseProcess:
         process = context.Process(target=serve_worker, args=(dict(options),), name="tiergate-worker")
         process.start()
         return process
 
-    processes = [start() for _ in range(workers)]
+    processes.extend(start() for _ in range(workers))
     log.info("tiergate: %d workers on %s:%d", workers, options["host"], options["port"])
     try:
         while not stop:

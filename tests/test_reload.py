@@ -150,7 +150,9 @@ async def test_a_stream_in_flight_finishes_on_the_registry_it_started_with(
     assert [r["model"] for r in rows(db)] == ["gpt-5.4-mini", "gpt-5.4-nano"]
 
 
-def test_sighup_reloads_a_running_server(tmp_path: Path, upstream_url: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_a_running_server(tmp_path: Path, upstream_url: str, workers: int) -> None:
+    """One process, or the supervisor of two workers (which passes SIGHUP on to each)."""
     config = tmp_path / "rules.yaml"
     _write(config)
     port = _free_port()
@@ -163,13 +165,18 @@ def test_sighup_reloads_a_running_server(tmp_path: Path, upstream_url: str) -> N
         "TIERGATE_LOG_LEVEL": "warning",
     }
     argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
-            "--db", str(tmp_path / "t.db")]  # fmt: skip
+            "--db", str(tmp_path / "t.db"), "--workers", str(workers)]  # fmt: skip
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = _poll(port, lambda r: r is not None)
+        for _ in range(20 * workers):  # every worker up (each answers on its own socket)
+            assert _poll(port, lambda r: r is not None)["hash"] == first["hash"]
         _write(config, summary="small")
         proc.send_signal(signal.SIGHUP)
         second = _poll(port, lambda r: r is not None and r["hash"] != first["hash"])
+        # each /readyz is a new connection, which the kernel hands to either worker: all say the new hash
+        assert all(_poll(port, lambda r: r is not None)["hash"] == second["hash"] for _ in range(20 * workers))
+        assert proc.poll() is None
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
