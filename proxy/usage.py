@@ -67,13 +67,17 @@ class Usage:
             completion_tokens=_int(usage.get("output_tokens")),
             cached_tokens=_int(input_details.get("cached_tokens") if isinstance(input_details, dict) else 0),
             reasoning_tokens=_int(output_details.get("reasoning_tokens") if isinstance(output_details, dict) else 0),
+            cache_write_tokens=_int(input_details.get("cache_write_tokens") if isinstance(input_details, dict) else 0),
         )
 
     def to_responses(self) -> dict[str, Any]:
         """This usage as a Responses API ``usage`` object."""
         return {
             "input_tokens": self.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "input_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+            },
             "output_tokens": self.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
             "total_tokens": self.prompt_tokens + self.completion_tokens,

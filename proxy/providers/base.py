@@ -64,8 +64,6 @@ class Chunk:
 
     payload: bytes
     data: dict[str, Any]
-    # The exact usage, when the event's own rendering of it loses a count (a translated stream's end).
-    usage: Usage | None = None
 
 
 class ChunkStream(ABC):
