@@ -438,17 +438,12 @@ async def test_a_provider_bound_request_still_tries_that_providers_other_targets
 
 
 @pytest.mark.parametrize(
-    ("extra", "param"),
-    [
-        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
-        ({"store": True}, "store"),
-        ({"background": True}, "background"),
-        ({"conversation": "conv_123"}, "conversation"),
-    ],
+    "extra",
+    [{"tools": [{"type": "web_search"}]}, {"store": True}, {"background": True}, {"conversation": "conv_123"}],
     ids=["built-in-tool", "store", "background", "conversation"],
 )
 async def test_state_bound_requests_are_never_failed_over(
-    client: AsyncOpenAI, gpt_fake: FakeOpenAI, claude_fake: FakeAnthropic, extra: dict[str, Any], param: str
+    client: AsyncOpenAI, gpt_fake: FakeOpenAI, claude_fake: FakeAnthropic, extra: dict[str, Any]
 ) -> None:
     gpt_fake.push(Behavior(status=503))
     with pytest.raises(openai.InternalServerError):

@@ -204,13 +204,22 @@ def _response(n: int, request: Mapping[str, Any], behavior: Behavior) -> dict[st
         "temperature": request.get("temperature", 1.0),
         "text": {"format": text_param.get("format") or {"type": "text"}},
         "tool_choice": request.get("tool_choice") or "auto",
-        "tools": request.get("tools") or [],
+        "tools": [_echoed(t) for t in request.get("tools") or ()],
         "top_p": request.get("top_p", 1.0),
         "truncation": "disabled",
         **({} if behavior.omit_usage else {"usage": usage}),
         "metadata": request.get("metadata") or {},
         **({"user": request["user"]} if isinstance(request.get("user"), str) else {}),
     }
+
+
+def _echoed(tool: Any) -> Any:
+    """A function tool as OpenAI echoes it: ``description``, ``parameters`` and ``strict`` (default true) set."""
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        return tool
+    strict = tool.get("strict")
+    return {**tool, "description": tool.get("description"), "parameters": tool.get("parameters"),
+            "strict": strict if isinstance(strict, bool) else True}  # fmt: skip
 
 
 def _object(value: Any) -> dict[str, Any]:

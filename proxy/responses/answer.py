@@ -53,11 +53,25 @@ def skeleton(request: Mapping[str, Any], response_id: str, model: str, created_a
         "temperature": _number(request.get("temperature"), 1.0),
         "text": text if isinstance(text, dict) and text.get("format") else {"format": {"type": "text"}},
         "tool_choice": request.get("tool_choice") or "auto",
-        "tools": tools if isinstance(tools, list) else [],
+        "tools": [echoed_tool(t) for t in tools] if isinstance(tools, list) else [],
         "top_p": _number(request.get("top_p"), 1.0),
         "truncation": "disabled",
         "metadata": metadata if isinstance(metadata, dict) else {},
         **({"user": request["user"]} if isinstance(request.get("user"), str) else {}),
+    }
+
+
+def echoed_tool(tool: Any) -> Any:
+    """A request's tool as a response echoes it: a function tool with every field the spec requires
+    (``strict`` defaults to true in the Responses API), any other tool as it came."""
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        return tool
+    strict = tool.get("strict")
+    return {
+        **tool,
+        "description": tool.get("description"),
+        "parameters": tool.get("parameters"),
+        "strict": strict if isinstance(strict, bool) else True,
     }
 
 
