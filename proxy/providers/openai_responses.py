@@ -51,6 +51,7 @@ class ResponsesStream(ChunkStream):
                 break  # some OpenAI-compatible servers end with chat's terminator: no terminal event came
             parsed = stream_event(data)
             kind = parsed.get("type")
+            kind = kind if isinstance(kind, str) else None  # relayed as it came; only a string names an event
             if kind == "error":
                 raise event_error(parsed, self._redactor)
             yield Chunk(data, parsed)

@@ -47,6 +47,7 @@ class ResponsesRelay(Relay):
                 if observe is not None:
                     observe(data)
                 kind = data.get("type")
+                kind = kind if isinstance(kind, str) else None
                 number = data.get("sequence_number")
                 if isinstance(number, int) and not isinstance(number, bool):
                     sequence = number
@@ -63,7 +64,7 @@ class ResponsesRelay(Relay):
                 if kind in _DELTAS and isinstance(data.get("delta"), str):
                     stats.streamed += data["delta"].encode("utf-8", "replace")
                 # An event name is one line: an upstream's odd ``type`` goes out as a plain data event.
-                named = isinstance(kind, str) and kind.isprintable() and kind
+                named = kind is not None and kind.isprintable() and kind
                 yield named_event(named, chunk.payload) if named else sse_event(chunk.payload)
             stats.completed = True
         except TiergateError as exc:

@@ -32,11 +32,13 @@ def bound_by(body: Mapping[str, Any]) -> str | None:
             return name
     tools = body.get("tools")
     for i, tool in enumerate(tools if isinstance(tools, list) else ()):
-        if isinstance(tool, dict) and tool.get("type") not in _CLIENT_TOOLS:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind not in _CLIENT_TOOLS:
             return f"tools[{i}]"
     items = body.get("input")
     for i, item in enumerate(items if isinstance(items, list) else ()):
-        if isinstance(item, dict) and item.get("type") in _BOUND_ITEMS:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind in _BOUND_ITEMS:
             return f"input[{i}]"
     return None
 

@@ -77,6 +77,8 @@ def _check_input(items: Any) -> None:
         if not isinstance(item, dict):
             raise _invalid_type(f"input[{i}]", "an object")
         kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            raise _invalid_type(f"input[{i}].type", "a string")
         if kind == "message":
             content = item.get("content")
             if not isinstance(content, str | list):
