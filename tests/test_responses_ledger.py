@@ -51,10 +51,11 @@ def registry(openai_url: str, anthropic_url: str) -> Registry:
 
 @asynccontextmanager
 async def tiergate(
-    start_proxy: ProxyFactory, fake: FakeOpenAI, claude: FakeAnthropic, db: Path
+    start_proxy: ProxyFactory, fake: FakeOpenAI, claude: FakeAnthropic, db: Path, **overrides: Any
 ) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An SDK client of tiergate (``overrides`` for ``start_proxy``) in front of both fakes."""
     async with serve(fake) as gpt_url, serve(claude) as claude_url:
-        async with start_proxy(registry(gpt_url, claude_url), db=str(db)) as url:
+        async with start_proxy(registry(gpt_url, claude_url), db=str(db), **overrides) as url:
             client = sdk(url)
             yield client
             await client.close()
