@@ -12,7 +12,10 @@ import pytest
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
+from proxy.errors import ConfigError
 from proxy.fakes.openai import FakeOpenAI
+from proxy.rules import build
+from tests.conftest import ProxyFactory, sdk
 from tests.test_responses import WEATHER
 
 
@@ -126,3 +129,33 @@ async def test_a_local_handler_answers_through_translation_and_falls_over_to_a_n
     )
     texts = [e.delta async for e in stream if e.type == "response.output_text.delta"]
     assert ("".join(texts) == answer) if answer is not None else "".join(texts).startswith("Fake reply")
+
+
+async def test_an_openai_compatible_server_without_responses_is_served_through_its_chat_completions(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI
+) -> None:
+    provider = {"type": "openai", "base_url": upstream_url + "/v1", "options": {"responses": "chat"}}
+    registry = build(
+        {"providers": {"vllm": provider}, "tiers": {"t": {"targets": ["vllm::llama"]}}, "tasks": {"x": {"tier": "t"}}}
+    )
+    async with start_proxy(registry) as url:
+        client = sdk(url)
+        response = await client.responses.create(model="auto", input="Hi there", instructions="Be brief.")
+        stream = await client.responses.create(model="auto", input="Hi there", stream=True)
+        events = [e async for e in stream]
+        await client.close()
+    assert response.output_text == "Fake reply from llama: Hi there" and response.usage is not None
+    assert events[-1].type == "response.completed"
+    chat, streamed = fake.requests
+    assert chat.path == streamed.path == "/v1/chat/completions"
+    assert chat.body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi there"},
+    ]
+    assert streamed.body["stream_options"] == {"include_usage": True}  # usage for the ledger, as for chat
+
+
+def test_the_responses_option_is_checked_at_load() -> None:
+    provider = {"type": "openai", "base_url": "http://127.0.0.1:1/v1", "options": {"responses": "sometimes"}}
+    with pytest.raises(ConfigError, match=r"^providers\.p\.options\.responses: expected native or chat"):
+        build({"providers": {"p": provider}, "tiers": {"t": {"targets": ["p::m"]}}, "tasks": {"x": {"tier": "t"}}})
