@@ -39,6 +39,7 @@ from proxy.endpoints.chat import chat_completions
 from proxy.endpoints.health import healthz, readyz
 from proxy.endpoints.metrics import metrics
 from proxy.endpoints.models import get_model, list_models
+from proxy.endpoints.responses import responses
 from proxy.errors import InvalidRequest, NotFound, TiergateError
 from proxy.gateway import Gateway
 from proxy.ledger.materialize import Materializer
@@ -181,6 +182,8 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/responses", responses, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -36,6 +36,8 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from proxy.fakes import responses as responses_api
+
 Delay = float | asyncio.Event  # seconds to sleep, or an event to wait for
 
 MODELS = ("fake-model",)  # what GET /models lists; any model name is accepted
@@ -250,6 +252,7 @@ class FakeOpenAI:
         # Picks a behaviour from the request body (e.g. by its `user`), for concurrent tests where
         # arrival order is not under control; None falls through to the script, then the default.
         self._choose = choose
+        self.stored: dict[str, dict[str, Any]] = {}  # the Responses API's stored responses, by id
 
     def push(self, *behaviors: Behavior) -> None:
         """Queue behaviours, consumed one per well-formed chat request, first in first out."""
@@ -269,6 +272,7 @@ class FakeOpenAI:
         self.requests.clear()
         self.disconnects = 0
         self.default = self._initial_default
+        self.stored.clear()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -290,6 +294,9 @@ class FakeOpenAI:
         n = len(self.requests)
         reply_headers = {"content-type": "application/json", "x-request-id": f"req_fake_{n}"}
         route = path.removeprefix("/v1")  # base URLs may or may not end in /v1
+        if route == "/responses":  # the Responses API: proxy.fakes.responses
+            await responses_api.handle(self, n, method, body, reply_headers, receive, send)
+            return
         if route not in ("/models", "/chat/completions"):
             await respond(send, 404, reply_headers, error_body(404, f"Unknown path {path}"))
         elif (method, route) == ("GET", "/models"):

@@ -302,7 +302,8 @@ class RequestSpan:
 
 
 def _params(body: Mapping[str, Any], attributes: dict[str, Any]) -> None:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # chat's two spellings, or the Responses API's (an attempt's body is sent as its target takes it)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens")))
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         attributes[n.REQUEST_MAX_TOKENS] = max_tokens
     for field, name in (("temperature", n.REQUEST_TEMPERATURE), ("top_p", n.REQUEST_TOP_P)):
