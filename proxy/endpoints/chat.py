@@ -206,7 +206,7 @@ async def _generate(
     try:
         if record.stream:
             opened = await gateway.dispatcher.stream(route, body, forwarded, span)
-            chunks, headers = _accept(request, record, route, opened)
+            chunks, headers = _accept(request, record, route, opened, body)
             try:
                 if keeper is not None:
                     headers[CACHE_HEADER] = record.cache = keeper.state
@@ -217,7 +217,7 @@ async def _generate(
                 await chunks.aclose()
                 raise
         done = await gateway.dispatcher.complete(route, body, forwarded, span)
-        completion, headers = _accept(request, record, route, done)
+        completion, headers = _accept(request, record, route, done, body)
         record.usage = completion.usage
         if span is not None:
             span.answered(completion.body)
@@ -285,9 +285,11 @@ class _Answer(Protocol):
 A = TypeVar("A", bound=_Answer)
 
 
-def _accept(request: Request, record: RequestRecord, route: Route, outcome: Outcome[A]) -> tuple[A, dict[str, str]]:
+def _accept(
+    request: Request, record: RequestRecord, route: Route, outcome: Outcome[A], body: dict[str, Any]
+) -> tuple[A, dict[str, str]]:
     """Note what dispatch did on the record; the answer and its response headers, or raise its error."""
-    note(record, outcome)
+    note(record, outcome, body)
     if outcome.error is not None:
         raise outcome.error
     answer = outcome.value
