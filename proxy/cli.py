@@ -261,12 +261,19 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
         f"{len(registry.providers)} providers; default task {registry.default_task!r}"
+        + (
+            f", default embedding task {registry.default_embedding_task!r}"
+            if registry.default_embedding_task is not None
+            else ""
+        )
         + (f"; {_plural(len(registry.classify), 'classify rule')}" if registry.classify else "")
     )
     from proxy.classify.conditions import dead_rules
 
     for dead in dead_rules(registry.classify):
         print(f"warning: {dead.describe()}", file=sys.stderr)
+    for mixed in rules.mixed_embedding_models(registry):
+        print(f"warning: {mixed}", file=sys.stderr)
     _check_evals(args.evals, registry)
     return 0
 
@@ -401,7 +408,7 @@ def _classify(args: argparse.Namespace) -> int:
     from proxy.classify import report as classify_report
     from proxy.classify.explain import explain, parse_headers, read_request
     from proxy.classify.features import seed_of
-    from proxy.errors import UnknownTaskType
+    from proxy.errors import InvalidRequest
 
     classify_report.check_format(args.format)
     env = Settings.from_env()
@@ -409,7 +416,7 @@ def _classify(args: argparse.Namespace) -> int:
     body, headers = read_request(args.request), parse_headers(args.header)
     try:
         result = explain(registry, body, headers, seed_of(env.feature_key))
-    except UnknownTaskType as exc:
+    except InvalidRequest as exc:  # an unknown X-Task-Type, or a task of another endpoint
         raise ValueError(f"{exc.message} (the server answers 400)") from None
     print(classify_report.explanation(result, args.format), end="")
     return 0

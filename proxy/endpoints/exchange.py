@@ -80,7 +80,7 @@ def routed(request: Request, gateway: Gateway, record: RequestRecord, view: Mapp
     record.requested_model = view["model"]
     record.stream = bool(view.get("stream"))
     record.messages = view.get("messages")
-    record.end_user = _end_user(view)
+    record.end_user = end_user(view)
     decision = gateway.classifier.decide(request.headers, view)
     record.task_confidence, record.task_predicted = decision.confidence, decision.predicted
     record.features = encode(decision.features)
@@ -183,7 +183,7 @@ def both(
     return observe
 
 
-def _end_user(body: Mapping[str, Any]) -> str | None:
+def end_user(body: Mapping[str, Any]) -> str | None:
     """The end-user id a client put in the body: kept apart from ``client`` (a body field proves nothing
     about who called), and cut to OpenAI's own bound for ``safety_identifier`` (64 characters)."""
     for field in ("safety_identifier", "user"):

@@ -42,7 +42,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole ``chat.completion`` in OpenAI shape."""
+    """A whole answer in OpenAI shape: a ``chat.completion``, or an embeddings ``list``."""
 
     body: dict[str, Any]
     usage: Usage | None
@@ -179,6 +179,8 @@ class Provider(ABC):
     # Whether the provider is reached at an http(s) ``base_url``, and whether its targets name a handler.
     needs_base_url: ClassVar[bool] = True
     runs_handlers: ClassVar[bool] = False
+    # What its targets may serve (registry kinds): only these reach ``complete``/``stream`` or ``embed``.
+    kinds: ClassVar[frozenset[str]] = frozenset({"chat"})
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -212,3 +214,11 @@ class Provider(ABC):
     @abstractmethod
     async def stream(self, call: Call) -> ChunkStream:
         """Open a streaming call; return once the upstream has accepted it (status 200)."""
+
+    async def embed(self, call: Call) -> Completion:
+        """Run an embeddings call (``POST /v1/embeddings``'s body): the ``list`` in OpenAI shape.
+
+        Only adapters whose ``kinds`` has ``embedding`` are given one: the registry refuses an embedding
+        tier's target on any other provider type.
+        """
+        raise NotImplementedError(f"{type(self).__name__} serves no embeddings")

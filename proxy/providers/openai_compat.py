@@ -2,7 +2,9 @@
 
 Only three things change on the way out: the provider's key replaces the client's, the max-tokens field
 gets the spelling the provider wants (OpenAI's reasoning models reject ``max_tokens``), and responses are
-checked to be what the wire format promises.
+checked to be what the wire format promises. Embeddings go to ``{base_url}/embeddings`` as they came
+(model replaced), and come back as they are (``encoding_format`` and ``dimensions`` are the upstream's to
+honour).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class OpenAICompatible(Provider):
     default_price_id = "openai"
     genai_name = "openai"
     option_keys = frozenset({"price_provider", "max_tokens_field"})
+    kinds = frozenset({"chat", "embedding"})
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -88,16 +91,32 @@ class OpenAICompatible(Provider):
             raise error
         return _OpenAIStream(response, self.redactor)
 
-    async def _send(self, call: Call) -> UpstreamResponse:
+    async def embed(self, call: Call) -> Completion:
+        response = await self._send(call, "/embeddings", call.body)
+        raw = await response.read()
+        if response.status != 200:
+            raise error_from(response.status, raw, response.headers, self.name, self.redactor)
+        body = json_body(raw, self.name, "data", list, "an embedding list")
+        return Completion(
+            body=body,
+            usage=Usage.from_openai(body.get("usage")),
+            request_id=request_id(response.headers.get("x-request-id"), self.redactor),
+            headers=passed_on(response.headers, self.redactor),
+            raw=raw,
+        )
+
+    async def _send(
+        self, call: Call, path: str = "/chat/completions", body: dict[str, Any] | None = None
+    ) -> UpstreamResponse:
         headers = dict(call.headers)
         headers["content-type"] = "application/json"
         headers["accept-encoding"] = "identity"  # compressed SSE would be buffered by the decoder
         if self.config.api_key:
             headers["authorization"] = f"Bearer {self.config.api_key}"
         return await self.http.post(
-            self.config.base_url + "/chat/completions",
+            self.config.base_url + path,
             headers,
-            orjson.dumps(self._wire_body(call.body)),
+            orjson.dumps(self._wire_body(call.body) if body is None else body),
             read_timeout=call.read_timeout,
             idle_timeout=call.idle_timeout,
             connect_timeout=call.connect_timeout,
