@@ -23,6 +23,8 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from proxy.cli import main
 from proxy.errors import ConfigError
@@ -31,6 +33,7 @@ from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.loopback import serve
 from proxy.registry import Registry
 from proxy.rules import build, mixed_embedding_models
+from proxy.telemetry.config import TelemetryConfig
 from tests.conftest import UPSTREAM_KEY, FakeClock, ProxyFactory, clean, sdk, shipped_registry
 from tests.test_ledger import rows
 
@@ -422,3 +425,26 @@ def test_check_warns_about_an_embedding_tier_of_mixed_models(
     assert main(["check", str(path), "--evals", str(tmp_path / "evals")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tiergate: tiers.embed.targets[0].provider: ")
+
+
+# --- traces ------------------------------------------------------------------------------------------------
+
+
+async def test_an_embeddings_call_is_traced_as_one(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI
+) -> None:
+    exporter = InMemorySpanExporter()
+    telemetry = TelemetryConfig(span_exporters=(exporter,), capture_content=True)
+    async with start_proxy(shipped_registry(upstream_url), telemetry=telemetry) as url, sdk(url) as client:
+        await client.embeddings.create(model="auto", input=TEXTS)
+    server = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    client_spans = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert [s.name for s in server] == ["embeddings auto"]
+    assert [s.name for s in client_spans] == [f"embeddings {EMBEDDING_MODEL}"]
+    root = dict(server[0].attributes or {})
+    assert (root["gen_ai.operation.name"], root["http.route"], root["tiergate.task"]) == (
+        "embeddings", "/v1/embeddings", "retrieval",
+    )  # fmt: skip
+    assert root["gen_ai.usage.input_tokens"] == sum(count_tokens(t) for t in TEXTS)
+    assert "gen_ai.input.messages" not in root  # nothing of the inputs is recorded
+    assert (client_spans[0].attributes or {})["gen_ai.operation.name"] == "embeddings"

@@ -27,6 +27,7 @@ from proxy.endpoints.exchange import Answered, accept, end_user, serve, span_of
 from proxy.gateway import Gateway
 from proxy.ledger.records import RequestRecord
 from proxy.registry import EMBEDDING
+from proxy.telemetry.names import EMBEDDINGS
 
 
 async def embeddings(request: Request) -> Answered:
@@ -37,10 +38,13 @@ async def _embed(request: Request, gateway: Gateway, record: RequestRecord, star
     body = wire.parse_embeddings_request(await read_body(request, gateway.settings.max_body_bytes))
     record.requested_model = body["model"]
     record.end_user = end_user(body)
+    span = span_of(request)
+    if span is not None:
+        span.parsed({"model": body["model"]}, EMBEDDINGS, "/v1/embeddings")  # no messages to capture
     route = gateway.router.resolve(request.headers.get("x-task-type"), body["model"], kind=EMBEDDING)
     route_record(record, route, gateway)
     forwarded = header_rules.forwardable(request.headers.items())
-    done = await gateway.dispatcher.embed(route, body, forwarded, span_of(request))
+    done = await gateway.dispatcher.embed(route, body, forwarded, span)
     answer, headers = accept(request, record, route, done, body)
     record.usage = answer.usage
     if answer.usage is None:
