@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.cli import main
 from proxy.errors import ConfigError
@@ -448,3 +449,27 @@ async def test_an_embeddings_call_is_traced_as_one(
     assert root["gen_ai.usage.input_tokens"] == sum(count_tokens(t) for t in TEXTS)
     assert "gen_ai.input.messages" not in root  # nothing of the inputs is recorded
     assert (client_spans[0].attributes or {})["gen_ai.operation.name"] == "embeddings"
+
+
+async def test_an_embeddings_call_is_counted_as_one(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI
+) -> None:
+    telemetry = TelemetryConfig(metrics=("prometheus",))
+    async with start_proxy(shipped_registry(upstream_url), telemetry=telemetry) as url, sdk(url) as client:
+        await client.embeddings.create(model="auto", input=TEXTS)
+        async with httpx.AsyncClient() as http:
+            scraped = (await http.get(url + "/metrics")).text
+    found = [s for family in text_string_to_metric_families(scraped) for s in family.samples]
+
+    def one(name: str, **labels: str) -> float:
+        [sample] = [s for s in found if s.name == name and labels.items() <= s.labels.items()]
+        return sample.value
+
+    assert one("tiergate_requests_total", tiergate_task="retrieval", tiergate_tier="embedding") == 1
+    operation = {"gen_ai_operation_name": "embeddings"}
+    assert one("gen_ai_server_request_duration_seconds_count", tiergate_task="retrieval", **operation) == 1
+    tokens = {"gen_ai_request_model": EMBEDDING_MODEL, **operation}
+    assert one("gen_ai_client_token_usage_sum", gen_ai_token_type="input", **tokens) == sum(
+        count_tokens(t) for t in TEXTS
+    )
+    assert one("gen_ai_client_token_usage_sum", gen_ai_token_type="output", **tokens) == 0
