@@ -282,7 +282,9 @@ def _check(args: argparse.Namespace) -> int:
 
     for dead in dead_rules(registry.classify):
         print(f"warning: {dead.describe()}", file=sys.stderr)
-    for mixed in rules.mixed_embedding_models(registry):
+    from proxy.kinds import mixed_embedding_models
+
+    for mixed in mixed_embedding_models(registry):
         print(f"warning: {mixed}", file=sys.stderr)
     _check_evals(args.evals, registry)
     return 0

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from proxy import kinds, prompts, yamldoc
 from proxy import policy as policy_mod
-from proxy import prompts, yamldoc
 from proxy.classify import conditions
 from proxy.classify import model as classifier_model
 from proxy.errors import ConfigError
@@ -31,7 +31,6 @@ from proxy.providers import PROVIDER_TYPES, provider_class
 from proxy.registry import (
     CHAT,
     EMBEDDING,
-    KINDS,
     CachePolicy,
     ClassifierSettings,
     Price,
@@ -44,10 +43,6 @@ from proxy.registry import (
 
 # Body fields tiergate owns; a registry may not set them as params.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
-# What an embedding tier or task cannot have: there are no messages to reword, no output to cap or store.
-_CHAT_ONLY_TIER_KEYS = ("prompt", "max_tokens_cap", "cache")
-_CHAT_ONLY_TASK_KEYS = ("prompts", "max_tokens_cap", "cache")
-_MAX_TOKENS_PARAMS = ("max_tokens", "max_completion_tokens")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -122,15 +117,15 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
     if not tasks:
         raise ConfigError("tasks", "at least one task is required")
 
-    default_task = _default_task(doc, tasks, CHAT, "default_task")
+    default_task = kinds.default_task(doc, tasks, CHAT, "default_task")
     if default_task is None:
         raise ConfigError("tasks", "at least one task on a chat tier is required (the default task of untagged calls)")
-    default_embedding_task = _default_task(doc, tasks, EMBEDDING, "default_embedding_task")
+    default_embedding_task = kinds.default_task(doc, tasks, EMBEDDING, "default_embedding_task")
 
     prices = {name: _price(node, f"prices.{name}") for name, node in _mapping(doc.get("prices", {}), "prices").items()}
 
     names = [name for name, task in tasks.items() if task.kind == CHAT]
-    _check_classify_tasks(doc.get("classify", []), tasks)
+    kinds.check_classify_tasks(doc.get("classify", []), tasks)
     return Registry(
         default_task=default_task,
         providers=MappingProxyType(providers),
@@ -144,33 +139,6 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         classifier=_classifier(doc.get("classifier"), "classifier", list(tasks), source),
         default_embedding_task=default_embedding_task,
     )
-
-
-def _default_task(doc: Mapping[str, Any], tasks: Mapping[str, Task], kind: str, key: str) -> str | None:
-    """``default_task`` (chat) or ``default_embedding_task``: as set, else the first task of ``kind``."""
-    of_kind = [name for name, task in tasks.items() if task.kind == kind]
-    if key not in doc:
-        return of_kind[0] if of_kind else None
-    name = doc[key]
-    if not isinstance(name, str) or name not in tasks:
-        raise ConfigError(key, f"{name!r} is not a defined task ({_defined(tasks)})")
-    if tasks[name].kind != kind:
-        runs = f"runs on {tasks[name].kind} tier {tasks[name].tier!r}"
-        raise ConfigError(key, f"{name!r} {runs}; {key} needs a task on {_a(kind)} tier ({_listed(of_kind)})")
-    return name
-
-
-def _check_classify_tasks(node: Any, tasks: Mapping[str, Task]) -> None:
-    """``classify:`` rules place untagged chat calls: a rule naming an embedding task is a mistake."""
-    for i, item in enumerate(node if isinstance(node, list) else ()):
-        name = item.get("task") if isinstance(item, dict) else None
-        task = tasks.get(name) if isinstance(name, str) else None
-        if task is not None and task.kind != CHAT:
-            raise ConfigError(
-                f"classify[{i}].task",
-                f"{task.name!r} runs on {task.kind} tier {task.tier!r}; classify rules place untagged chat calls "
-                "(an untagged embeddings call runs as default_embedding_task)",
-            )
 
 
 def _classifier(node: Any, path: str, tasks: list[str], source: str) -> ClassifierSettings | None:
@@ -194,28 +162,6 @@ def _classifier(node: Any, path: str, tasks: list[str], source: str) -> Classifi
     return ClassifierSettings(model=str(location), min_confidence=float(confidence), capture_text=capture)
 
 
-def mixed_embedding_models(registry: Registry) -> list[str]:
-    """A warning per embedding tier whose targets (its own, then its fallback tiers') are not all one model:
-    vectors of different models are not comparable, so a fallback would mix them in one index."""
-    warnings = []
-    for name, tier in registry.tiers.items():
-        if tier.kind != EMBEDDING:
-            continue
-        models, current = [], tier
-        while True:
-            models += [t.model for t in current.targets if t.model not in models]
-            if current.fallback_tier is None:
-                break
-            current = registry.tiers[current.fallback_tier]
-        if len(models) > 1:
-            warnings.append(
-                f"tiers.{name}: its targets embed with different models ({', '.join(models)}): their vectors are "
-                "not comparable, so a fallback would mix them in one index; fall back only to the same model "
-                "(e.g. on another provider)"
-            )
-    return warnings
-
-
 def document_hash(doc: Any) -> str:
     """sha256 of ``doc`` as canonical JSON (sorted keys; a value JSON lacks is written as its ``str``)."""
     canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
@@ -233,7 +179,7 @@ def _check_fallback_tiers(tiers: Mapping[str, Tier]) -> None:
             if tiers[nxt].kind != tier.kind:
                 raise ConfigError(
                     path,
-                    f"{nxt!r} is {_a(tiers[nxt].kind)} tier; {_a(tier.kind)} tier falls back to another {tier.kind} tier only",
+                    f"{nxt!r} is {kinds.article(tiers[nxt].kind)} tier; {kinds.article(tier.kind)} tier falls back to another {tier.kind} tier only",
                 )
             if nxt in seen:
                 raise ConfigError(path, f"fallback tiers form a cycle: {' -> '.join([*seen, nxt])}")
@@ -282,11 +228,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         required={"targets"},
         optional={"description", "kind", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt", "cache"},
     )
-    kind = spec.get("kind", CHAT)
-    if kind not in KINDS:
-        raise ConfigError(f"{path}.kind", f"{kind!r} is not a tier kind ({', '.join(KINDS)})")
-    if kind == EMBEDDING:
-        _refuse_chat_only(spec, path, _CHAT_ONLY_TIER_KEYS, "an embedding tier")
+    kind = kinds.tier_kind(spec, path)
     tier_params = _params(spec.get("params", {}), f"{path}.params")
     tier_cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
     raw_targets = spec["targets"]
@@ -298,7 +240,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         _target(item, f"{path}.targets[{i}]", providers, tier_params, tier_cap) for i, item in enumerate(raw_targets)
     )
     for i, (item, target) in enumerate(zip(raw_targets, targets, strict=True)):
-        _check_target_kind(item, target, f"{path}.targets[{i}]", providers[target.provider], kind)
+        kinds.check_target(item, target, f"{path}.targets[{i}]", providers[target.provider], kind)
     fallback = spec.get("fallback_tier")
     return Tier(
         name=name,
@@ -310,38 +252,6 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         cache=_cache(spec.get("cache"), f"{path}.cache"),
         kind=kind,
     )
-
-
-def _refuse_chat_only(spec: Mapping[str, Any], path: str, keys: tuple[str, ...], what: str) -> None:
-    for key in keys:
-        if key in spec:
-            raise ConfigError(f"{path}.{key}", f"{what} takes no {key} (it serves embeddings: no messages, no output)")
-    for key in _MAX_TOKENS_PARAMS:
-        if key in (spec.get("params") or {}):
-            raise ConfigError(f"{path}.params.{key}", f"{what} takes no {key} (an embedding has no output tokens)")
-
-
-def _check_target_kind(node: Any, target: Target, path: str, provider: ProviderConfig, kind: str) -> None:
-    """A target must serve its tier's kind: its provider type, and (when genai-prices knows it) its model."""
-    adapter = provider_class(provider.type)
-    if kind not in adapter.kinds:
-        raise ConfigError(
-            f"{path}.provider",
-            f"{target.provider!r} is a provider of type {provider.type}, which serves no {kind} calls "
-            f"(provider types that do: {', '.join(t for t in sorted(PROVIDER_TYPES) if kind in provider_class(t).kinds)})",
-        )
-    if kind != EMBEDDING:
-        return
-    if isinstance(node, dict):
-        _refuse_chat_only(node, path, ("max_tokens_cap",), "a target of an embedding tier")
-    from proxy import pricing  # genai-prices' data (~0.2 s to load) only for registries with embedding tiers
-
-    if pricing.writes_output(target.model, provider.price_id):
-        raise ConfigError(
-            f"{path}.model",
-            f"{target.model!r} is a model that writes output (genai-prices prices its output tokens), not an "
-            "embedding model; an embedding tier needs embedding models (text-embedding-3-small, ...)",
-        )
 
 
 def _target(
@@ -404,8 +314,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
     if tier not in tiers:
         raise ConfigError(f"{path}.tier", f"{tier!r} is not a defined tier ({_defined(tiers)})")
     kind = tiers[tier].kind
-    if kind == EMBEDDING:
-        _refuse_chat_only(spec, path, _CHAT_ONLY_TASK_KEYS, "a task on an embedding tier")
+    kinds.check_task(spec, path, kind)
     # The baseline prices the same tokens on another tier: one of the same kind (an embedding task's own).
     default_baseline = "frontier" if "frontier" in tiers and tiers["frontier"].kind == kind else tier
     baseline = _str(spec.get("baseline", default_baseline), f"{path}.baseline")
@@ -414,7 +323,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
     if tiers[baseline].kind != kind:
         raise ConfigError(
             f"{path}.baseline",
-            f"{baseline!r} is {_a(tiers[baseline].kind)} tier; {_a(kind)} task's baseline is {_a(kind)} tier",
+            f"{baseline!r} is {kinds.article(tiers[baseline].kind)} tier; {kinds.article(kind)} task's baseline is {kinds.article(kind)} tier",
         )
     allow = spec.get("allow_models", [])
     if not isinstance(allow, list) or not all(isinstance(m, str) and m for m in allow):
@@ -537,15 +446,6 @@ def _str(value: Any, path: str, allow_empty: bool = False) -> str:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
-
-
-def _a(kind: str) -> str:
-    """``kind`` with its article: "a chat", "an embedding"."""
-    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
-
-
-def _listed(names: list[str]) -> str:
-    return "defined: " + ", ".join(names) if names else "none defined"
 
 
 def _defined(names: Mapping[str, Any]) -> str:

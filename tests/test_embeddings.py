@@ -31,9 +31,10 @@ from proxy.cli import main
 from proxy.errors import ConfigError
 from proxy.fakes.embeddings import count_tokens, vector
 from proxy.fakes.openai import Behavior, FakeOpenAI
+from proxy.kinds import mixed_embedding_models
 from proxy.loopback import serve
 from proxy.registry import Registry
-from proxy.rules import build, mixed_embedding_models
+from proxy.rules import build
 from proxy.telemetry.config import TelemetryConfig
 from tests.conftest import UPSTREAM_KEY, FakeClock, ProxyFactory, clean, sdk, shipped_registry
 from tests.test_ledger import rows
