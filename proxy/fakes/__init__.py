@@ -5,6 +5,7 @@ SSE, errors, headers, scripted faults) with no network and no keys (``proxy.loop
 real socket); they answer what a request asks for: ``schema`` builds values valid against a JSON Schema
 (structured output, tool arguments; ``pattern`` the strings a regex finds), ``embeddings`` the vectors of
 the OpenAI fake's ``/v1/embeddings``. ``upstreams`` serves both fakes on one port (``tiergate
-fake-upstream``). ``traffic`` is a simulated app's labelled calls (call sites per task, varied fillers), for
-training the classifier in tests and benchmarks. Nothing in the product imports this package except the demo and the CLI that starts it.
+fake-upstream``). ``traffic`` is a simulated app's labelled calls (call sites per task, varied fillers),
+for training the classifier in tests and benchmarks. Nothing in the product imports this package except
+the demo and the CLI that starts them.
 """
