@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.errors import ConfigError
 from proxy.providers import PROVIDER_TYPES, provider_class
-from proxy.registry import CHAT, EMBEDDING, KINDS, ProviderConfig, Registry, Target, Task
+from proxy.registry import CHAT, EMBEDDING, KINDS, ProviderConfig, Registry, Target, Task, article
 
 # What an embedding tier or task cannot have: there are no messages to reword, no output to cap or store.
 _CHAT_ONLY_TIER_KEYS = ("prompt", "max_tokens_cap", "cache")
@@ -119,11 +119,6 @@ def mixed_embedding_models(registry: Registry) -> list[str]:
                 "(e.g. on another provider)"
             )
     return warnings
-
-
-def article(kind: str) -> str:
-    """``kind`` with its article: "a chat", "an embedding"."""
-    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
 
 
 def _listed(names: Iterable[str]) -> str:

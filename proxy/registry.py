@@ -24,6 +24,11 @@ EMBEDDING = "embedding"
 KINDS = (CHAT, EMBEDDING)
 
 
+def article(kind: str) -> str:
+    """A kind with its article, for messages: "a chat", "an embedding"."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     """Where calls go: a provider type (adapter) plus its endpoint and credentials."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from proxy.errors import InvalidRequest, UnknownTaskType
 from proxy.policy import Policy, layered
 from proxy.prompts import PromptVariant
-from proxy.registry import CHAT, EMBEDDING, Registry, Target, Task, Tier
+from proxy.registry import CHAT, Registry, Target, Task, Tier, article
 
 TIER_PREFIX = "tier:"
 
@@ -90,8 +90,8 @@ class Router:
             default = registry.default_for(kind)
             if default is None:
                 raise InvalidRequest(
-                    f"No task in rules.yaml runs on {'an' if kind == EMBEDDING else 'a'} {kind} tier, so nothing can answer {_endpoint(kind)}: "
-                    f"add a tier with `kind: {kind}` and a task on it.",
+                    f"No task in rules.yaml runs on {article(kind)} tier, so nothing can answer "
+                    f"{_endpoint(kind)}: add a tier with `kind: {kind}` and a task on it.",
                     code="invalid_value",
                 )
             task = registry.tasks[default]
@@ -108,7 +108,7 @@ class Router:
                 )
             if tier.kind != kind:
                 raise InvalidRequest(
-                    f"Tier {name!r} in model {model!r} is {'an' if tier.kind == EMBEDDING else 'a'} {tier.kind} tier, served by {_endpoint(tier.kind)}.",
+                    f"Tier {name!r} in model {model!r} is {article(tier.kind)} tier, served by {_endpoint(tier.kind)}.",
                     param="model",
                     code="model_not_found",
                 )

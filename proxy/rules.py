@@ -39,6 +39,7 @@ from proxy.registry import (
     Target,
     Task,
     Tier,
+    article,
 )
 
 # Body fields tiergate owns; a registry may not set them as params.
@@ -179,7 +180,7 @@ def _check_fallback_tiers(tiers: Mapping[str, Tier]) -> None:
             if tiers[nxt].kind != tier.kind:
                 raise ConfigError(
                     path,
-                    f"{nxt!r} is {kinds.article(tiers[nxt].kind)} tier; {kinds.article(tier.kind)} tier falls back to another {tier.kind} tier only",
+                    f"{nxt!r} is {article(tiers[nxt].kind)} tier; {article(tier.kind)} tier falls back to another {tier.kind} tier only",
                 )
             if nxt in seen:
                 raise ConfigError(path, f"fallback tiers form a cycle: {' -> '.join([*seen, nxt])}")
@@ -323,7 +324,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
     if tiers[baseline].kind != kind:
         raise ConfigError(
             f"{path}.baseline",
-            f"{baseline!r} is {kinds.article(tiers[baseline].kind)} tier; {kinds.article(kind)} task's baseline is {kinds.article(kind)} tier",
+            f"{baseline!r} is {article(tiers[baseline].kind)} tier; {article(kind)} task's baseline is {article(kind)} tier",
         )
     allow = spec.get("allow_models", [])
     if not isinstance(allow, list) or not all(isinstance(m, str) and m for m in allow):

@@ -67,7 +67,7 @@ class OpenAICompatible(Provider):
         return _GENAI_NAMES.get(self.config.price_id or "", self.genai_name)
 
     async def complete(self, call: Call) -> Completion:
-        response = await self._send(call)
+        response = await self._send("/chat/completions", call, self._wire_body(call.body))
         raw = await response.read()
         if response.status != 200:
             raise error_from(response.status, raw, response.headers, self.name, self.redactor)
@@ -81,7 +81,7 @@ class OpenAICompatible(Provider):
         )
 
     async def stream(self, call: Call) -> ChunkStream:
-        response = await self._send(call)
+        response = await self._send("/chat/completions", call, self._wire_body(call.body))
         if response.status != 200:
             raise error_from(response.status, await response.read(), response.headers, self.name, self.redactor)
         if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -92,7 +92,7 @@ class OpenAICompatible(Provider):
         return _OpenAIStream(response, self.redactor)
 
     async def embed(self, call: Call) -> Completion:
-        response = await self._send(call, "/embeddings", call.body)
+        response = await self._send("/embeddings", call, call.body)
         raw = await response.read()
         if response.status != 200:
             raise error_from(response.status, raw, response.headers, self.name, self.redactor)
@@ -105,9 +105,7 @@ class OpenAICompatible(Provider):
             raw=raw,
         )
 
-    async def _send(
-        self, call: Call, path: str = "/chat/completions", body: dict[str, Any] | None = None
-    ) -> UpstreamResponse:
+    async def _send(self, path: str, call: Call, body: dict[str, Any]) -> UpstreamResponse:
         headers = dict(call.headers)
         headers["content-type"] = "application/json"
         headers["accept-encoding"] = "identity"  # compressed SSE would be buffered by the decoder
@@ -116,7 +114,7 @@ class OpenAICompatible(Provider):
         return await self.http.post(
             self.config.base_url + path,
             headers,
-            orjson.dumps(self._wire_body(call.body) if body is None else body),
+            orjson.dumps(body),
             read_timeout=call.read_timeout,
             idle_timeout=call.idle_timeout,
             connect_timeout=call.connect_timeout,
