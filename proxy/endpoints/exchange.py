@@ -1,10 +1,11 @@
-"""What every model endpoint does around its own call (chat completions, responses).
+"""What every model endpoint does around its own call (chat completions, embeddings, responses).
 
 ``serve`` gives each authenticated request exactly one ledger ``RequestRecord`` and, with tracing on, a
 request span, and settles the record however the handler ends (an answer, an error, a crash); a
 streamed answer settles it when its stream closes (``stream_closed``). ``routed`` decides the task and
-tier from the request's chat-shaped view; ``accept`` turns dispatch's ``Outcome`` into the answer and its
-response headers, or raises its error. The ledger's row type is nobody else's scratchpad: only the
+tier from the request's chat-shaped view (embeddings route by task alone, ``proxy.endpoints.embeddings``);
+``accept`` turns dispatch's ``Outcome`` into the answer and its response headers (and notes the prompt
+variant that reworded the client's body, if one did), or raises its error. The ledger's row type is nobody else's scratchpad: only the
 endpoints (and ``calls``) write it.
 """
 
