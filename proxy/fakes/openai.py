@@ -350,6 +350,7 @@ class FakeOpenAI:
         n = len(self.requests)
         reply_headers = {"content-type": "application/json", "x-request-id": f"req_fake_{n}"}
         route = path.removeprefix("/v1")  # base URLs may or may not end in /v1
+        chat = route == "/chat/completions"
         if route not in ("/models", "/chat/completions", "/embeddings"):
             await respond(send, 404, reply_headers, error_body(404, f"Unknown path {path}"))
         elif (method, route) == ("GET", "/models"):
@@ -357,10 +358,10 @@ class FakeOpenAI:
             await respond(send, 200, reply_headers, orjson.dumps({"object": "list", "data": models}))
         elif method != "POST" or route == "/models":
             await respond(send, 405, reply_headers, error_body(405, f"Method {method} not allowed"))
-        elif (problem := _chat_problem(body) if route == "/chat/completions" else embeddings.problem(body)) is not None:
+        elif (problem := _chat_problem(body) if chat else embeddings.problem(body)) is not None:
             await respond(send, 400, reply_headers, error_body(400, problem))
         else:
-            answer = self._answer if route == "/chat/completions" else self._embed
+            answer = self._answer if chat else self._embed
             await self._watched(answer(n, body, self._behavior(body), reply_headers, send), receive)
 
     def _behavior(self, body: dict[str, Any]) -> Behavior:
