@@ -19,7 +19,9 @@ the value (a completion or an open stream) or the error the client gets, with th
 on. An optional ``Observer`` is told about each attempt as it starts and ends (telemetry's spans, the
 trace context sent upstream).
 
-``complete`` and ``stream`` run a chat call; ``run`` runs any operation over a route (the Responses API's
+``complete`` and ``stream`` run a chat call, ``embed`` an embeddings call (its body goes through the same
+``rewrite.for_target``: the model replaced, the registry's params applied; an embedding tier has no prompt
+variant or max-tokens cap to apply); ``run`` runs any operation over a route (the Responses API's
 ``proxy.responses.operation``): ``prepare`` writes the body each hop is sent, ``once`` makes one try.
 """
 
@@ -85,6 +87,20 @@ class Dispatcher:
 
         async def once(call: Call) -> Completion:
             return await self._providers[call.target.provider].complete(call)
+
+        return await self.run(route, body, headers, once, observer)
+
+    async def embed(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        observer: Observer | None = None,
+    ) -> Outcome[Completion]:
+        """Run an embeddings request; the outcome holds the embedding list or the client's error."""
+
+        async def once(call: Call) -> Completion:
+            return await self._providers[call.target.provider].embed(call)
 
         return await self.run(route, body, headers, once, observer)
 

@@ -95,7 +95,7 @@ def test_serve_with_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "tiergate: default_task: 'agnet' is not a defined task (defined: agent, narrative, ad_copy, summary, "
-        "title_generation, classification, extraction, relevance, eval_judge)"
+        "title_generation, classification, extraction, relevance, retrieval, eval_judge)"
     ]
 
 

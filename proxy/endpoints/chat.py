@@ -158,7 +158,7 @@ async def _generate(
     try:
         if record.stream:
             opened = await gateway.dispatcher.stream(route, body, forwarded, span)
-            chunks, headers = accept(request, record, route, opened)
+            chunks, headers = accept(request, record, route, opened, body)
             try:
                 if keeper is not None:
                     headers[CACHE_HEADER] = record.cache = keeper.state
@@ -169,7 +169,7 @@ async def _generate(
                 await chunks.aclose()
                 raise
         done = await gateway.dispatcher.complete(route, body, forwarded, span)
-        completion, headers = accept(request, record, route, done)
+        completion, headers = accept(request, record, route, done, body)
         record.usage = completion.usage
         if span is not None:
             span.answered(completion.body)

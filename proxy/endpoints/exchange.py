@@ -1,10 +1,11 @@
-"""What every model endpoint does around its own call (chat completions, responses).
+"""What every model endpoint does around its own call (chat completions, embeddings, responses).
 
 ``serve`` gives each authenticated request exactly one ledger ``RequestRecord`` and, with tracing on, a
 request span, and settles the record however the handler ends (an answer, an error, a crash); a
 streamed answer settles it when its stream closes (``stream_closed``). ``routed`` decides the task and
-tier from the request's chat-shaped view; ``accept`` turns dispatch's ``Outcome`` into the answer and its
-response headers, or raises its error. The ledger's row type is nobody else's scratchpad: only the
+tier from the request's chat-shaped view (embeddings route by task alone, ``proxy.endpoints.embeddings``);
+``accept`` turns dispatch's ``Outcome`` into the answer and its response headers (and notes the prompt
+variant that reworded the client's body, if one did), or raises its error. The ledger's row type is nobody else's scratchpad: only the
 endpoints (and ``calls``) write it.
 """
 
@@ -81,7 +82,7 @@ def routed(request: Request, gateway: Gateway, record: RequestRecord, view: Mapp
     record.requested_model = view["model"]
     record.stream = bool(view.get("stream"))
     record.messages = view.get("messages")
-    record.end_user = _end_user(view)
+    record.end_user = end_user(view)
     decision = gateway.classifier.decide(request.headers, view)
     record.task_confidence, record.task_predicted = decision.confidence, decision.predicted
     if gateway.ledger is not None and decision.template is not None:
@@ -108,9 +109,12 @@ class _Answer(Protocol):
 A = TypeVar("A", bound=_Answer)
 
 
-def accept(request: Request, record: RequestRecord, route: Route, outcome: Outcome[A]) -> tuple[A, dict[str, str]]:
-    """Note what dispatch did on the record; the answer and its response headers, or raise its error."""
-    note(record, outcome)
+def accept(
+    request: Request, record: RequestRecord, route: Route, outcome: Outcome[A], body: Mapping[str, Any]
+) -> tuple[A, dict[str, str]]:
+    """Note what dispatch did with the client's ``body`` on the record; the answer and its response
+    headers, or raise its error."""
+    note(record, outcome, body)
     if outcome.error is not None:
         raise outcome.error
     answer = outcome.value
@@ -184,7 +188,7 @@ def both(
     return observe
 
 
-def _end_user(body: Mapping[str, Any]) -> str | None:
+def end_user(body: Mapping[str, Any]) -> str | None:
     """The end-user id a client put in the body: kept apart from ``client`` (a body field proves nothing
     about who called), and cut to OpenAI's own bound for ``safety_identifier`` (64 characters)."""
     for field in ("safety_identifier", "user"):

@@ -41,7 +41,8 @@ async def responses(request: Request) -> Answered:
 
 async def _respond(request: Request, gateway: Gateway, record: RequestRecord, started: float) -> Answered:
     body = parse_responses_request(await read_body(request, gateway.settings.max_body_bytes))
-    route = routed(request, gateway, record, chat_view(body))
+    view = chat_view(body)
+    route = routed(request, gateway, record, view)
     if bound_by(body) is not None:
         route = pinned(route)
     forwarded = header_rules.forwardable(request.headers.items())
@@ -50,14 +51,14 @@ async def _respond(request: Request, gateway: Gateway, record: RequestRecord, st
     dispatcher = gateway.dispatcher
     if record.stream:
         opened = await dispatcher.run(route, body, forwarded, operation.stream, span, prepare=operation.prepare)
-        events, headers = accept(request, record, route, opened)
+        events, headers = accept(request, record, route, opened, view)
         try:
             return _sse(request, gateway, record, started, events, headers, span)
         except BaseException:
             await events.aclose()  # until the SSEResponse owns it, the open upstream stream is ours to close
             raise
     done = await dispatcher.run(route, body, forwarded, operation.complete, span, prepare=operation.prepare)
-    answer, headers = accept(request, record, route, done)
+    answer, headers = accept(request, record, route, done, view)
     record.usage = answer.usage
     if span is not None:
         span.answered(as_completion(answer.body))

@@ -5,7 +5,7 @@ delays, ``reset_after_chunks``, ``omit_usage``, ``text``); bodies and events fol
 spec, and replies are deterministic:
 
 - reply text: `Behavior.text`, else with ``text.format`` json_schema the JSON of a value valid against
-  the schema (`proxy.fakes.schema_values`), else ``f"Fake reply from {model}: "`` + the first 12 words of
+  the schema (`proxy.fakes.schema`, spaced as the chat fake writes it), else ``f"Fake reply from {model}: "`` + the first 12 words of
   the last user text of ``input``;
 - with function ``tools``, ``tool_choice`` not "none" and a last input item that is not a
   ``function_call_output``: one ``function_call`` (``call_id`` ``call_fake_1``) to the named (else the
@@ -25,16 +25,16 @@ sends ``response.created`` and at most N more events, then breaks the connection
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, Protocol
 
 import orjson
 from starlette.types import Receive, Send
 
-from proxy.fakes.schema_values import example
+from proxy.fakes.schema import instance, tool_arguments
 
 Delay = float | asyncio.Event
 
@@ -58,10 +58,9 @@ class Behavior(Protocol):
 class Fake(Protocol):
     """What this module uses of `proxy.fakes.openai.FakeOpenAI`: its script and its answer machinery."""
 
-    default: Any
     stored: dict[str, dict[str, Any]]
-    _script: deque[Any]
-    _choose: Callable[[dict[str, Any]], Any] | None
+
+    def _behavior(self, body: dict[str, Any]) -> Any: ...
 
     async def _watched(self, answer: Coroutine[Any, Any, None], receive: Receive) -> None: ...
 
@@ -98,9 +97,7 @@ async def handle(
     if problem is not None:
         await _error(send, 400, headers, *problem)
         return
-    chosen = fake._choose(body) if fake._choose is not None else None
-    behavior = chosen or (fake._script.popleft() if fake._script else fake.default)
-    await fake._watched(_answer(fake, n, body, behavior, headers, send), receive)
+    await fake._watched(_answer(fake, n, body, fake._behavior(body), headers, send), receive)
 
 
 def _problem(body: Any, stored: Mapping[str, Any]) -> tuple[str, str | None] | None:
@@ -158,7 +155,7 @@ def _response(n: int, request: Mapping[str, Any], behavior: Behavior) -> dict[st
     tool = _tool_to_call(request)
     status, incomplete = "completed", None
     if tool is not None:
-        arguments = orjson.dumps(example(tool.get("parameters") or {"type": "object"})).decode()
+        arguments = orjson.dumps(tool_arguments(tool.get("parameters"))).decode()
         output = [
             {"id": f"fc_fake_{n}", "type": "function_call", "call_id": "call_fake_1", "name": tool["name"],
              "arguments": arguments, "status": "completed"}
@@ -244,7 +241,7 @@ def _tool_to_call(request: Mapping[str, Any]) -> dict[str, Any] | None:
 def _text(request: Mapping[str, Any]) -> str:
     fmt = _object(request.get("text")).get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        return orjson.dumps(example(fmt.get("schema") or {})).decode()
+        return json.dumps(instance(fmt.get("schema", True)))  # spaced: its words are its output tokens
     users = [text for role, text in _messages(request) if role == "user"]
     preview = users[-1].split()[:_PREVIEW_WORDS] if users else []
     return f"Fake reply from {request['model']}: " + " ".join(preview)

@@ -47,7 +47,8 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole answer in OpenAI shape: a ``chat.completion`` (or, from ``respond``, a ``response``)."""
+    """A whole answer in OpenAI shape: a ``chat.completion`` (or, from ``respond``, a ``response``), or an
+    embeddings ``list``."""
 
     body: dict[str, Any]
     usage: Usage | None
@@ -185,6 +186,8 @@ class Provider(ABC):
     # Whether the provider is reached at an http(s) ``base_url``, and whether its targets name a handler.
     needs_base_url: ClassVar[bool] = True
     runs_handlers: ClassVar[bool] = False
+    # What its targets may serve (registry kinds): only these reach ``complete``/``stream`` or ``embed``.
+    kinds: ClassVar[frozenset[str]] = frozenset({"chat"})
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -231,3 +234,11 @@ class Provider(ABC):
     async def respond_stream(self, call: Call) -> ChunkStream:
         """Open a streaming Responses API call natively; the stream yields its typed events."""
         raise NotImplementedError(f"provider {self.name} does not serve the Responses API natively")
+
+    async def embed(self, call: Call) -> Completion:
+        """Run an embeddings call (``POST /v1/embeddings``'s body): the ``list`` in OpenAI shape.
+
+        Only adapters whose ``kinds`` has ``embedding`` are given one: the registry refuses an embedding
+        tier's target on any other provider type.
+        """
+        raise NotImplementedError(f"{type(self).__name__} serves no embeddings")

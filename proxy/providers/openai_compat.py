@@ -2,7 +2,9 @@
 
 Only three things change on the way out: the provider's key replaces the client's, the max-tokens field
 gets the spelling the provider wants (OpenAI's reasoning models reject ``max_tokens``), and responses are
-checked to be what the wire format promises.
+checked to be what the wire format promises. Embeddings go to ``{base_url}/embeddings`` as they came
+(model replaced), and come back as they are (``encoding_format`` and ``dimensions`` are the upstream's to
+honour).
 
 Responses API calls go to the upstream's own ``/responses`` (``proxy.providers.openai_responses``),
 unless ``options.responses: chat`` says the server has none (then ``proxy.responses`` translates them
@@ -54,6 +56,7 @@ class OpenAICompatible(Provider):
     default_price_id = "openai"
     genai_name = "openai"
     option_keys = frozenset({"price_provider", "max_tokens_field", "responses"})
+    kinds = frozenset({"chat", "embedding"})
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -116,6 +119,20 @@ class OpenAICompatible(Provider):
             error = error_from(502, raw, response.headers, self.name, self.redactor, expected="an event stream")
             error.upstream_status = response.status
             raise error
+
+    async def embed(self, call: Call) -> Completion:
+        response = await self._send(call, "/embeddings", call.body)
+        raw = await response.read()
+        if response.status != 200:
+            raise error_from(response.status, raw, response.headers, self.name, self.redactor)
+        body = json_body(raw, self.name, "data", list, "an embedding list")
+        return Completion(
+            body=body,
+            usage=Usage.from_openai(body.get("usage")),
+            request_id=request_id(response.headers.get("x-request-id"), self.redactor),
+            headers=passed_on(response.headers, self.redactor),
+            raw=raw,
+        )
 
     async def _send(self, call: Call, path: str, body: dict[str, Any]) -> UpstreamResponse:
         headers = dict(call.headers)

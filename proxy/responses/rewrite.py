@@ -8,7 +8,8 @@ param the Responses API does not take (``stop``, ``seed``, penalties...) is left
 would reject the whole call. Every field of the client's body is forwarded untouched.
 
 A prompt variant rewrites ``instructions`` (the Responses API's system message) and the last user
-message of ``input``, as ``proxy.prompts`` does to chat messages.
+message of ``input``, as ``proxy.prompts`` does to chat messages, and only the request shapes its
+``applies_to`` names (read from the request's chat view: function ``tools``, ``text.format``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from proxy import prompts
 from proxy.prompts import PromptVariant
 from proxy.registry import Target, Task
+from proxy.responses.request import chat_view
 from proxy.responses.wire import MIN_OUTPUT_TOKENS
 
 log = logging.getLogger("tiergate.responses")
@@ -36,6 +39,7 @@ def for_target(body: dict[str, Any], task: Task, target: Target, prompt: PromptV
     """A new body for ``target``; ``body`` itself is left as the client sent it."""
     out = dict(body)
     out["model"] = target.model
+    prompt = prompts.for_request(prompt, chat_view(body)) if prompt is not None else None
     if prompt is not None:
         _apply_prompt(out, prompt)
     client_max = out.pop("max_output_tokens", None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.errors import InvalidRequest
-from proxy.wire import parse_json_object
+from proxy.wire import check_model, parse_json_object
 
 # field -> (the types it may have besides null, what the message says it should be)
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -37,13 +37,7 @@ MIN_OUTPUT_TOKENS = 16  # the spec's minimum for max_output_tokens
 def parse_responses_request(raw: bytes | bytearray) -> dict[str, Any]:
     """Parse and check a ``POST /v1/responses`` body; raise ``InvalidRequest`` naming the field."""
     body = parse_json_object(raw)
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest(
-            "Invalid type for 'model': expected a non-empty string.", param="model", code="invalid_type"
-        )
+    check_model(body)
     for field, (types, what) in _TYPES.items():
         value = body.get(field)
         if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
