@@ -6,6 +6,7 @@ chat tests. What the registry says for a chat call holds for a Responses call, i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from proxy.errors import ConfigError
 from proxy.fakes.openai import FakeOpenAI
 from proxy.rules import build
 from tests.conftest import ProxyFactory, sdk
+from tests.test_ledger import rows
 from tests.test_responses import WEATHER
 
 
@@ -99,6 +101,44 @@ async def test_prompt_variants_rewrite_instructions_and_the_last_user_input(
         {"type": "input_text", "text": "Is it?"},
         {"type": "input_text", "text": "Answer with only what was asked: no preamble, no explanation."},
     ]
+
+
+@pytest.mark.parametrize("responses", ["native", "chat"])
+async def test_a_variant_rewords_only_the_request_shapes_it_applies_to(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path, responses: str
+) -> None:
+    # A Responses request's shape is its chat view's: function tools (unless tool_choice is none), else
+    # text.format; natively and translated alike, and the ledger names the variant only where it applied.
+    provider = {"type": "openai", "base_url": upstream_url + "/v1", "options": {"responses": responses}}
+    prompt = {"name": "terse", "append_to_last_user": "Be terse.", "applies_to": ["text"]}
+    registry = build(
+        {
+            "providers": {"p": provider},
+            "tiers": {"t": {"targets": ["p::m"], "prompt": prompt}},
+            "tasks": {"x": {"tier": "t"}},
+        }
+    )
+
+    class Fields(BaseModel):
+        name: str
+
+    schema = {"format": {"type": "json_schema", "name": "Fields", "schema": Fields.model_json_schema()}}
+    db = tmp_path / "ledger.db"
+    async with start_proxy(registry, db=str(db)) as url:
+        client = sdk(url)
+        await client.responses.create(model="auto", input="Hi")
+        parsed = await client.responses.parse(model="auto", input="Hi", text_format=Fields)
+        await client.responses.create(model="auto", input="Hi", text=schema)  # type: ignore[arg-type]
+        await client.responses.create(model="auto", input="Hi", tools=[WEATHER])
+        await client.responses.create(model="auto", input="Hi", tools=[WEATHER], tool_choice="none")
+        await client.close()
+    assert isinstance(parsed.output_parsed, Fields)  # the fake's answer is valid against the schema
+    if responses == "native":
+        texts = [r.body["input"] for r in fake.requests]
+    else:
+        texts = [r.body["messages"][-1]["content"] for r in fake.requests]
+    assert texts == ["Hi\n\nBe terse.", "Hi", "Hi", "Hi", "Hi\n\nBe terse."]
+    assert [row["prompt_variant"] for row in rows(db)] == ["terse", None, None, None, "terse"]
 
 
 @pytest.mark.parametrize(
