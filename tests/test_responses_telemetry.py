@@ -43,6 +43,7 @@ async def test_request_and_attempt_spans(
     for span, response_id in zip(requests, (plain.id, events[-1].response.id), strict=True):  # type: ignore[union-attr]
         attributes = dict(span.attributes or {})
         assert attributes["tiergate.task"] == task and attributes["gen_ai.response.model"] == model
+        assert (attributes["http.route"], attributes["gen_ai.operation.name"]) == ("/v1/responses", "chat")
         assert attributes["gen_ai.response.id"] == response_id
         assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
         assert attributes["gen_ai.usage.output_tokens"] > 0 and attributes["gen_ai.usage.input_tokens"] > 0

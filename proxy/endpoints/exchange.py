@@ -26,7 +26,7 @@ from proxy.gateway import Gateway
 from proxy.ledger.records import RequestRecord, new_id
 from proxy.outcome import Outcome
 from proxy.router import Route
-from proxy.telemetry.tracing import RequestSpan
+from proxy.telemetry.tracing import CHAT_ROUTE, RequestSpan
 
 Answered = Response | streaming.SSEResponse
 # The endpoint's own part: parse, route, dispatch, respond (settling the record is ``serve``'s).
@@ -74,11 +74,14 @@ async def serve(request: Request, handler: Handler) -> Answered:
     return response
 
 
-def routed(request: Request, gateway: Gateway, record: RequestRecord, view: Mapping[str, Any]) -> Route:
-    """The route of a request whose chat-shaped ``view`` the classifier reads; noted on the record and span."""
+def routed(
+    request: Request, gateway: Gateway, record: RequestRecord, view: Mapping[str, Any], http_route: str = CHAT_ROUTE
+) -> Route:
+    """The route of a request whose chat-shaped ``view`` the classifier reads; noted on the record and on the
+    span (whose ``http.route`` is the endpoint's)."""
     span = span_of(request)
     if span is not None:
-        span.parsed(view)
+        span.parsed(view, route=http_route)
     record.requested_model = view["model"]
     record.stream = bool(view.get("stream"))
     record.messages = view.get("messages")

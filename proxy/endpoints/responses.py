@@ -42,7 +42,7 @@ async def responses(request: Request) -> Answered:
 async def _respond(request: Request, gateway: Gateway, record: RequestRecord, started: float) -> Answered:
     body = parse_responses_request(await read_body(request, gateway.settings.max_body_bytes))
     view = chat_view(body)
-    route = routed(request, gateway, record, view)
+    route = routed(request, gateway, record, view, "/v1/responses")
     if bound_by(body) is not None:
         route = pinned(route)
     forwarded = header_rules.forwardable(request.headers.items())
