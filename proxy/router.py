@@ -129,7 +129,7 @@ class Router:
 
 
 def _endpoint(kind: str) -> str:
-    return "POST /v1/chat/completions" if kind == CHAT else "POST /v1/embeddings"
+    return "POST /v1/chat/completions (or /v1/responses)" if kind == CHAT else "POST /v1/embeddings"
 
 
 def resolve(task_header: str | None, model: str, registry: Registry) -> Route:

@@ -122,6 +122,8 @@ async def test_a_chat_task_or_tier_is_refused_by_name(
                     messages=[{"role": "user", "content": "hi"}],
                     extra_headers={"X-Task-Type": "retrieval"},
                 )
+            with pytest.raises(openai.BadRequestError) as responses_task:
+                await client.responses.create(model="auto", input="hi", extra_headers={"X-Task-Type": "retrieval"})
         async with sdk(url) as client:
             with pytest.raises(openai.BadRequestError) as chat_tier:
                 await client.embeddings.create(model="tier:small", input="x")
@@ -129,6 +131,8 @@ async def test_a_chat_task_or_tier_is_refused_by_name(
                 await client.chat.completions.create(
                     model="tier:embedding", messages=[{"role": "user", "content": "hi"}]
                 )
+            with pytest.raises(openai.BadRequestError) as responses_tier:
+                await client.responses.create(model="tier:embedding", input="hi")
             with pytest.raises(openai.BadRequestError) as unknown:
                 await client.embeddings.create(model="auto", input="x", extra_headers={"X-Task-Type": "nope"})
     assert chat_task.value.param == "X-Task-Type" and chat_task.value.code == "invalid_value"
@@ -136,6 +140,9 @@ async def test_a_chat_task_or_tier_is_refused_by_name(
     assert embedding_task.value.param == "X-Task-Type" and "POST /v1/embeddings" in embedding_task.value.message
     assert chat_tier.value.param == "model" and "chat tier" in chat_tier.value.message
     assert embedding_tier.value.param == "model" and "embedding tier" in embedding_tier.value.message
+    # /v1/responses serves chat tasks and tiers, as /v1/chat/completions does
+    assert responses_task.value.param == "X-Task-Type" and "POST /v1/embeddings" in responses_task.value.message
+    assert responses_tier.value.param == "model" and "embedding tier" in responses_tier.value.message
     assert unknown.value.code == "unknown_task_type"
     assert fake.requests == []  # nothing reached the upstream
 
