@@ -92,18 +92,7 @@ class OpenAICompatible(Provider):
         return ResponsesStream(response, self.redactor)
 
     async def complete(self, call: Call) -> Completion:
-        response = await self._send(call, "/chat/completions", self._wire_body(call.body))
-        raw = await response.read()
-        if response.status != 200:
-            raise error_from(response.status, raw, response.headers, self.name, self.redactor)
-        body = json_body(raw, self.name, "choices", list, "a chat completion")
-        return Completion(
-            body=body,
-            usage=Usage.from_openai(body.get("usage")),
-            request_id=request_id(response.headers.get("x-request-id"), self.redactor),
-            headers=passed_on(response.headers, self.redactor),
-            raw=raw,
-        )
+        return await self._whole(call, "/chat/completions", self._wire_body(call.body), "choices", "a chat completion")
 
     async def stream(self, call: Call) -> ChunkStream:
         response = await self._send(call, "/chat/completions", self._wire_body(call.body))
@@ -121,14 +110,18 @@ class OpenAICompatible(Provider):
             raise error
 
     async def embed(self, call: Call) -> Completion:
-        response = await self._send(call, "/embeddings", call.body)
+        return await self._whole(call, "/embeddings", call.body, "data", "an embedding list")
+
+    async def _whole(self, call: Call, path: str, body: dict[str, Any], field: str, what: str) -> Completion:
+        """A non-streaming call to ``path``: the upstream's error, or its answer (a list in ``field``)."""
+        response = await self._send(call, path, body)
         raw = await response.read()
         if response.status != 200:
             raise error_from(response.status, raw, response.headers, self.name, self.redactor)
-        body = json_body(raw, self.name, "data", list, "an embedding list")
+        answer = json_body(raw, self.name, field, list, what)
         return Completion(
-            body=body,
-            usage=Usage.from_openai(body.get("usage")),
+            body=answer,
+            usage=Usage.from_openai(answer.get("usage")),
             request_id=request_id(response.headers.get("x-request-id"), self.redactor),
             headers=passed_on(response.headers, self.redactor),
             raw=raw,
