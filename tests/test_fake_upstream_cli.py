@@ -62,6 +62,8 @@ async def test_the_fakes_answer_their_own_sdks(fake_upstream: tuple[str, list[st
     async with AsyncOpenAI(base_url=f"{url}/openai/v1", api_key="anything", max_retries=0) as client:
         completion = await client.chat.completions.create(model="gpt-5.4-mini", messages=ASK)
         embedded = await client.embeddings.create(model="text-embedding-3-small", input="retry storm", dimensions=8)
+        response = await client.responses.create(model="gpt-5.4-mini", input=ASK[0]["content"])
+    assert response.output_text == "Fake reply from gpt-5.4-mini: " + ASK[0]["content"]
     assert completion.choices[0].message.content == "Fake reply from gpt-5.4-mini: " + ASK[0]["content"]
     assert embedded.data[0].embedding == pytest.approx(vector("retry storm", 8), abs=1e-6)
     async with anthropic.AsyncAnthropic(base_url=f"{url}/anthropic", api_key="anything", max_retries=0) as claude:
@@ -88,12 +90,19 @@ async def test_tiergate_serves_the_fake_rules_on_them(
             embedded = await client.embeddings.with_raw_response.create(
                 model="auto", input=["retry storm"], extra_headers={"X-Task-Type": "retrieval"}
             )
+            response = await client.responses.with_raw_response.create(model="auto", input=ASK[0]["content"])
+            translated = await client.responses.create(
+                model="claude-opus-5-5", input=ASK[0]["content"], extra_headers={"X-Task-Type": "agent"}
+            )
     assert (raw.headers["x-tiergate-provider"], raw.headers["x-tiergate-model"]) == ("openai", "gpt-5.4-mini")
     assert raw.parse().choices[0].message.content == "Fake reply from gpt-5.4-mini: " + ASK[0]["content"]
     assert claude.headers["x-tiergate-provider"] == "anthropic"
     assert (claude.parse().choices[0].message.content or "").startswith("Fake Claude reply from claude-opus-5-5")
     assert embedded.headers["x-tiergate-model"] == "text-embedding-3-small"
     assert len(embedded.parse().data[0].embedding) == 1536
+    assert response.headers["x-tiergate-model"] == "gpt-5.4-mini"  # natively, at the fake's /responses
+    assert response.parse().output_text == "Fake reply from gpt-5.4-mini: " + ASK[0]["content"]
+    assert translated.output_text.startswith("Fake Claude reply from claude-opus-5-5")  # translated for Anthropic
 
 
 async def test_a_port_in_use_is_one_line_and_exit_2() -> None:

@@ -1,7 +1,7 @@
 """``tiergate fake-upstream``: the fake OpenAI and Anthropic upstreams on one port, standalone.
 
 For trying tiergate with no keys and no network: ``/openai/...`` is the fake OpenAI API (chat
-completions, embeddings, models: base URL ``http://HOST:PORT/openai/v1``), ``/anthropic/...`` the fake
+completions, the Responses API, embeddings, models: base URL ``http://HOST:PORT/openai/v1``), ``/anthropic/...`` the fake
 Messages API (base URL ``http://HOST:PORT/anthropic``, as ``ANTHROPIC_BASE_URL`` takes it). Each fake
 sees its own paths, as behind its real base URL; ``GET /`` says where each one is.
 ``examples/rules.fake.yaml`` points the shipped registry at them.
@@ -83,7 +83,7 @@ async def run(host: str, port: int, out: TextIO) -> None:
         async with serve(FakeUpstreams(), host=host, port=port) as url:
             urls = base_urls(url)
             print(f"tiergate fake upstreams on {url} (no keys, no network; Ctrl-C stops them)", file=out)
-            print(f"  OpenAI-compatible  {urls['openai']}  (chat completions, embeddings, models)", file=out)
+            print(f"  OpenAI-compatible  {urls['openai']}  (chat completions, responses, embeddings, models)", file=out)
             print(f"  Anthropic          {urls['anthropic']}  (messages)", file=out)
             # examples/rules.fake.yaml expects them at the default address; elsewhere, it is told where.
             env = "" if url == f"http://127.0.0.1:{DEFAULT_PORT}" else f"FAKE_UPSTREAM_URL={url} "
