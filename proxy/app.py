@@ -36,9 +36,11 @@ from proxy.connections import LIMITS_KEY, ConnectionLimits, default_max_connecti
 from proxy.dispatch import Dispatcher
 from proxy.endpoints import precompute
 from proxy.endpoints.chat import chat_completions
+from proxy.endpoints.embeddings import embeddings
 from proxy.endpoints.health import healthz, readyz
 from proxy.endpoints.metrics import metrics
 from proxy.endpoints.models import get_model, list_models
+from proxy.endpoints.responses import responses
 from proxy.errors import InvalidRequest, NotFound, TiergateError
 from proxy.gateway import Gateway
 from proxy.ledger.materialize import Materializer
@@ -181,6 +183,10 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
+            Route("/responses", responses, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -98,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default="rules.yaml", help="registry file to demo (default rules.yaml)")
     demo.set_defaults(run=_demo)
 
+    fake = sub.add_parser(
+        "fake-upstream",
+        help="run the fake OpenAI and Anthropic upstreams (no keys, no network) for tiergate serve to call",
+        description="The fake OpenAI-compatible API under /openai/v1 and the fake Anthropic Messages API under "
+        "/anthropic, on one port; examples/rules.fake.yaml points tiergate at them.",
+    )
+    fake.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    fake.add_argument("--port", type=int, default=4001, help="port (default 4001; 0 picks a free one)")
+    fake.set_defaults(run=_fake_upstream)
+
     audit = sub.add_parser("audit", help="calls, tokens, cost and savings from the ledger; --what-if re-prices it")
     audit.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
     audit.add_argument("--since", help="only requests since 24h, 90m, 7d ago, a date (2026-11-01) or a timestamp")
@@ -280,12 +290,21 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok — {len(registry.tasks)} tasks, {len(registry.tiers)} tiers, {targets} targets, "
         f"{len(registry.providers)} providers; default task {registry.default_task!r}"
+        + (
+            f", default embedding task {registry.default_embedding_task!r}"
+            if registry.default_embedding_task is not None
+            else ""
+        )
         + (f"; {_plural(len(registry.classify), 'classify rule')}" if registry.classify else "")
     )
     from proxy.classify.conditions import dead_rules
 
     for dead in dead_rules(registry.classify):
         print(f"warning: {dead.describe()}", file=sys.stderr)
+    from proxy.kinds import mixed_embedding_models
+
+    for mixed in mixed_embedding_models(registry):
+        print(f"warning: {mixed}", file=sys.stderr)
     _check_evals(args.evals, registry)
     return 0
 
@@ -312,6 +331,21 @@ def _demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
     return asyncio.run(run_demo(args.config, out=sys.stdout))
+
+
+def _fake_upstream(args: argparse.Namespace) -> int:
+    from proxy.fakes import upstreams
+    from proxy.loopback import ServerStartError
+
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port: expected 0 to 65535, got {args.port}")
+    try:
+        asyncio.run(upstreams.run(args.host, args.port, sys.stdout))
+    except ServerStartError:
+        raise ValueError(
+            f"cannot listen on {args.host}:{args.port} (in use, or not an address of this machine)"
+        ) from None
+    return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -431,7 +465,7 @@ def _classify(args: argparse.Namespace) -> int:
     from proxy.classify import report as classify_report
     from proxy.classify.explain import explain, parse_headers, read_request
     from proxy.classify.features import seed_of
-    from proxy.errors import UnknownTaskType
+    from proxy.errors import InvalidRequest
 
     classify_report.check_format(args.format)
     env = Settings.from_env()
@@ -439,7 +473,7 @@ def _classify(args: argparse.Namespace) -> int:
     body, headers = read_request(args.request), parse_headers(args.header)
     try:
         result = explain(registry, body, headers, seed_of(env.feature_key))
-    except UnknownTaskType as exc:
+    except InvalidRequest as exc:  # an unknown X-Task-Type, or a task of another endpoint
         raise ValueError(f"{exc.message} (the server answers 400)") from None
     print(classify_report.explanation(result, args.format), end="")
     return 0

@@ -18,6 +18,11 @@ Dispatch owns its account of what happened: every try is an ``Attempt`` (plain v
 the value (a completion or an open stream) or the error the client gets, with the headers the SDKs act
 on. An optional ``Observer`` is told about each attempt as it starts and ends (telemetry's spans, the
 trace context sent upstream).
+
+``complete`` and ``stream`` run a chat call, ``embed`` an embeddings call (its body goes through the same
+``rewrite.for_target``: the model replaced, the registry's params applied; an embedding tier has no prompt
+variant or max-tokens cap to apply); ``run`` runs any operation over a route (the Responses API's
+``proxy.responses.operation``): ``prepare`` writes the body each hop is sent, ``once`` makes one try.
 """
 
 from __future__ import annotations
@@ -41,10 +46,15 @@ from proxy.errors import (
 )
 from proxy.outcome import Attempt, Observer, Outcome
 from proxy.policy import Policy
+from proxy.prompts import PromptVariant
 from proxy.providers.base import Call, Chunk, ChunkStream, Completion, Provider
+from proxy.registry import Target, Task
 from proxy.router import Hop, Route
 
 T = TypeVar("T")
+# The body one hop is sent, from the client's: ``rewrite.for_target`` for chat. Raising a TiergateError
+# says the body cannot go to that target (a field it cannot honour).
+Prepare = Callable[[dict[str, Any], Task, Target, PromptVariant | None], dict[str, Any]]
 # The openai SDK gives up at once on a retry-after above 120 s; never pass on more.
 _CLIENT_RETRY_AFTER_CAP_S = 120.0
 
@@ -78,7 +88,21 @@ class Dispatcher:
         async def once(call: Call) -> Completion:
             return await self._providers[call.target.provider].complete(call)
 
-        return await self._run(route, body, headers, once, observer)
+        return await self.run(route, body, headers, once, observer)
+
+    async def embed(
+        self,
+        route: Route,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        observer: Observer | None = None,
+    ) -> Outcome[Completion]:
+        """Run an embeddings request; the outcome holds the embedding list or the client's error."""
+
+        async def once(call: Call) -> Completion:
+            return await self._providers[call.target.provider].embed(call)
+
+        return await self.run(route, body, headers, once, observer)
 
     async def stream(
         self,
@@ -88,41 +112,27 @@ class Dispatcher:
         observer: Observer | None = None,
     ) -> Outcome[ChunkStream]:
         """Open a stream whose first chunk has arrived; the outcome holds it or the client's error."""
-        return await self._run(route, body, headers, self._open_stream, observer)
+        return await self.run(route, body, headers, self._open_stream, observer)
 
     async def _open_stream(self, call: Call) -> ChunkStream:
-        """Open a stream and wait for its first chunk, so a failure before it can still fall over."""
-        stream = await self._providers[call.target.provider].stream(call)
-        chunks = aiter(stream)
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            await stream.aclose()
-            raise UpstreamProtocolError(
-                "The upstream provider ended the stream without sending anything.", upstream_status=200
-            ) from None
-        except UpstreamError as exc:
-            await stream.aclose()
-            # An adapter returns a stream only once the upstream answered 200 (its contract).
-            exc.upstream_status = 200
-            raise
-        except BaseException:
-            await stream.aclose()
-            raise
-        return _Primed(first, chunks, stream)
+        return await primed(await self._providers[call.target.provider].stream(call))
 
-    async def _run(
+    async def run(
         self,
         route: Route,
         body: dict[str, Any],
         headers: Mapping[str, str],
         once: Callable[[Call], Awaitable[T]],
-        observer: Observer | None,
+        observer: Observer | None = None,
+        *,
+        prepare: Prepare = rewrite.for_target,
     ) -> Outcome[T]:
+        """Run one operation over ``route``'s hops: ``prepare`` writes each hop's body from ``body``,
+        ``once`` makes one try of it (a stream's ``once`` should return it ``primed``)."""
         outcome: Outcome[T] = Outcome()
         run = _Run(self._clock() + route.policy.deadline_s, observer)
         try:
-            outcome.value = await self._hops(run, route, body, headers, outcome, once)
+            outcome.value = await self._hops(run, route, body, headers, outcome, once, prepare)
         except TiergateError as exc:
             outcome.error = self._final(exc, outcome)
         return outcome
@@ -135,6 +145,7 @@ class Dispatcher:
         headers: Mapping[str, str],
         outcome: Outcome[T],
         once: Callable[[Call], Awaitable[T]],
+        prepare: Prepare,
     ) -> T:
         tried = False
         for index, hop in enumerate(route.hops):
@@ -144,16 +155,15 @@ class Dispatcher:
             if permit is None:
                 continue
             tried = True
-            result = await self._try_hop(run, index, hop, permit, route, body, headers, outcome, once)
+            result = await self._try_hop(run, index, hop, permit, route, body, headers, outcome, once, prepare)
             if result is not _NEXT:
                 return result  # type: ignore[return-value]
         if not tried:
             # Every breaker is open: try the target that reopens first rather than fail untried.
             index = min(range(len(route.hops)), key=lambda k: self._breakers.reopens_in(route.hops[k].target.key))
             hop = route.hops[index]
-            result = await self._try_hop(
-                run, index, hop, self._breakers.force(hop.target.key), route, body, headers, outcome, once
-            )
+            permit = self._breakers.force(hop.target.key)
+            result = await self._try_hop(run, index, hop, permit, route, body, headers, outcome, once, prepare)
             if result is not _NEXT:
                 return result  # type: ignore[return-value]
         raise run.verdict()
@@ -169,6 +179,7 @@ class Dispatcher:
         headers: Mapping[str, str],
         outcome: Outcome[T],
         once: Callable[[Call], Awaitable[T]],
+        prepare: Prepare,
     ) -> T | object:
         """Try one hop up to 1 + retries times: its result, or ``_NEXT`` to move on; raises the final error.
 
@@ -179,9 +190,15 @@ class Dispatcher:
         policy = hop.policy
         current: Permit | None = permit
         try:
+            try:
+                prepared = prepare(body, route.task, hop.target, hop.prompt)
+            except TiergateError as exc:
+                # Nothing was sent: the body cannot go to this target (a field it cannot honour). What an
+                # earlier target answered, if any, says more (as for an adapter that refuses a body).
+                raise run.verdict(exc) from None
             call = Call(
                 target=hop.target,
-                body=rewrite.for_target(body, route.task, hop.target, hop.prompt),
+                body=prepared,
                 headers=headers,
                 # The socket may stay silent until the first byte is due; after it, idle_s applies
                 # (enforced per read by the upstream response).
@@ -328,6 +345,27 @@ class _Run:
         # "Could not connect" to a fallback says less than what an earlier upstream answered
         # (a 429 with its retry-after, a 503, a timeout): report the most telling failure.
         return self.telling or self.last or fallback or _deadline_error()
+
+
+async def primed(stream: ChunkStream) -> ChunkStream:
+    """``stream`` once its first chunk has arrived, so a failure before it can still fall over."""
+    chunks = aiter(stream)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        await stream.aclose()
+        raise UpstreamProtocolError(
+            "The upstream provider ended the stream without sending anything.", upstream_status=200
+        ) from None
+    except UpstreamError as exc:
+        await stream.aclose()
+        # An adapter returns a stream only once the upstream answered 200 (its contract).
+        exc.upstream_status = 200
+        raise
+    except BaseException:
+        await stream.aclose()
+        raise
+    return _Primed(first, chunks, stream)
 
 
 class _Primed(ChunkStream):

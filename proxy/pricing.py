@@ -233,6 +233,16 @@ class _Rates:
         return const, uncached, read, write, out
 
 
+def writes_output(model: str, price_id: str | None) -> bool:
+    """Whether genai-prices knows ``model`` and prices its output tokens: a model that writes (chat,
+    images), not an embedding model. ``False`` when it does not know the model (nothing to tell)."""
+    try:
+        found = calc_price(PriceUsage(input_tokens=1), model_ref=model, provider_id=price_id)
+    except (LookupError, ValueError):
+        return False
+    return found.model_price.output_mtok is not None
+
+
 def price_ids(registry: Registry) -> dict[str, str | None]:
     """genai-prices' provider id per registry provider (resolved when the registry was loaded)."""
     return {name: provider.price_id for name, provider in registry.providers.items()}

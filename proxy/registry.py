@@ -1,7 +1,9 @@
 """The registry: the whole routing policy as frozen values (providers, tiers, tasks, prices, policy).
 
 Providers say where calls go, tiers hold ordered targets (the order is the fallback order), tasks say
-which tier each task type runs on. ``proxy.rules`` builds one from rules.yaml; everything else only
+which tier each task type runs on. A tier has a ``kind``: ``chat`` (``POST /v1/chat/completions``, the
+default) or ``embedding`` (``POST /v1/embeddings``); its tasks, targets and fallback tiers are of that
+kind too. ``proxy.rules`` builds one from rules.yaml; everything else only
 reads it. This module depends on nothing of tiergate's but prompt variants, so adapters, the router
 and the ledger can all use these types without depending on each other.
 """
@@ -15,6 +17,16 @@ from types import MappingProxyType
 from typing import Any
 
 from proxy.prompts import PromptVariant
+
+# What a tier's models do, and so which endpoint its tasks answer: chat completions or embeddings.
+CHAT = "chat"
+EMBEDDING = "embedding"
+KINDS = (CHAT, EMBEDDING)
+
+
+def article(kind: str) -> str:
+    """A kind with its article, for messages: "a chat", "an embedding"."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class Tier:
     policy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # a policy layer
     prompt: PromptVariant | None = None
     cache: CachePolicy | None = None
+    kind: str = CHAT  # CHAT or EMBEDDING: what its targets serve
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class Task:
     # Per-tier prompt variants for this task; they beat the tier's own.
     prompts: Mapping[str, PromptVariant] = field(default_factory=lambda: MappingProxyType({}))
     cache: CachePolicy | None = None  # beats the tier's
+    kind: str = CHAT  # its tier's kind: the endpoint it answers
 
 
 @dataclass(frozen=True)
@@ -155,6 +169,16 @@ class Registry:
     classify: tuple[ClassifyRule, ...] = ()  # in order: the first that matches wins
     classifier: ClassifierSettings | None = None
     ledger: LedgerPolicy = field(default_factory=LedgerPolicy)
+    # The task of an untagged embeddings call; None when no tier serves embeddings.
+    default_embedding_task: str | None = None
+
+    def default_for(self, kind: str) -> str | None:
+        """The task an untagged call of ``kind`` runs as."""
+        return self.default_task if kind == CHAT else self.default_embedding_task
+
+    def tasks_of(self, kind: str) -> list[str]:
+        """The names of the tasks of ``kind``, in the file's order."""
+        return [name for name, task in self.tasks.items() if task.kind == kind]
 
     def find_target(self, model: str) -> tuple[Tier, Target] | None:
         """The first tier and target that run ``model`` (plain name or ``provider::model``)."""

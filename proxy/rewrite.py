@@ -20,6 +20,7 @@ def for_target(body: dict[str, Any], task: Task, target: Target, prompt: PromptV
     """A new body for ``target`` (worded per ``prompt``); ``body`` itself is left as the client sent it."""
     out = dict(body)
     out["model"] = target.model
+    prompt = prompts.for_request(prompt, body)  # a variant rewords only the request shapes it names
     if prompt is not None and isinstance(out.get("messages"), list):
         out["messages"] = prompts.apply(out["messages"], prompt)
 

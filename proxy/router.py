@@ -2,7 +2,9 @@
 
 Policy lives in rules.yaml; this module only reads it. Order of decisions:
 1. task: the ``X-Task-Type`` header if it names a task; an unknown name is a 400 (a typo must not be
-   silently served on the default tier); no header -> ``default_task`` (never a silent downgrade).
+   silently served on the default tier); no header -> ``default_task`` (never a silent downgrade), or
+   ``default_embedding_task`` for an embeddings call. A task runs on one endpoint, its tier's kind: a chat
+   task sent to ``/v1/embeddings`` (or the other way round) is a 400 that names the right one.
 2. tier: ``model`` = ``tier:<name>`` picks a tier directly; a model in the task's ``allow_models`` is
    honoured as-is (a user-facing model picker); anything else (``auto``, a legacy model name) -> the
    task's tier.
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from proxy.errors import InvalidRequest, UnknownTaskType
 from proxy.policy import Policy, layered
 from proxy.prompts import PromptVariant
-from proxy.registry import Registry, Target, Task, Tier
+from proxy.registry import CHAT, Registry, Target, Task, Tier, article
 
 TIER_PREFIX = "tier:"
 
@@ -62,11 +64,11 @@ class Router:
             for tier in registry.tiers.values()
         }
 
-    def resolve(self, task_header: str | None, model: str, source: str = "header") -> Route:
+    def resolve(self, task_header: str | None, model: str, source: str = "header", kind: str = CHAT) -> Route:
         """Decide task, tier and ordered hops for one request. Raises ``InvalidRequest`` on bad selectors.
 
         ``task_header`` names the task (from the header, or as ``source`` says from a rule or the
-        classifier); ``None`` is the registry's default task.
+        classifier); ``None`` is the registry's default task of ``kind`` (the endpoint's: chat or embedding).
         """
         registry = self.registry
         if task_header:
@@ -76,8 +78,23 @@ class Router:
                     f"Unknown X-Task-Type {task_header!r}. Known task types: {', '.join(sorted(registry.tasks))}.",
                     param="X-Task-Type",
                 )
+            if task.kind != kind:
+                raise InvalidRequest(
+                    f"X-Task-Type {task.name!r} is a task of {task.kind} tier {task.tier!r}, served by "
+                    f"{_endpoint(task.kind)}. Task types for {_endpoint(kind)}: "
+                    f"{', '.join(registry.tasks_of(kind)) or 'none'}.",
+                    param="X-Task-Type",
+                    code="invalid_value",
+                )
         else:
-            task = registry.tasks[registry.default_task]
+            default = registry.default_for(kind)
+            if default is None:
+                raise InvalidRequest(
+                    f"No task in rules.yaml runs on {article(kind)} tier, so nothing can answer "
+                    f"{_endpoint(kind)}: add a tier with `kind: {kind}` and a task on it.",
+                    code="invalid_value",
+                )
+            task = registry.tasks[default]
             source = "default"
 
         if model.startswith(TIER_PREFIX):
@@ -86,6 +103,12 @@ class Router:
             if tier is None:
                 raise InvalidRequest(
                     f"Unknown tier {name!r} in model {model!r}. Known tiers: {', '.join(registry.tiers)}.",
+                    param="model",
+                    code="model_not_found",
+                )
+            if tier.kind != kind:
+                raise InvalidRequest(
+                    f"Tier {name!r} in model {model!r} is {article(tier.kind)} tier, served by {_endpoint(tier.kind)}.",
                     param="model",
                     code="model_not_found",
                 )
@@ -103,6 +126,10 @@ class Router:
 
         tier = registry.tiers[task.tier]
         return Route(task, source, tier, self._plans[task.name, tier.name], model, "task")
+
+
+def _endpoint(kind: str) -> str:
+    return "POST /v1/chat/completions (or /v1/responses)" if kind == CHAT else "POST /v1/embeddings"
 
 
 def resolve(task_header: str | None, model: str, registry: Registry) -> Route:

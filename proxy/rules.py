@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
+from proxy import kinds, prompts, yamldoc
 from proxy import policy as policy_mod
-from proxy import prompts, yamldoc
 from proxy.classify import conditions
 from proxy.classify import model as classifier_model
 from proxy.errors import ConfigError
@@ -29,6 +29,8 @@ from proxy.handlers import load_handler
 from proxy.prompts import PromptVariant
 from proxy.providers import PROVIDER_TYPES, provider_class
 from proxy.registry import (
+    CHAT,
+    EMBEDDING,
     CachePolicy,
     ClassifierSettings,
     LedgerPolicy,
@@ -38,6 +40,7 @@ from proxy.registry import (
     Target,
     Task,
     Tier,
+    article,
 )
 
 # Body fields tiergate owns; a registry may not set them as params.
@@ -102,7 +105,16 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         raw,
         "",
         required={"providers", "tiers", "tasks"},
-        optional={"version", "default_task", "prices", "policy", "classify", "classifier", "ledger"},
+        optional={
+            "version",
+            "default_task",
+            "default_embedding_task",
+            "prices",
+            "policy",
+            "classify",
+            "classifier",
+            "ledger",
+        },
     )
     version = doc.get("version", 1)
     if version != 1:
@@ -117,13 +129,15 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
     if not tasks:
         raise ConfigError("tasks", "at least one task is required")
 
-    default_task = doc.get("default_task", next(iter(tasks)))
-    if not isinstance(default_task, str) or default_task not in tasks:
-        raise ConfigError("default_task", f"{default_task!r} is not a defined task ({_defined(tasks)})")
+    default_task = kinds.default_task(doc, tasks, CHAT, "default_task")
+    if default_task is None:
+        raise ConfigError("tasks", "at least one task on a chat tier is required (the default task of untagged calls)")
+    default_embedding_task = kinds.default_task(doc, tasks, EMBEDDING, "default_embedding_task")
 
     prices = {name: _price(node, f"prices.{name}") for name, node in _mapping(doc.get("prices", {}), "prices").items()}
 
-    names = list(tasks)
+    names = [name for name, task in tasks.items() if task.kind == CHAT]
+    kinds.check_classify_tasks(doc.get("classify", []), tasks)
     return Registry(
         default_task=default_task,
         providers=MappingProxyType(providers),
@@ -134,8 +148,9 @@ def build(raw: Any, source: str = "<memory>", content_hash: str | None = None) -
         policy=MappingProxyType(policy_mod.parse_layer(doc.get("policy", {}), "policy")),
         content_hash=content_hash or document_hash(doc),
         classify=conditions.parse_rules(doc.get("classify", []), "classify", names),
-        classifier=_classifier(doc.get("classifier"), "classifier", names, source),
+        classifier=_classifier(doc.get("classifier"), "classifier", list(tasks), source),
         ledger=_ledger(doc.get("ledger"), "ledger"),
+        default_embedding_task=default_embedding_task,
     )
 
 
@@ -189,6 +204,11 @@ def _check_fallback_tiers(tiers: Mapping[str, Tier]) -> None:
             path = f"tiers.{seen[-1]}.fallback_tier"
             if nxt not in tiers:
                 raise ConfigError(path, f"{nxt!r} is not a defined tier ({_defined(tiers)})")
+            if tiers[nxt].kind != tier.kind:
+                raise ConfigError(
+                    path,
+                    f"{nxt!r} is {article(tiers[nxt].kind)} tier; {article(tier.kind)} tier falls back to another {tier.kind} tier only",
+                )
             if nxt in seen:
                 raise ConfigError(path, f"fallback tiers form a cycle: {' -> '.join([*seen, nxt])}")
             seen.append(nxt)
@@ -234,8 +254,9 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         node,
         path,
         required={"targets"},
-        optional={"description", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt", "cache"},
+        optional={"description", "kind", "params", "max_tokens_cap", "fallback_tier", "policy", "prompt", "cache"},
     )
+    kind = kinds.tier_kind(spec, path)
     tier_params = _params(spec.get("params", {}), f"{path}.params")
     tier_cap = _cap(spec.get("max_tokens_cap"), f"{path}.max_tokens_cap")
     raw_targets = spec["targets"]
@@ -246,6 +267,8 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
     targets = tuple(
         _target(item, f"{path}.targets[{i}]", providers, tier_params, tier_cap) for i, item in enumerate(raw_targets)
     )
+    for i, (item, target) in enumerate(zip(raw_targets, targets, strict=True)):
+        kinds.check_target(item, target, f"{path}.targets[{i}]", providers[target.provider], kind)
     fallback = spec.get("fallback_tier")
     return Tier(
         name=name,
@@ -255,6 +278,7 @@ def _tier(name: str, node: Any, providers: Mapping[str, ProviderConfig]) -> Tier
         policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
         prompt=prompts.parse(spec["prompt"], f"{path}.prompt", name) if "prompt" in spec else None,
         cache=_cache(spec.get("cache"), f"{path}.cache"),
+        kind=kind,
     )
 
 
@@ -317,10 +341,18 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
     tier = _str(spec["tier"], f"{path}.tier")
     if tier not in tiers:
         raise ConfigError(f"{path}.tier", f"{tier!r} is not a defined tier ({_defined(tiers)})")
-    default_baseline = "frontier" if "frontier" in tiers else tier
+    kind = tiers[tier].kind
+    kinds.check_task(spec, path, kind)
+    # The baseline prices the same tokens on another tier: one of the same kind (an embedding task's own).
+    default_baseline = "frontier" if "frontier" in tiers and tiers["frontier"].kind == kind else tier
     baseline = _str(spec.get("baseline", default_baseline), f"{path}.baseline")
     if baseline not in tiers:
         raise ConfigError(f"{path}.baseline", f"{baseline!r} is not a defined tier ({_defined(tiers)})")
+    if tiers[baseline].kind != kind:
+        raise ConfigError(
+            f"{path}.baseline",
+            f"{baseline!r} is {article(tiers[baseline].kind)} tier; {article(kind)} task's baseline is {article(kind)} tier",
+        )
     allow = spec.get("allow_models", [])
     if not isinstance(allow, list) or not all(isinstance(m, str) and m for m in allow):
         raise ConfigError(f"{path}.allow_models", "expected a list of model names")
@@ -330,10 +362,12 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
             raise ConfigError(
                 f"{path}.allow_models[{i}]", f"{provider!r} is not a defined provider ({_defined(providers)})"
             )
-        if not sep and not any(model == t.model for tr in tiers.values() for t in tr.targets):
+        if sep and kind not in provider_class(providers[provider].type).kinds:
+            raise ConfigError(f"{path}.allow_models[{i}]", f"provider {provider!r} serves no {kind} calls")
+        if not sep and not any(model == t.model for tr in tiers.values() if tr.kind == kind for t in tr.targets):
             raise ConfigError(
                 f"{path}.allow_models[{i}]",
-                f"{model!r} is not a model of any tier (name a tier's model, or use 'provider::model')",
+                f"{model!r} is not a model of any {kind} tier (name such a tier's model, or use 'provider::model')",
             )
     return Task(
         name=name,
@@ -346,6 +380,7 @@ def _task(name: str, node: Any, tiers: Mapping[str, Tier], providers: Mapping[st
         policy=MappingProxyType(policy_mod.parse_layer(spec.get("policy", {}), f"{path}.policy")),
         prompts=MappingProxyType(_task_prompts(spec.get("prompts", {}), f"{path}.prompts", name, tiers)),
         cache=_cache(spec.get("cache"), f"{path}.cache"),
+        kind=kind,
     )
 
 

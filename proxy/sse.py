@@ -18,6 +18,11 @@ def sse_event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def named_event(name: str, payload: bytes) -> bytes:
+    """Frame one JSON payload as an SSE event with an ``event:`` line (the Responses API's typed events)."""
+    return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
+
+
 def error_event(body: dict[str, Any]) -> bytes:
     """An in-stream error; the openai SDK raises ``APIError`` on a ``data`` object with an ``error`` key."""
     return sse_event(orjson.dumps(body))

@@ -64,6 +64,9 @@ def relay(
 class Relay:
     """SSE bytes for the client from one upstream stream; iterate once, then ``aclose``.
 
+    This one relays chat chunks (``data:`` events, ``[DONE]``); ``proxy.responses.relay`` relays
+    Responses events by overriding ``_relay``.
+
     The relay owns the upstream stream: ``aclose`` releases it whether or not iteration ever began.
     That cannot be left to an async generator's ``finally``: ``aclose()`` on a generator that never
     started does not run it, and a client can leave before the first byte (a disconnect or an
@@ -75,7 +78,7 @@ class Relay:
         stream: ChunkStream,
         stats: StreamStats,
         *,
-        include_usage: bool,
+        include_usage: bool = False,
         observe: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._stream = stream

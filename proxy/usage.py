@@ -1,4 +1,6 @@
-"""Token counts of one call, in OpenAI's sense, read from and written as OpenAI ``usage`` objects.
+"""Token counts of one call, in OpenAI's sense, read from and written as OpenAI ``usage`` objects
+(Chat Completions' ``prompt_tokens``/``completion_tokens``, or the Responses API's ``input_tokens``/
+``output_tokens``: the same counts under other names).
 
 One rule holds for every ``Usage``, however it was made: cached and cache-written tokens are parts
 of the prompt, so together they never exceed ``prompt_tokens``. Upstreams do break it (a gateway that
@@ -52,6 +54,34 @@ class Usage:
                 prompt_details.get("cache_write_tokens") if isinstance(prompt_details, dict) else 0
             ),
         )
+
+    @classmethod
+    def from_responses(cls, usage: Any) -> Usage | None:
+        """Read a Responses API ``usage`` object; ``None`` when absent or not an object."""
+        if not isinstance(usage, dict):
+            return None
+        input_details = usage.get("input_tokens_details")
+        output_details = usage.get("output_tokens_details")
+        return cls(
+            prompt_tokens=_int(usage.get("input_tokens")),
+            completion_tokens=_int(usage.get("output_tokens")),
+            cached_tokens=_int(input_details.get("cached_tokens") if isinstance(input_details, dict) else 0),
+            reasoning_tokens=_int(output_details.get("reasoning_tokens") if isinstance(output_details, dict) else 0),
+            cache_write_tokens=_int(input_details.get("cache_write_tokens") if isinstance(input_details, dict) else 0),
+        )
+
+    def to_responses(self) -> dict[str, Any]:
+        """This usage as a Responses API ``usage`` object."""
+        return {
+            "input_tokens": self.prompt_tokens,
+            "input_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+            },
+            "output_tokens": self.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
     def to_openai(self) -> dict[str, Any]:
         """This usage as an OpenAI ``usage`` object."""

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions requests: parsing and the checks routing needs.
+"""OpenAI Chat Completions and Embeddings requests: parsing and the checks routing needs.
 
 tiergate keeps the client's body as a plain dict and forwards every field it does not own untouched
 (tools, response_format, n, seed, ...). Parsing only checks what routing needs and what an OpenAI
@@ -22,13 +22,7 @@ MAX_DEPTH = 128
 def parse_chat_request(raw: bytes | bytearray) -> dict[str, Any]:
     """Parse and check a ``POST /v1/chat/completions`` body; raise ``InvalidRequest`` naming the field."""
     body = parse_json_object(raw)
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest(
-            "Invalid type for 'model': expected a non-empty string.", param="model", code="invalid_type"
-        )
+    check_model(body)
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest(
@@ -67,6 +61,86 @@ def parse_chat_request(raw: bytes | bytearray) -> dict[str, Any]:
                 f"Invalid '{field}': expected an integer greater than 0.", param=field, code="invalid_value"
             )
     return body
+
+
+# OpenAI's own bound on the inputs of one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def parse_embeddings_request(raw: bytes | bytearray) -> dict[str, Any]:
+    """Parse and check a ``POST /v1/embeddings`` body; raise ``InvalidRequest`` naming the field.
+
+    ``input`` is a string, an array of strings, an array of token ids, or an array of token arrays, none of
+    them empty; ``encoding_format`` is ``float`` or ``base64``; ``dimensions`` a positive integer.
+    """
+    body = parse_json_object(raw)
+    check_model(body)
+    value = body.get("input")
+    if value is None:
+        raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    if not _is_input(value):
+        raise InvalidRequest(
+            "Invalid 'input': expected a non-empty string, an array of non-empty strings, an array of token ids, "
+            f"or an array of non-empty token arrays (at most {MAX_EMBEDDING_INPUTS} inputs).",
+            param="input",
+            code="invalid_value",
+        )
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise InvalidRequest(
+            f"Invalid value for 'encoding_format': {encoding!r}. Supported values are: 'float' and 'base64'.",
+            param="encoding_format",
+            code="invalid_value",
+        )
+    dimensions = body.get("dimensions")
+    if dimensions is not None and not _positive(dimensions):
+        raise InvalidRequest(
+            "Invalid 'dimensions': expected an integer greater than 0.", param="dimensions", code="invalid_value"
+        )
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequest("Invalid type for 'user': expected a string.", param="user", code="invalid_type")
+    if body.get("stream"):
+        raise InvalidRequest("Embeddings are not streamed: 'stream' is not supported.", param="stream")
+    return body
+
+
+def embedding_texts(value: Any) -> list[str]:
+    """The texts of an (already checked) ``input``: none for token arrays."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)]
+
+
+def _is_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value or len(value) > MAX_EMBEDDING_INPUTS:
+        return False
+    if all(isinstance(v, str) and v for v in value):
+        return True
+    if all(_is_token(v) for v in value):
+        return True
+    return all(isinstance(v, list) and v and all(_is_token(t) for t in v) for v in value)
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_model(body: dict[str, Any]) -> None:
+    """``InvalidRequest`` unless ``model`` is a non-empty string (every model endpoint's first check)."""
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "Invalid type for 'model': expected a non-empty string.", param="model", code="invalid_type"
+        )
 
 
 def parse_json_object(raw: bytes | bytearray) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from proxy.fakes.anthropic import fake_input
+from proxy.fakes.schema import instance, tool_arguments
 
 # A last user message containing this makes `answer` raise, as a buggy handler would.
 RAISE = "[raise]"
@@ -44,7 +44,7 @@ def answer(request: dict[str, Any]) -> str | dict[str, Any]:
     tools, choice = request.get("tools"), request.get("tool_choice")
     if tools and choice != "none" and last.get("role") != "tool":
         function = tools[0]["function"]
-        arguments = json.dumps(fake_input(function.get("parameters")), separators=(",", ":"))
+        arguments = json.dumps(tool_arguments(function.get("parameters")), separators=(",", ":"))
         named = {"name": function["name"], "arguments": arguments}
         call = {"id": "call_local_1", "type": "function", "function": named}
         return {"content": None, "tool_calls": [call]}
@@ -52,7 +52,7 @@ def answer(request: dict[str, Any]) -> str | dict[str, Any]:
         return f"Local reply after the tool said: {_text(last.get('content'))}"
     response_format = request.get("response_format") or {}
     if response_format.get("type") == "json_schema":
-        return json.dumps(fake_input(response_format["json_schema"]["schema"]))
+        return json.dumps(instance(response_format["json_schema"]["schema"]))
     if response_format.get("type") == "json_object":
         return json.dumps({"reply": prompt})
     return "Local reply: " + " ".join(prompt.split()[:_PREVIEW_WORDS])

@@ -233,7 +233,7 @@ async def test_tool_round_trip(anthropic_client: AsyncOpenAI, anthropic_fake: Fa
     calls = choice.message.tool_calls or []
     assert [(c.id, c.type, c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
         ("toolu_fake_1", "function", "lookup", '{"word":"fake"}'),
-        ("toolu_fake_2", "function", "lookup", '{"word":"fake"}'),
+        ("toolu_fake_2", "function", "lookup", '{"word":"fake 2"}'),  # parallel calls, distinct inputs
     ]
 
     history: list[Any] = [
@@ -250,7 +250,7 @@ async def test_tool_round_trip(anthropic_client: AsyncOpenAI, anthropic_fake: Fa
             "role": "assistant",
             "content": [
                 {"type": "tool_use", "id": "toolu_fake_1", "name": "lookup", "input": {"word": "fake"}},
-                {"type": "tool_use", "id": "toolu_fake_2", "name": "lookup", "input": {"word": "fake"}},
+                {"type": "tool_use", "id": "toolu_fake_2", "name": "lookup", "input": {"word": "fake 2"}},
             ],
         },
         {
@@ -441,9 +441,9 @@ async def test_stream_tool_call_argument_deltas(anthropic_client: AsyncOpenAI, a
         finish = chunk.choices[0].finish_reason or finish
     assert calls == {
         0: {"id": "toolu_fake_1", "name": "lookup", "arguments": '{"word":"fake"}'},
-        1: {"id": "toolu_fake_2", "name": "lookup", "arguments": '{"word":"fake"}'},
+        1: {"id": "toolu_fake_2", "name": "lookup", "arguments": '{"word":"fake 2"}'},
     }
-    assert pieces == {0: 3, 1: 3}  # the opening delta, then the arguments in two pieces
+    assert pieces == {0: 3, 1: 4}  # the opening delta, then the arguments in 8-character pieces
     assert finish == "tool_calls" and text == ""  # the thinking block is dropped
 
 

@@ -49,6 +49,10 @@ async def test_demo_runs_the_workload_through_the_sdk() -> None:
     outage = next(line for line in lines if "anthropic::" in line)
     assert outage.startswith("summary") and outage.split()[5] == "3"  # openai twice, then anthropic
     assert "openai::gpt-5.4-nano" in text and "openai::gpt-5.5" in text
+    # two Responses API calls: natively on OpenAI, and in the outage translated for Anthropic
+    native, translated = (line.split() for line in lines if line.endswith(" responses"))
+    assert (native[0], native[3], native[5]) == ("extraction", "openai::gpt-5.4-nano", "1")
+    assert (translated[0], translated[3], translated[5]) == ("summary", "anthropic::claude-sonnet-5-5", "3")
 
 
 def test_serve_reads_tiergate_env_and_flags(tmp_path: Path) -> None:
@@ -91,7 +95,7 @@ def test_serve_with_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "tiergate: default_task: 'agnet' is not a defined task (defined: agent, narrative, ad_copy, summary, "
-        "title_generation, classification, extraction, relevance, eval_judge)"
+        "title_generation, classification, extraction, relevance, retrieval, eval_judge)"
     ]
 
 

@@ -9,7 +9,8 @@ retries, so each provider is tested alone.
 The tests are the same for every setup: the official ``openai.AsyncOpenAI`` client (no retries of its
 own) must get OpenAI shapes back, whatever answered. Where a fake is behind tiergate, the tests also
 read what it received, in its own dialect. The fakes answer like JSON-mode models when (and only when)
-the request reaches them asking for JSON in their dialect, and fail on a marker in the prompt.
+the request reaches them asking for JSON in their dialect (they do that themselves: a value valid against
+the schema, ``proxy.fakes.schema``), and fail on a marker in the prompt.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from proxy import rules
 from proxy.app import create_app
 from proxy.fakes import anthropic as fake_anthropic
 from proxy.fakes import openai as fake_upstream
-from proxy.fakes.anthropic import FakeAnthropic, fake_input
+from proxy.fakes.anthropic import FakeAnthropic
 from proxy.fakes.openai import Behavior, FakeOpenAI
 from proxy.loopback import serve
 from proxy.providers.anthropic.request import JSON_OBJECT_INSTRUCTION
@@ -108,28 +109,12 @@ def _failure(prompt: str, error_body: Callable[[int, str], bytes]) -> Behavior |
 
 def _openai_model(body: dict[str, Any]) -> Behavior | None:
     prompt = _last_user_text(body["messages"])
-    failure = _failure(prompt, fake_upstream.error_body)
-    if failure is not None:
-        return failure
-    response_format = body.get("response_format") or {}
-    if response_format.get("type") == "json_schema":
-        return Behavior(text=json.dumps(fake_input(response_format["json_schema"]["schema"])))
-    if response_format.get("type") == "json_object":
-        return Behavior(text=json.dumps({"reply": prompt}))
-    return None
+    return _failure(prompt, fake_upstream.error_body)
 
 
 def _anthropic_model(body: dict[str, Any]) -> Behavior | None:
     prompt = _last_user_text(body["messages"])
-    failure = _failure(prompt, fake_anthropic.error_body)
-    if failure is not None:
-        return failure
-    output_format = (body.get("output_config") or {}).get("format") or {}
-    if output_format.get("type") == "json_schema":
-        return Behavior(text=json.dumps(fake_input(output_format["schema"])))
-    if JSON_OBJECT_INSTRUCTION in str(body.get("system") or ""):  # the only way to ask Claude for any JSON
-        return Behavior(text=json.dumps({"reply": prompt}))
-    return None
+    return _failure(prompt, fake_anthropic.error_body)
 
 
 # --- the setups --------------------------------------------------------------------------------------------

@@ -3,15 +3,20 @@ adapter tests that run against it test the real wire format."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import anthropic
 import pytest
 import pytest_asyncio
+from pydantic import BaseModel, Field
 
 from proxy.fakes.anthropic import ClaudeBehavior, FakeAnthropic
 from proxy.fakes.openai import Behavior
 from proxy.loopback import serve
+from tests.test_fake_schema import assert_valid
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ASK = [{"role": "user", "content": "Name three queue brokers please"}]
@@ -74,3 +79,49 @@ async def test_mid_stream_error_event_raises(sdk: anthropic.AsyncAnthropic, clau
         async with sdk.messages.stream(model="claude-sonnet-5-5", max_tokens=64, messages=ASK) as stream:  # type: ignore[arg-type]
             async for _ in stream:
                 pass
+
+
+# --- structured output and tool inputs ------------------------------------------------------------------
+
+
+class Ticket(BaseModel):
+    title: str
+    labels: list[Literal["bug", "billing", "feature"]]
+    priority: Annotated[int, Field(ge=1, le=5)]
+    due: dt.date | None
+
+
+async def test_output_format_parses_into_the_model(sdk: anthropic.AsyncAnthropic) -> None:
+    message = await sdk.messages.parse(
+        model="claude-sonnet-5-5",
+        max_tokens=256,
+        messages=ASK,
+        output_format=Ticket,  # type: ignore[arg-type]
+    )
+    assert isinstance(message.parsed_output, Ticket)
+    assert message.parsed_output.labels and 1 <= message.parsed_output.priority <= 5
+
+
+async def test_tool_use_input_is_valid_against_the_input_schema(sdk: anthropic.AsyncAnthropic) -> None:
+    schema = Ticket.model_json_schema()
+    message = await sdk.messages.create(
+        model="claude-sonnet-5-5",
+        max_tokens=256,
+        messages=ASK,  # type: ignore[arg-type]
+        tools=[{"name": "file_ticket", "input_schema": schema}],  # type: ignore[typeddict-item]
+    )
+    (block,) = message.content
+    assert block.type == "tool_use" and block.name == "file_ticket"
+    assert_valid(schema, block.input)
+    Ticket.model_validate(block.input)
+
+
+async def test_a_system_prompt_asking_for_a_json_object_gets_one(sdk: anthropic.AsyncAnthropic) -> None:
+    message = await sdk.messages.create(
+        model="claude-sonnet-5-5",
+        max_tokens=256,
+        messages=ASK,
+        system="Reply with a JSON object.",  # type: ignore[arg-type]
+    )
+    block = message.content[0]
+    assert block.type == "text" and isinstance(json.loads(block.text), dict)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,8 +15,10 @@ import pytest
 import pytest_asyncio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from proxy.fakes.embeddings import count_tokens
 from proxy.fakes.openai import Behavior, FakeOpenAI, count_prompt_tokens
 from proxy.loopback import ServerStartError, serve
+from tests.test_fake_schema import assert_valid
 
 # One server for the module keeps the file fast; each test mounts a fresh fake on it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -284,7 +288,7 @@ async def test_max_tokens_truncates_with_finish_length(client: openai.AsyncOpenA
 async def test_models_unknown_paths_and_malformed_json(url: str, fake: FakeOpenAI) -> None:
     async with httpx.AsyncClient(base_url=url) as http:
         models = await http.get("/v1/models")
-        missing = await http.post("/v1/embeddings", json={})
+        missing = await http.post("/v1/completions", json={})
         malformed = await http.post("/v1/chat/completions", content=b"{not json")
         wrong_method = await http.get("/chat/completions")
     assert models.status_code == 200 and models.json()["data"][0]["object"] == "model"
@@ -301,3 +305,175 @@ async def test_serve_reports_a_port_in_use_instead_of_hanging() -> None:
         with pytest.raises(ServerStartError):
             async with serve(FakeOpenAI(), port=taken.getsockname()[1]):
                 pass
+
+
+# --- structured output, tool arguments and n -----------------------------------------------------------
+
+SCHEMA: Any = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "minLength": 3},
+        "labels": {"type": "array", "items": {"enum": ["bug", "billing"]}, "minItems": 1},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        "owner": {"anyOf": [{"type": "string", "format": "email"}, {"type": "null"}]},
+    },
+    "required": ["title", "labels", "priority", "owner"],
+    "additionalProperties": False,
+}
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+async def test_json_schema_answers_a_value_valid_against_the_schema(client: openai.AsyncOpenAI) -> None:
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": SCHEMA, "strict": True}}
+    completion = await client.chat.completions.create(
+        model="fake-model", messages=MESSAGES, response_format=response_format
+    )
+    content = completion.choices[0].message.content
+    assert content is not None
+    assert_valid(SCHEMA, json.loads(content))
+    assert completion.usage is not None and completion.usage.completion_tokens == len(content.split())
+    stream = await client.chat.completions.create(
+        model="fake-model", messages=MESSAGES, response_format=response_format, stream=True
+    )
+    streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert streamed == content
+
+
+async def test_json_object_answers_a_json_object(client: openai.AsyncOpenAI) -> None:
+    completion = await client.chat.completions.create(
+        model="fake-model", messages=MESSAGES, response_format={"type": "json_object"}
+    )
+    assert json.loads(completion.choices[0].message.content or "") == {"reply": EXPECTED_TEXT}
+
+
+async def test_tool_arguments_are_valid_against_the_tools_parameters(client: openai.AsyncOpenAI) -> None:
+    completion = await client.chat.completions.create(
+        model="fake-model", messages=MESSAGES, tools=[*TOOLS, WEATHER], tool_choice=_named("weather")
+    )
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert call.type == "function" and call.function.name == "weather"
+    assert json.loads(call.function.arguments) == {"city": "fake", "days": 1}
+    stream = await client.chat.completions.create(model="fake-model", messages=MESSAGES, tools=[WEATHER], stream=True)
+    deltas = [c.choices[0].delta async for c in stream if c.choices]
+    pieces = [tc.function.arguments or "" for d in deltas for tc in d.tool_calls or () if tc.function]
+    assert len(pieces) > 2 and "".join(pieces) == call.function.arguments  # streamed in fragments
+
+
+def _named(name: str) -> Any:
+    return {"type": "function", "function": {"name": name}}
+
+
+async def test_n_choices_each_with_its_index(client: openai.AsyncOpenAI) -> None:
+    completion = await client.chat.completions.create(model="fake-model", messages=MESSAGES, n=3)
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    texts = [c.message.content for c in completion.choices]
+    assert texts[0] == EXPECTED_TEXT and texts[1] == EXPECTED_TEXT.replace(":", " (choice 2):", 1)
+    assert len(set(texts)) == 3
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == sum(len((t or "").split()) for t in texts)
+
+    stream = await client.chat.completions.create(
+        model="fake-model", messages=MESSAGES, n=3, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    streamed: dict[int, str] = {}
+    finishes: dict[int, str | None] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + (choice.delta.content or "")
+            finishes[choice.index] = choice.finish_reason or finishes.get(choice.index)
+    assert streamed == dict(enumerate(texts)) and finishes == {0: "stop", 1: "stop", 2: "stop"}
+    indexes = [c.choices[0].index for c in chunks if c.choices]
+    assert indexes[:3] == [0, 1, 2]  # interleaved, as OpenAI sends several choices
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == completion.usage.completion_tokens
+
+
+async def test_n_json_schema_choices_are_distinct_valid_values(client: openai.AsyncOpenAI) -> None:
+    response_format: Any = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": SCHEMA}}
+    completion = await client.chat.completions.create(
+        model="fake-model", messages=MESSAGES, response_format=response_format, n=2
+    )
+    values = [json.loads(c.message.content or "") for c in completion.choices]
+    for value in values:
+        assert_valid(SCHEMA, value)
+    assert values[0] != values[1]
+
+
+async def test_bad_n_is_a_400(url: str, fake: FakeOpenAI) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "n": 0})
+    assert response.status_code == 400 and "'n'" in response.json()["error"]["message"]
+
+
+# --- embeddings ------------------------------------------------------------------------------------------
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+async def test_embeddings_are_deterministic_unit_vectors_through_the_sdk(client: openai.AsyncOpenAI) -> None:
+    texts = ["the billing queue is stuck", "billing queue stuck again", "a recipe for lemon cake"]
+    # The SDK asks for base64 by default and decodes it itself.
+    result = await client.embeddings.create(model="text-embedding-3-small", input=texts)
+    assert result.object == "list" and result.model == "text-embedding-3-small"
+    vectors = [d.embedding for d in result.data]
+    assert [d.index for d in result.data] == [0, 1, 2] and {len(v) for v in vectors} == {1536}
+    assert all(math.isclose(_cosine(v, v), 1.0, rel_tol=1e-5) for v in vectors)
+    assert _cosine(vectors[0], vectors[1]) > 0.3 > _cosine(vectors[0], vectors[2])  # shared words point alike
+    again = await client.embeddings.create(model="text-embedding-3-small", input=texts[0], encoding_format="float")
+    assert again.data[0].embedding == pytest.approx(vectors[0], abs=1e-6)  # float32 on the base64 path
+    assert result.usage.prompt_tokens == result.usage.total_tokens == sum(count_tokens(t) for t in texts)
+
+
+async def test_embeddings_honour_dimensions_token_arrays_and_format(url: str, fake: FakeOpenAI) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        floats = await http.post("/v1/embeddings", json={"model": "m", "input": "queue", "dimensions": 64})
+        tokens = await http.post("/v1/embeddings", json={"model": "m", "input": [[1, 2, 3], [4]], "dimensions": 8})
+        large = await http.post("/v1/embeddings", json={"model": "text-embedding-3-large", "input": [5, 6]})
+        encoded = await http.post("/v1/embeddings", json={"model": "m", "input": "x", "encoding_format": "base64"})
+    assert len(floats.json()["data"][0]["embedding"]) == 64
+    assert [len(d["embedding"]) for d in tokens.json()["data"]] == [8, 8] and tokens.json()["usage"][
+        "prompt_tokens"
+    ] == 4
+    assert len(large.json()["data"]) == 1 and len(large.json()["data"][0]["embedding"]) == 3072
+    assert isinstance(encoded.json()["data"][0]["embedding"], str)
+    assert fake.requests[0].path == "/v1/embeddings"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"input": "no model"},
+        {"model": "m"},
+        {"model": "m", "input": ""},
+        {"model": "m", "input": []},
+        {"model": "m", "input": ["text", 3]},
+        {"model": "m", "input": [[1], []]},
+        {"model": "m", "input": "x", "dimensions": 0},
+        {"model": "m", "input": "x", "encoding_format": "int8"},
+    ],
+)
+async def test_malformed_embeddings_requests_are_a_400(url: str, fake: FakeOpenAI, body: Any) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url + "/v1/embeddings", json=body)
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_embeddings_follow_the_script(client: openai.AsyncOpenAI, fake: FakeOpenAI) -> None:
+    fake.push(Behavior(status=503), Behavior(omit_usage=True))
+    with pytest.raises(openai.InternalServerError):
+        await client.embeddings.create(model="m", input="x")
+    raw = await client.embeddings.with_raw_response.create(model="m", input="x", encoding_format="float")
+    assert "usage" not in json.loads(raw.content)

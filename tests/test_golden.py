@@ -213,7 +213,7 @@ def test_a_task_folder_that_is_not_a_registry_task(tmp_path: Path) -> None:
     folder = write(tmp_path, "title_generaton")
     assert error(folder) == (
         f"{folder}: 'title_generaton' is not a task of the registry (tasks: ad_copy, agent, classification, "
-        "eval_judge, extraction, narrative, relevance, summary, title_generation)"
+        "eval_judge, extraction, narrative, relevance, retrieval, summary, title_generation)"
     )
 
 
@@ -317,7 +317,7 @@ def test_check_reports_the_golden_sets_of_the_current_directory(
     monkeypatch.chdir(ROOT)
     assert cli.main(["check"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("rules.yaml: ok — 9 tasks")
+    assert out[0].startswith("rules.yaml: ok — 10 tasks")
     assert out[1] == f"evals: ok — 6 golden sets, {sum(len(g.cases) for g in shipped.values())} cases"
 
 

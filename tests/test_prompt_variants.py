@@ -158,6 +158,14 @@ def config_error(doc: dict[str, Any]) -> str:
         ({"name": "empty"}, "tiers.small.prompt", "needs `system` or `append_to_last_user`"),
         ({"system": 42}, "tiers.small.prompt.system", "expected a string"),
         ("Be terse.", "tiers.small.prompt", "expected a mapping"),
+        (
+            {"system": "x", "applies_to": ["text", "json"]},
+            "tiers.small.prompt.applies_to[1]",
+            "'json' is not a request",
+        ),
+        ({"system": "x", "applies_to": "prose"}, "tiers.small.prompt.applies_to", "'prose' is not a request shape"),
+        ({"system": "x", "applies_to": []}, "tiers.small.prompt.applies_to", "non-empty list"),
+        ({"system": "x", "applies_to": {"text": True}}, "tiers.small.prompt.applies_to", "expected a request shape"),
     ],
 )
 def test_a_bad_tier_variant_names_its_path(variant: Any, path: str, why: str) -> None:
@@ -190,9 +198,44 @@ def test_variant_names_default_to_the_tier_and_task_at_tier() -> None:
 
 def test_the_shipped_variants() -> None:
     registry = shipped_registry("http://127.0.0.1:1")
-    assert registry.tiers["small"].prompt == PromptVariant("small-terse", append_to_last_user=SMALL_TERSE)
+    assert registry.tiers["small"].prompt == PromptVariant(
+        "small-terse", append_to_last_user=SMALL_TERSE, applies_to=frozenset({"text"})
+    )
     assert registry.tasks["title_generation"].prompts["small"] == PromptVariant("title-small", system=TITLE_SMALL)
     assert [t for t, tier in registry.tiers.items() if tier.prompt is not None] == ["small"]
+
+
+# --- request shapes: a variant may reword only some -----------------------------------------------------
+
+SCHEMA_FORMAT: Any = {"type": "json_schema", "json_schema": {"name": "f", "schema": {"type": "object"}}}
+TOOL: Any = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "text"),
+        ({"response_format": {"type": "text"}}, "text"),
+        ({"response_format": {"type": "json_object"}}, "json_object"),
+        ({"response_format": SCHEMA_FORMAT}, "json_schema"),
+        ({"tools": [TOOL]}, "tools"),
+        ({"tools": [TOOL], "response_format": SCHEMA_FORMAT}, "tools"),  # a tool turn first
+        ({"tools": [TOOL], "tool_choice": "none"}, "text"),  # tools offered but not to be called
+        ({"tools": []}, "text"),
+    ],
+)
+def test_a_requests_shape(extra: dict[str, Any], expected: str) -> None:
+    assert prompts.shape({"messages": CONVERSATION, **extra}) == expected
+
+
+def test_applies_to_a_shape_or_a_list_of_them() -> None:
+    registry = build(registry_doc(tier_prompt={"system": "x", "applies_to": "text"}))
+    assert registry.tiers["small"].prompt == PromptVariant("small", system="x", applies_to=frozenset({"text"}))
+    registry = build(registry_doc(tier_prompt={"system": "x", "applies_to": ["text", "tools"]}))
+    variant = registry.tiers["small"].prompt
+    assert variant is not None and variant.applies_to == {"text", "tools"}
+    assert variant.applies({"tools": [TOOL]}) and not variant.applies({"response_format": SCHEMA_FORMAT})
+    assert PromptVariant("all", system="x").applies({"response_format": {"type": "a_future_format"}})
 
 
 # --- end to end: what the upstream received, what the ledger says ------------------------------------------
@@ -319,3 +362,20 @@ async def test_each_hop_gets_its_own_tiers_variant(
     [row] = rows(db)
     assert (row["tier"], row["model"], row["prompt_variant"], row["stream"]) == ("big", "big-model", "chat-big", stream)
     assert [(a["tier"], a["status"]) for a in rows(db, "attempts")] == [("small", 503), ("mid", 503), ("big", 200)]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"response_format": SCHEMA_FORMAT}, {"response_format": {"type": "json_object"}}, {"tools": [TOOL]}],
+    ids=["json_schema", "json_object", "tools"],
+)
+async def test_the_shipped_small_variant_leaves_structured_and_tool_calls_alone(
+    start_proxy: ProxyFactory, upstream_url: str, fake: FakeOpenAI, tmp_path: Path, extra: dict[str, Any]
+) -> None:
+    db = tmp_path / "ledger.db"
+    raw = await run(start_proxy, shipped_registry(upstream_url), db, "extraction", CONVERSATION, **extra)
+    assert raw.headers["x-tiergate-tier"] == "small"
+    [request] = fake.requests
+    assert request.body["messages"] == CONVERSATION  # as the client sent them: no "Answer with only..."
+    [row] = rows(db)
+    assert (row["task"], row["tier"], row["prompt_variant"]) == ("extraction", "small", None)

@@ -222,7 +222,7 @@ async def test_client_disconnect_cancels_the_upstream_request(client: AsyncOpenA
 
 async def test_models_endpoint_lists_auto_tiers_and_tasks(client: AsyncOpenAI) -> None:
     ids = [m.id async for m in client.models.list()]
-    assert ids[:5] == ["auto", "tier:frontier", "tier:mid", "tier:small", "tier:rules"]
+    assert ids[:6] == ["auto", "tier:frontier", "tier:mid", "tier:small", "tier:embedding", "tier:rules"]
     assert "title_generation" in ids
     model = await client.models.retrieve("tier:mid")
     assert model.object == "model"

@@ -46,9 +46,10 @@ def doc(**changes: Any) -> dict[str, Any]:
 
 def test_shipped_rules_yaml_is_valid_and_mirrors_the_three_tiers() -> None:
     registry = load(RULES, environ={})
-    # the product's three tiers, plus `rules`: a local handler that answers before the small tier
-    assert list(registry.tiers) == ["frontier", "mid", "small", "rules"]
-    assert registry.default_task == "agent"
+    # the product's three tiers, `embedding` (POST /v1/embeddings), and `rules`: a local handler that
+    # answers before the small tier
+    assert list(registry.tiers) == ["frontier", "mid", "small", "embedding", "rules"]
+    assert (registry.default_task, registry.default_embedding_task) == ("agent", "retrieval")
     tiers = {name: task.tier for name, task in registry.tasks.items()}
     assert tiers == {
         "agent": "frontier",
@@ -59,9 +60,13 @@ def test_shipped_rules_yaml_is_valid_and_mirrors_the_three_tiers() -> None:
         "classification": "rules",
         "extraction": "small",
         "relevance": "small",
+        "retrieval": "embedding",
         "eval_judge": "frontier",
     }
-    assert all(task.baseline == "frontier" for task in registry.tasks.values())
+    # an embedding's baseline is its own tier: no chat model prices it
+    assert {name: task.baseline for name, task in registry.tasks.items() if task.baseline != "frontier"} == {
+        "retrieval": "embedding"
+    }
     # until the Anthropic adapter lands, no tier is served first by it
     assert all(registry.providers[t.targets[0].provider].type in ("openai", "local") for t in registry.tiers.values())
     assert registry.providers["openai"].base_url == "https://api.openai.com/v1"
@@ -126,7 +131,10 @@ def test_params_merge_tier_into_targets_and_shorthands() -> None:
         ({"providers__openai__type": ...}, "providers.openai.type: is required"),
         ({"default_task": "nope"}, "default_task: 'nope' is not a defined task"),
         ({"tasks__agent__baseline": "huge"}, "tasks.agent.baseline: 'huge' is not a defined tier"),
-        ({"tasks__agent__allow_models": ["gpt-9"]}, "tasks.agent.allow_models[0]: 'gpt-9' is not a model of any tier"),
+        (
+            {"tasks__agent__allow_models": ["gpt-9"]},
+            "tasks.agent.allow_models[0]: 'gpt-9' is not a model of any chat tier",
+        ),
         (
             {"tasks__agent__allow_models": ["azure::gpt-9"]},
             "tasks.agent.allow_models[0]: 'azure' is not a defined provider",
@@ -152,14 +160,17 @@ def test_yaml_syntax_error_is_one_line() -> None:
 
 def test_check_command_reports_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(RULES)]) == 0
-    assert "ok — 9 tasks, 4 tiers, 7 targets, 3 providers" in capsys.readouterr().out
+    assert "ok — 10 tasks, 5 tiers, 8 targets, 3 providers" in capsys.readouterr().out
     bad = tmp_path / "rules.yaml"
     bad.write_text(
         RULES.read_text().replace("tier: mid\n    description: summaries", "tier: mdi\n    description: summaries")
     )
     assert cli.main(["check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "tiergate: tasks.summary.tier: 'mdi' is not a defined tier (defined: frontier, mid, small, rules)"
+    assert (
+        err
+        == "tiergate: tasks.summary.tier: 'mdi' is not a defined tier (defined: frontier, mid, small, embedding, rules)"
+    )
 
 
 def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) -> None:
@@ -171,7 +182,8 @@ def test_check_console_script_exits_nonzero_without_traceback(tmp_path: Path) ->
     assert done.returncode == 2
     assert (
         done.stderr.strip()
-        == "tiergate: surprise: unknown key (allowed: classifier, classify, default_task, ledger, policy, prices, providers, tasks, tiers,"
+        == "tiergate: surprise: unknown key (allowed: classifier, classify, default_embedding_task, default_task, ledger, "
+        "policy, prices, providers, tasks, tiers,"
         " version)"
     )
     assert "Traceback" not in done.stderr

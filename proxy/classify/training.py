@@ -30,7 +30,7 @@ from proxy.classify.features import decode, marker_ids
 from proxy.classify.model import Example, ModelError, train
 from proxy.ledger.audit import AuditError
 from proxy.ledger.schema import open_readonly
-from proxy.registry import Registry
+from proxy.registry import CHAT, Registry
 
 _LABELLED = (
     "SELECT ts, task, features FROM requests"
@@ -160,7 +160,8 @@ def train_from_ledger(
         confusion=evaluation.confusion,
         temperature=evaluation.temperature,
         out=out,
-        untrained=tuple(t for t in registry.tasks if t not in counts),
+        # The classifier places chat calls only: an embedding task is never one it should have learnt.
+        untrained=tuple(t for t in registry.tasks_of(CHAT) if t not in counts),
         left_out=data.left_out,
         foreign=data.foreign,
         since=since_text,

@@ -16,13 +16,15 @@ OUTAGE = "[during an OpenAI outage]"
 
 @dataclass(frozen=True)
 class Call:
-    """One call of the workload: its X-Task-Type (None: untagged), its messages, and what else it sends."""
+    """One call of the workload: its X-Task-Type (None: untagged), its messages, and what else it sends;
+    ``api`` "responses" sends it as a Responses API call (``client.responses.create``)."""
 
     task: str | None
     prompt: str
     stream: bool = False
     system: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    api: str = "chat"
 
 
 WORKLOAD: tuple[Call, ...] = (
@@ -48,6 +50,9 @@ WORKLOAD: tuple[Call, ...] = (
     Call(None, "Does this passage answer the question? Reply yes or no.\nQuestion: can I export to CSV?\n"
          "Passage: reports can be downloaded as spreadsheets", system=traffic.GENERIC, extra={"max_tokens": 8}),
     Call(None, "An untagged call: which task does it run as?"),
+    # the Responses API, routed the same way: natively to OpenAI, translated for Anthropic in an outage
+    Call("extraction", "Extract name and city as JSON: Grace Hopper lives in Arlington", api="responses"),
+    Call("summary", f"{OUTAGE} Summarise: the migration finished after two retries", api="responses"),
 )  # fmt: skip
 
 
@@ -58,6 +63,7 @@ class Row:
     tier: str
     model: str
     stream: bool
+    api: str
     attempts: int
     prompt_tokens: int
     completion_tokens: int
@@ -65,7 +71,7 @@ class Row:
 
 
 def outage(body: dict[str, Any]) -> Behavior | None:
-    last = body["messages"][-1].get("content") if body.get("messages") else None
+    last = body["messages"][-1].get("content") if body.get("messages") else body.get("input")  # chat, Responses
     return Behavior(status=503) if isinstance(last, str) and last.startswith(OUTAGE) else None
 
 
@@ -80,6 +86,13 @@ async def call(client: object, call: Call) -> Row:
         messages.insert(0, {"role": "system", "content": call.system})
     extra: dict[str, Any] = dict(call.extra)
     started = time.perf_counter()
+    if call.api == "responses":
+        answer = await client.responses.with_raw_response.create(
+            model="auto", input=call.prompt, instructions=call.system, extra_headers=headers, **extra
+        )
+        spent = answer.parse().usage
+        tokens = (spent.input_tokens, spent.output_tokens) if spent else (0, 0)
+        return _row(call, answer.headers, tokens, started)
     if call.stream:
         async with client.chat.completions.with_streaming_response.create(
             model="auto",
@@ -100,17 +113,22 @@ async def call(client: object, call: Call) -> Row:
         )
         usage = raw.parse().usage
         raw_headers = raw.headers
-    latency = (time.perf_counter() - started) * 1000.0
+    tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    return _row(call, raw_headers, tokens, started)
+
+
+def _row(call: Call, headers: Mapping[str, str], tokens: tuple[int, int], started: float) -> Row:
     return Row(
-        task=raw_headers["x-tiergate-task"],
-        source=raw_headers["x-tiergate-task-source"],
-        tier=raw_headers["x-tiergate-tier"],
-        model=f"{raw_headers['x-tiergate-provider']}::{raw_headers['x-tiergate-model']}",
+        task=headers["x-tiergate-task"],
+        source=headers["x-tiergate-task-source"],
+        tier=headers["x-tiergate-tier"],
+        model=f"{headers['x-tiergate-provider']}::{headers['x-tiergate-model']}",
         stream=call.stream,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-        attempts=int(raw_headers["x-tiergate-attempts"]),
-        latency_ms=latency,
+        api=call.api,
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
+        attempts=int(headers["x-tiergate-attempts"]),
+        latency_ms=(time.perf_counter() - started) * 1000.0,
     )
 
 
@@ -119,14 +137,14 @@ def print_rows(rows: list[Row], out: TextIO) -> None:
     via = max(len("via"), *(len(r.source) for r in rows))
     header = (
         f"{'task':<17} {'via':<{via}} {'tier':<9} {'model':<{width}} {'stream':<6} {'tries':>5} "
-        f"{'in':>5} {'out':>5} {'ms':>7}"
+        f"{'in':>5} {'out':>5} {'ms':>7}  api"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         print(
             f"{r.task:<17} {r.source:<{via}} {r.tier:<9} {r.model:<{width}} {'yes' if r.stream else 'no':<6} "
-            f"{r.attempts:>5} {r.prompt_tokens:>5} {r.completion_tokens:>5} {r.latency_ms:>7.1f}",
+            f"{r.attempts:>5} {r.prompt_tokens:>5} {r.completion_tokens:>5} {r.latency_ms:>7.1f}  {r.api}",
             file=out,
         )
     print(f"\n{len(rows)} calls, {sum(r.prompt_tokens + r.completion_tokens for r in rows)} tokens", file=out)

@@ -4,8 +4,10 @@ the ledger record's routing facts, what dispatch did noted on it, and its hand-o
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from proxy import prompts
 from proxy.gateway import Gateway
 from proxy.ledger.records import AttemptRecord, RequestRecord
 from proxy.outcome import Outcome
@@ -21,12 +23,13 @@ def route_record(record: RequestRecord, route: Route, gateway: Gateway) -> None:
     record.baseline = gateway.registry.tiers[route.task.baseline].targets[0]
 
 
-def note(record: RequestRecord, outcome: Outcome[Any]) -> None:
-    """Copy what dispatch did onto the ledger record."""
+def note(record: RequestRecord, outcome: Outcome[Any], body: Mapping[str, Any]) -> None:
+    """Copy what dispatch did with the client's ``body`` onto the ledger record."""
     hop = outcome.hop
     if hop is not None:
         record.target, record.tier = hop.target, hop.tier
-        record.prompt_variant = hop.prompt.name if hop.prompt is not None else None
+        prompt = prompts.for_request(hop.prompt, body)  # the variant that reworded it, if any did
+        record.prompt_variant = prompt.name if prompt is not None else None
     record.fallback = outcome.fallback
     record.upstream_ms = outcome.upstream_ms
     record.attempts = [

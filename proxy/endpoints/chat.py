@@ -1,11 +1,11 @@
 """``POST /v1/chat/completions``: parse -> route -> (stored answer?) -> dispatch -> relay or respond -> ledger.
 
-Dispatch reports what it did as an ``Outcome``; this edge turns it into the response headers and the
-ledger's ``RequestRecord`` (the ledger's row type is nobody else's scratchpad). With tracing on, the
-request's span (``proxy.telemetry``) is opened here once the caller is authenticated, watches dispatch's
-attempts as its ``Observer``, and is ended with the record. Every request that got
-past authentication leaves exactly one record, whether it succeeded, failed, crashed, or was answered
-from the cache.
+Dispatch reports what it did as an ``Outcome``; the edge (``proxy.endpoints.exchange``, shared with the
+Responses API) turns it into the response headers and the ledger's ``RequestRecord``. With tracing on,
+the request's span (``proxy.telemetry``) is opened there once the caller is authenticated, watches
+dispatch's attempts as its ``Observer``, and is ended with the record. Every request that got past
+authentication leaves exactly one record, whether it succeeded, failed, crashed, or was answered from
+the cache.
 
 A request with a cache plan (``proxy.cache.plan``: an ``X-Tiergate-Key``, or a task with ``cache:``) is
 served from a stored answer when one fits (``hit``; ``stale`` for a keyed generation of another data
@@ -16,8 +16,8 @@ version, which also starts one regeneration), waits for an identical request alr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -30,81 +30,29 @@ from proxy.cache.answer import Assembler, replay
 from proxy.cache.plan import Plan
 from proxy.cache.plan import plan as cache_plan
 from proxy.cache.store import Entry
-from proxy.classify.features import captured_text, encode
 from proxy.endpoints import generation
-from proxy.endpoints.calls import note, route_headers, route_record, settle
-from proxy.errors import TiergateError
+from proxy.endpoints.calls import route_headers
+from proxy.endpoints.exchange import accept, both, routed, span_of, stream_closed
+from proxy.endpoints.exchange import serve as serve_request
 from proxy.gateway import Gateway
-from proxy.ledger.records import RequestRecord, new_id
-from proxy.outcome import Outcome
+from proxy.ledger.records import RequestRecord
 from proxy.providers.base import ChunkStream
 from proxy.registry import Target
 from proxy.router import Route
 from proxy.sse import DONE_EVENT, sse_event
-from proxy.telemetry.tracing import RequestSpan
 
 CACHE_HEADER = "x-tiergate-cache"
 
 
 async def chat_completions(request: Request) -> Response | streaming.SSEResponse:
-    gateway: Gateway = request.state.gateway
-    client = gateway.keys.authenticate(request.headers)
-    task_header = request.headers.get("x-task-type")
-    record = RequestRecord(
-        id=new_id(),
-        ts=time.time(),
-        task=task_header or "-",
-        task_source="header" if task_header else "default",
-        tier=None,
-        requested_model=None,
-        stream=False,
-        status=0,
-        latency_ms=0.0,
-        client=client,
-        eval_run=_eval_run(gateway, request),
-        registry=gateway.registry.content_hash or None,
-    )
-    # The id a client sees when tiergate has no upstream's to pass on; a crash's 500 carries it too.
-    request.state.request_id = "req_" + record.id
-    telemetry = gateway.telemetry
-    request.state.span = telemetry.request(request.headers) if telemetry is not None else None
-    started = time.perf_counter()
-    try:
-        response = await _chat(request, gateway, record, started)
-    except TiergateError as exc:
-        record.request_id = exc.headers.setdefault("x-request-id", request.state.request_id)
-        _finish(request, gateway, record, started, exc.status, exc.code or exc.type)
-        raise
-    except Exception:
-        record.request_id = request.state.request_id
-        _finish(request, gateway, record, started, 500, "internal_error")
-        raise
-    if not isinstance(response, streaming.SSEResponse):
-        _finish(request, gateway, record, started, 200, None)
-    return response
+    return await serve_request(request, _chat)
 
 
 async def _chat(
     request: Request, gateway: Gateway, record: RequestRecord, started: float
 ) -> Response | streaming.SSEResponse:
     body = wire.parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
-    span = _span(request)
-    if span is not None:
-        span.parsed(body)
-    record.requested_model = body["model"]
-    record.stream = bool(body.get("stream"))
-    record.messages = body.get("messages")
-    record.end_user = _end_user(body)
-    decision = gateway.classifier.decide(request.headers, body)
-    record.task_confidence, record.task_predicted = decision.confidence, decision.predicted
-    if gateway.ledger is not None and decision.template is not None:
-        # Stored apart: the call site's template once in the ledger, only the user message's own features per row.
-        record.features = encode(decision.call)
-        record.template = (decision.template.digest, decision.template.blob)
-    if gateway.registry.classifier is not None and gateway.registry.classifier.capture_text:
-        record.prompt_text = captured_text(body)
-    route = gateway.router.resolve(decision.task, body["model"], decision.source)
-    route_record(record, route, gateway)
+    route = routed(request, gateway, record, body)
     forwarded = header_rules.forwardable(request.headers.items())
     plan = cache_plan(route, request.headers, body, record.client or "")
     if plan is None:
@@ -180,7 +128,7 @@ def _from_store(
     headers = route_headers(route, answer.tier, target, attempts=0, fallback=False, request_id=request.state.request_id)
     headers[CACHE_HEADER] = state
     record.request_id = headers["x-request-id"]
-    span = _span(request)
+    span = span_of(request)
     if span is not None:
         span.answered(answer.body)
     if not record.stream:
@@ -206,11 +154,11 @@ async def _generate(
     """Dispatch the call; with a plan, store its answer (``generation.keep``) and, leading, land the flight
     that identical calls wait on: with the answer, or with nothing when there is none."""
     keeper = generation.Keeper(gateway, plan, route, body, lead=lead) if plan is not None else None
-    span = _span(request)
+    span = span_of(request)
     try:
         if record.stream:
             opened = await gateway.dispatcher.stream(route, body, forwarded, span)
-            chunks, headers = _accept(request, record, route, opened)
+            chunks, headers = accept(request, record, route, opened, body)
             try:
                 if keeper is not None:
                     headers[CACHE_HEADER] = record.cache = keeper.state
@@ -221,7 +169,7 @@ async def _generate(
                 await chunks.aclose()
                 raise
         done = await gateway.dispatcher.complete(route, body, forwarded, span)
-        completion, headers = _accept(request, record, route, done)
+        completion, headers = accept(request, record, route, done, body)
         record.usage = completion.usage
         if span is not None:
             span.answered(completion.body)
@@ -251,111 +199,16 @@ def _sse(
     stats = streaming.StreamStats(started=started)
     assembler = Assembler() if keeper is not None and keeper.stores else None
     observe: Callable[[dict[str, Any]], None] | None = assembler.feed if assembler is not None else None
-    span = _span(request)
+    span = span_of(request)
     if span is not None:
-        observe = span.chunk if observe is None else _both(observe, span.chunk)
+        observe = span.chunk if observe is None else both(observe, span.chunk)
     relay = streaming.relay(chunks, stats, include_usage=rewrite.client_wants_usage(body), observe=observe)
     relay_started = time.perf_counter()
 
     def on_close(stats: streaming.StreamStats) -> None:
-        record.usage = stats.usage
-        record.ttft_ms = stats.ttft_ms
-        record.produced_output = stats.chunks > 0
-        record.streamed_text = stats.text() if stats.usage is None else None
-        record.upstream_ms = (record.upstream_ms or 0.0) + (time.perf_counter() - relay_started) * 1000.0
         if keeper is not None:
             whole = stats.completed and stats.error is None and assembler is not None
             keeper.finished(assembler.completion() if whole and assembler is not None else None)
-        if stats.error is not None:
-            _finish(request, gateway, record, started, 200, stats.error.code or stats.error.type)
-        elif stats.client_disconnected:
-            _finish(request, gateway, record, started, 499, "client_disconnected")
-        else:
-            _finish(request, gateway, record, started, 200, None)
+        stream_closed(request, gateway, record, started, relay_started, stats)
 
     return streaming.SSEResponse(relay, stats, headers, on_close=on_close)
-
-
-class _Answer(Protocol):
-    """A completion or an open stream: both carry the upstream's request id and passed-on headers."""
-
-    @property
-    def request_id(self) -> str | None: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-
-A = TypeVar("A", bound=_Answer)
-
-
-def _accept(request: Request, record: RequestRecord, route: Route, outcome: Outcome[A]) -> tuple[A, dict[str, str]]:
-    """Note what dispatch did on the record; the answer and its response headers, or raise its error."""
-    note(record, outcome)
-    if outcome.error is not None:
-        raise outcome.error
-    answer = outcome.value
-    assert answer is not None and outcome.hop is not None  # an outcome holds a value or an error
-    request_id = answer.request_id or request.state.request_id
-    routing = route_headers(
-        route,
-        outcome.hop.tier,
-        outcome.hop.target,
-        attempts=len(outcome.attempts),
-        fallback=outcome.fallback,
-        request_id=request_id,
-    )
-    headers = {**answer.headers, **routing}
-    record.request_id = headers["x-request-id"]
-    return answer, headers
-
-
-def _end_user(body: dict[str, Any]) -> str | None:
-    """The end-user id a client put in the body: kept apart from ``client`` (a body field proves nothing
-    about who called), and cut to OpenAI's own bound for ``safety_identifier`` (64 characters)."""
-    for field in ("safety_identifier", "user"):
-        value = body.get(field)
-        if isinstance(value, str) and value:
-            return value[:_END_USER_LIMIT]
-    return None
-
-
-_END_USER_LIMIT = 64
-EVAL_HEADER = "x-tiergate-eval"
-
-
-def _eval_run(gateway: Gateway, request: Request) -> str | None:
-    """The eval run a call belongs to: ``X-Tiergate-Eval``, honoured only by ``tiergate eval``'s own server."""
-    value = request.headers.get(EVAL_HEADER) if gateway.settings.eval_traffic else None
-    return value[:_END_USER_LIMIT] if value else None
-
-
-def _finish(
-    request: Request, gateway: Gateway, record: RequestRecord, started: float, status: int, error: str | None
-) -> None:
-    """Settle the record for the ledger; note the access line's facts."""
-    request.state.request_id = record.request_id
-    target = record.target
-    request.state.access = {
-        "task": record.task,
-        "tier": record.tier,
-        "model": target.key if target else None,
-        "cache": record.cache,
-    }
-    settle(gateway, record, started, status, error, _span(request))
-
-
-def _span(request: Request) -> RequestSpan | None:
-    """The request's span: set once it is authenticated, ``None`` when tracing is off."""
-    span: RequestSpan | None = request.state.span
-    return span
-
-
-def _both(
-    first: Callable[[dict[str, Any]], None], second: Callable[[dict[str, Any]], None]
-) -> Callable[[dict[str, Any]], None]:
-    def observe(data: dict[str, Any]) -> None:
-        first(data)
-        second(data)
-
-    return observe

@@ -110,7 +110,7 @@ def _job(gateway: Gateway, plan: Plan, route: Route, body: dict[str, Any], heade
         if span is not None:
             span.parsed(request)
         outcome = await gateway.dispatcher.complete(route, request, headers, span)
-        note(record, outcome)
+        note(record, outcome, request)
         if outcome.error is not None or outcome.value is None or outcome.hop is None:
             error = outcome.error
             status, code = (error.status, error.code or error.type) if error is not None else (500, None)

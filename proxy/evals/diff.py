@@ -46,8 +46,8 @@ def differences(
 ) -> tuple[str, ...]:
     """What differs in how ``task``'s calls run (both registries define it); empty when nothing does."""
     before, after = current.tasks[task], candidate.tasks[task]
-    old_hops = (now or Router(current)).resolve(task, "auto").hops
-    new_hops = (then or Router(candidate)).resolve(task, "auto").hops
+    old_hops = (now or Router(current)).resolve(task, "auto", kind=before.kind).hops
+    new_hops = (then or Router(candidate)).resolve(task, "auto", kind=after.kind).hops
     what: list[str] = []
     if before.tier != after.tier:
         what.append(f"tier {before.tier} -> {after.tier}")

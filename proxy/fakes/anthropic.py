@@ -3,11 +3,14 @@
 It speaks the real wire format (message bodies, ``event:`` SSE streams with ``ping``, error bodies,
 ``request-id`` headers) with no network and no keys, and its replies are deterministic:
 
-- reply text: `Behavior.text`, else ``f"Fake Claude reply from {model}: "`` + the first 12 words of
-  the last user text (text blocks of the last user turn that has any);
+- reply text: `Behavior.text`, else what the request asks for: with ``output_config.format`` json_schema
+  a JSON value valid against its schema (`proxy.fakes.schema.instance`); when the system prompt asks
+  for a "JSON object" (as a model follows an instruction) a JSON object ``{"reply": <the text below>}``;
+  else ``f"Fake Claude reply from {model}: "`` + the first 12 words of the last user text (text
+  blocks of the last user turn that has any);
 - with ``tools``, ``tool_choice`` not "none" and a last turn that is not tool results: `tool_calls`
   ``tool_use`` blocks (one if ``disable_parallel_tool_use``) ``toolu_fake_1``... to the named (else
-  the first) tool, whose input holds a fake value per schema property (`fake_input`);
+  the first) tool, whose input is valid against its ``input_schema``;
 - usage: ``input_tokens`` = `count_input_tokens`, cache read/creation tokens as the behaviour says,
   ``output_tokens`` = words of the reply (1 per tool call);
 - ``max_tokens`` below that truncates the words (``max_tokens``); a stop sequence in the text cuts
@@ -22,6 +25,7 @@ reports usage); `ClaudeBehavior` adds the Anthropic-only knobs.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -40,9 +44,12 @@ from proxy.fakes.openai import (
     read_body,
     respond,
 )
+from proxy.fakes.schema import instance, tool_arguments
 
 _PREVIEW_WORDS = 12
 _JSON_PIECE = 8  # characters of tool input per input_json_delta
+# An instruction to answer with a JSON object, in whatever words the caller chose.
+_ASKS_FOR_JSON = re.compile(r"\bJSON object\b", re.IGNORECASE)
 _FIELDS = frozenset(
     {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature", "top_p",
      "top_k", "tools", "tool_choice", "thinking", "output_config", "service_tier", "cache_control", "container",
@@ -107,15 +114,6 @@ def count_input_tokens(body: Mapping[str, Any]) -> int:
     return sum(len(block_text(t)) // 4 + 4 for t in turns)
 
 
-def fake_input(schema: Any) -> dict[str, Any]:
-    """A tool input for ``schema``: "fake" for strings, 1 for numbers, true for booleans, else null."""
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    values: dict[Any, Any] = {"string": "fake", "integer": 1, "number": 1, "boolean": True}
-    if not isinstance(properties, dict):
-        return {}
-    return {name: values.get(spec.get("type") if isinstance(spec, dict) else None) for name, spec in properties.items()}
-
-
 def _is_tool_results(turn: Mapping[str, Any]) -> bool:
     content = turn.get("content")
     return isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
@@ -129,9 +127,29 @@ def _tool_blocks(request: Mapping[str, Any], behavior: ClaudeBehavior) -> list[d
     tool = (named or tools)[0]
     count = 1 if choice.get("disable_parallel_tool_use") else behavior.tool_calls
     return [
-        {"type": "tool_use", "id": f"toolu_fake_{i}", "name": tool["name"], "input": fake_input(tool["input_schema"])}
+        {
+            "type": "tool_use",
+            "id": f"toolu_fake_{i}",
+            "name": tool["name"],
+            "input": tool_arguments(tool.get("input_schema"), variant=i - 1),
+        }
         for i in range(1, count + 1)
     ]
+
+
+def _answer_text(request: Mapping[str, Any]) -> str:
+    """What a model asked for this would write."""
+    turns = [m.get("content") for m in request["messages"] if m.get("role") == "user"]
+    users = [t for t in (block_text(c, tool_results=False) for c in turns) if t.strip()]
+    preview = users[-1].split()[:_PREVIEW_WORDS] if users else []
+    text = f"Fake Claude reply from {request['model']}: " + " ".join(preview)
+    output_config = request.get("output_config")
+    output_format = output_config.get("format") if isinstance(output_config, dict) else None
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        return json.dumps(instance(output_format.get("schema", True)))  # spaced: its words are its tokens
+    if _ASKS_FOR_JSON.search(block_text(request.get("system"))):
+        return json.dumps({"reply": text})
+    return text
 
 
 def _plan(request: Mapping[str, Any], behavior: ClaudeBehavior) -> dict[str, Any]:
@@ -147,10 +165,7 @@ def _plan(request: Mapping[str, Any], behavior: ClaudeBehavior) -> dict[str, Any
     else:
         text = behavior.text
         if text is None:
-            turns = [m.get("content") for m in request["messages"] if m.get("role") == "user"]
-            users = [t for t in (block_text(c, tool_results=False) for c in turns) if t.strip()]
-            preview = users[-1].split()[:_PREVIEW_WORDS] if users else []
-            text = f"Fake Claude reply from {request['model']}: " + " ".join(preview)
+            text = _answer_text(request)
         hits = [(text.find(s), s) for s in request.get("stop_sequences") or () if s in text]
         if hits:
             cut, stop_sequence = min(hits)

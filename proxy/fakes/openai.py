@@ -1,18 +1,24 @@
-"""A fake OpenAI Chat Completions upstream: an ASGI app for `tiergate demo` and for tests.
+"""A fake OpenAI Chat Completions (and Embeddings) upstream: an ASGI app for `tiergate demo` and tests.
 
 It speaks the real wire format (bodies, SSE chunks, error bodies, headers) with no network
 and no keys, and its replies are deterministic so tests can compute expected values:
 
-- reply text: `Behavior.text`, else ``f"Fake reply from {model}: "`` + the first 12 words
-  of the last user message (text parts of a list content are joined with a space);
+- reply text: `Behavior.text`, else what the request asks for: with ``response_format`` json_schema a
+  JSON value valid against its schema (`proxy.fakes.schema.instance`), with json_object a JSON object
+  ``{"reply": <the text below>}``, else ``f"Fake reply from {model}: "`` + the first 12 words of the
+  last user message (text parts of a list content are joined with a space);
 - with `tools`, `tool_choice` not "none" and a last message not from role "tool": one call
-  ``call_fake_1`` to the named (else the first) tool, arguments ``"{}"``, content null;
+  ``call_fake_1`` to the named (else the first) tool, its arguments an object valid against the
+  tool's ``parameters`` schema, content null;
+- ``n`` choices (indexes 0..n-1; choice k > 0 says ``(choice k+1)`` in its text, and its JSON is the
+  schema's k-th variant); a stream interleaves them, each chunk carrying its choice's ``index``;
 - prompt_tokens = sum over messages of ``len(text) // 4 + 4`` (see `count_prompt_tokens`);
-  completion_tokens = whitespace-separated words of the reply (1 for a tool call);
-- `max_completion_tokens`/`max_tokens` below that truncates the words, finish_reason "length".
+  completion_tokens = whitespace-separated words of each reply (1 for a tool call), summed over choices;
+- `max_completion_tokens`/`max_tokens` below that truncates the words, finish_reason "length";
+- ``POST /v1/embeddings``: deterministic vectors from the input text (`proxy.fakes.embeddings`).
 
 A `Behavior` (scripted FIFO with `push`, else the default) sets status, headers, delays and
-stream faults for one chat request. A delay is seconds, or an `asyncio.Event` to wait for: an
+stream faults for one chat or embeddings request. A delay is seconds, or an `asyncio.Event` to wait for: an
 upstream that stalls until the test sets it, so a timeout test needs no sleep longer than the
 timeout. `reset_after_chunks=N` sends the opening chunk and at most N more, then raises
 `SimulatedReset` inside the app (always, at the latest before [DONE]), so a real server drops the
@@ -26,6 +32,7 @@ consumed yet.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections import deque
@@ -36,11 +43,16 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from proxy.fakes import embeddings
+from proxy.fakes import responses as responses_api
+from proxy.fakes.schema import instance, tool_arguments
+
 Delay = float | asyncio.Event  # seconds to sleep, or an event to wait for
 
 MODELS = ("fake-model",)  # what GET /models lists; any model name is accepted
 _PREVIEW_WORDS = 12
-_TOOL_ARGUMENT_FRAGMENTS = ("{", "}")
+_ARGUMENT_PIECE = 8  # characters of tool arguments per streamed delta
+_MAX_N = 128  # OpenAI's own bound on choices
 
 
 class SimulatedReset(Exception):
@@ -74,10 +86,17 @@ class RecordedRequest:
 
 
 @dataclass(frozen=True)
-class _Reply:
+class _Choice:
     text: str | None  # None means a tool call
     tool_name: str
+    arguments: str  # the tool call's arguments, a JSON object
     finish_reason: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class _Reply:
+    choices: tuple[_Choice, ...]
     usage: dict[str, Any] | None  # None when the behaviour omits usage
 
 
@@ -111,34 +130,59 @@ def error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
 
 
-def _tool_to_call(request: Mapping[str, Any]) -> str | None:
+def _tool_to_call(request: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The tool a model would call now, and its parameter schema; None to answer with text."""
     tools, choice, messages = request.get("tools"), request.get("tool_choice"), request["messages"]
     if not isinstance(tools, list) or not tools or choice == "none":
         return None
     if messages and messages[-1].get("role") == "tool":
         return None  # the tool already answered: reply with text, as a model would
+    functions = [(t.get("function") or t) for t in tools if isinstance(t, dict)]
+    functions = [f for f in functions if isinstance(f, dict)]
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        return str(choice["function"].get("name", "tool"))
-    first = tools[0] if isinstance(tools[0], dict) else {}
-    return str((first.get("function") or first).get("name", "tool"))
+        name = str(choice["function"].get("name", "tool"))
+        return name, next((f.get("parameters") for f in functions if f.get("name") == name), None)
+    first = functions[0] if functions else {}
+    return str(first.get("name", "tool")), first.get("parameters")
+
+
+def _answer_text(request: Mapping[str, Any], k: int) -> str:
+    """What a model asked for this would write, as choice ``k``."""
+    users = [m for m in request["messages"] if m.get("role") == "user"]
+    preview = message_text(users[-1]).split()[:_PREVIEW_WORDS] if users else []
+    label = f" (choice {k + 1})" if k else ""
+    text = f"Fake reply from {request['model']}{label}: " + " ".join(preview)
+    response_format = request.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+        schema = spec.get("schema", True) if isinstance(spec, dict) else True
+        return json.dumps(instance(schema, variant=k))  # spaced: its words are its completion tokens
+    if kind == "json_object":
+        return json.dumps({"reply": text})
+    return text
+
+
+def _choice(request: Mapping[str, Any], behavior: Behavior, k: int) -> _Choice:
+    tool = _tool_to_call(request)
+    if tool is not None:
+        name, schema = tool
+        arguments = orjson.dumps(tool_arguments(schema, variant=k)).decode()
+        return _Choice(None, name, arguments, "tool_calls", 1)
+    text = behavior.text if behavior.text is not None else _answer_text(request, k)
+    words, finish = text.split(), "stop"
+    limit = request.get("max_completion_tokens") or request.get("max_tokens")
+    if isinstance(limit, int) and limit < len(words):
+        words, finish = words[:limit], "length"
+        text = " ".join(words)
+    return _Choice(text, "", "", finish, len(words))
 
 
 def _plan(request: Mapping[str, Any], behavior: Behavior) -> _Reply:
-    messages, tool, text, finish = request["messages"], _tool_to_call(request), behavior.text, "stop"
-    if tool is not None:
-        text, completion, finish = None, 1, "tool_calls"
-    else:
-        if text is None:
-            users = [m for m in messages if m.get("role") == "user"]
-            preview = message_text(users[-1]).split()[:_PREVIEW_WORDS] if users else []
-            text = f"Fake reply from {request['model']}: " + " ".join(preview)
-        words = text.split()
-        limit = request.get("max_completion_tokens") or request.get("max_tokens")
-        if isinstance(limit, int) and limit < len(words):
-            words, finish = words[:limit], "length"
-            text = " ".join(words)
-        completion = len(words)
-    prompt = count_prompt_tokens(messages)
+    n = request.get("n") or 1
+    choices = tuple(_choice(request, behavior, k) for k in range(n))
+    prompt = count_prompt_tokens(request["messages"])
+    completion = sum(c.tokens for c in choices)
     usage = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -146,47 +190,64 @@ def _plan(request: Mapping[str, Any], behavior: Behavior) -> _Reply:
         "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
-    return _Reply(text, tool or "", finish, None if behavior.omit_usage else usage)
+    return _Reply(choices, None if behavior.omit_usage else usage)
 
 
-def _tool_call(name: str) -> dict[str, Any]:
-    return {"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": "{}"}}
+def _tool_call(choice: _Choice) -> dict[str, Any]:
+    function = {"name": choice.tool_name, "arguments": choice.arguments}
+    return {"id": "call_fake_1", "type": "function", "function": function}
 
 
 def _completion(base: dict[str, Any], reply: _Reply) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
-    if reply.text is None:
-        message["tool_calls"] = [_tool_call(reply.tool_name)]
-    choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
-    body = {**base, "object": "chat.completion", "choices": [choice]}
+    choices = []
+    for index, choice in enumerate(reply.choices):
+        message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None}
+        if choice.text is None:
+            message["tool_calls"] = [_tool_call(choice)]
+        choices.append({"index": index, "message": message, "finish_reason": choice.finish_reason, "logprobs": None})
+    body = {**base, "object": "chat.completion", "choices": choices}
     return body if reply.usage is None else {**body, "usage": reply.usage}
 
 
-def _deltas(reply: _Reply) -> Iterator[dict[str, Any]]:
+def _deltas(choice: _Choice) -> Iterator[dict[str, Any]]:
     """The opening delta, then one delta per content piece (words, or argument fragments)."""
-    if reply.text is None:
-        opening = {**_tool_call(reply.tool_name), "index": 0}
-        opening["function"] = {"name": reply.tool_name, "arguments": ""}
+    if choice.text is None:
+        opening = {**_tool_call(choice), "index": 0}
+        opening["function"] = {"name": choice.tool_name, "arguments": ""}
         yield {"role": "assistant", "content": None, "tool_calls": [opening]}
-        for fragment in _TOOL_ARGUMENT_FRAGMENTS:
-            yield {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
+        raw = choice.arguments
+        for i in range(0, len(raw), _ARGUMENT_PIECE):
+            yield {"tool_calls": [{"index": 0, "function": {"arguments": raw[i : i + _ARGUMENT_PIECE]}}]}
         return
     yield {"role": "assistant", "content": ""}
     # Each word keeps its trailing whitespace so the pieces join back to the exact text.
-    for piece in re.findall(r"\s*\S+\s*", reply.text):
+    for piece in re.findall(r"\s*\S+\s*", choice.text):
         yield {"content": piece}
 
 
 def _chunks(base: dict[str, Any], reply: _Reply, usage: bool) -> Iterator[dict[str, Any]]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         # OpenAI sends "usage": null on every chunk only when usage was asked for.
         return {**base, "choices": [choice], **({"usage": None} if usage else {})}
 
-    yield from (chunk(d) for d in _deltas(reply))
-    yield chunk({}, reply.finish_reason)
+    # Several choices arrive interleaved, as OpenAI sends them: a client must assemble them by index.
+    streams = [list(_deltas(c)) for c in reply.choices]
+    for step in range(max(len(deltas) for deltas in streams)):
+        yield from (chunk(index, deltas[step]) for index, deltas in enumerate(streams) if step < len(deltas))
+    yield from (chunk(index, {}, c.finish_reason) for index, c in enumerate(reply.choices))
     if usage and reply.usage is not None:
         yield {**base, "choices": [], "usage": reply.usage}
+
+
+def _chat_problem(body: Any) -> str | None:
+    """What OpenAI would reject this chat request for, if anything (a few checks, not the whole spec)."""
+    if not _is_chat_request(body):
+        return "Request body must be a JSON object with 'model' and 'messages'"
+    n = body.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N):
+        return f"Invalid 'n': expected an integer from 1 to {_MAX_N}"
+    return None
 
 
 def _is_chat_request(body: Any) -> bool:
@@ -250,6 +311,7 @@ class FakeOpenAI:
         # Picks a behaviour from the request body (e.g. by its `user`), for concurrent tests where
         # arrival order is not under control; None falls through to the script, then the default.
         self._choose = choose
+        self.stored: dict[str, dict[str, Any]] = {}  # the Responses API's stored responses, by id
 
     def push(self, *behaviors: Behavior) -> None:
         """Queue behaviours, consumed one per well-formed chat request, first in first out."""
@@ -269,6 +331,7 @@ class FakeOpenAI:
         self.requests.clear()
         self.disconnects = 0
         self.default = self._initial_default
+        self.stored.clear()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -290,20 +353,27 @@ class FakeOpenAI:
         n = len(self.requests)
         reply_headers = {"content-type": "application/json", "x-request-id": f"req_fake_{n}"}
         route = path.removeprefix("/v1")  # base URLs may or may not end in /v1
-        if route not in ("/models", "/chat/completions"):
+        if route == "/responses":  # the Responses API: proxy.fakes.responses
+            await responses_api.handle(self, n, method, body, reply_headers, receive, send)
+            return
+        chat = route == "/chat/completions"
+        if route not in ("/models", "/chat/completions", "/embeddings"):
             await respond(send, 404, reply_headers, error_body(404, f"Unknown path {path}"))
         elif (method, route) == ("GET", "/models"):
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "tiergate"} for m in MODELS]
             await respond(send, 200, reply_headers, orjson.dumps({"object": "list", "data": models}))
-        elif (method, route) != ("POST", "/chat/completions"):
+        elif method != "POST" or route == "/models":
             await respond(send, 405, reply_headers, error_body(405, f"Method {method} not allowed"))
-        elif not _is_chat_request(body):
-            problem = "Request body must be a JSON object with 'model' and 'messages'"
+        elif (problem := _chat_problem(body) if chat else embeddings.problem(body)) is not None:
             await respond(send, 400, reply_headers, error_body(400, problem))
         else:
-            chosen = self._choose(body) if self._choose is not None else None
-            behavior = chosen or (self._script.popleft() if self._script else self.default)
-            await self._watched(self._answer(n, body, behavior, reply_headers, send), receive)
+            answer = self._answer if chat else self._embed
+            await self._watched(answer(n, body, self._behavior(body), reply_headers, send), receive)
+
+    def _behavior(self, body: dict[str, Any]) -> Behavior:
+        """The behaviour for one well-formed request: ``choose``'s, else the script's next, else the default."""
+        chosen = self._choose(body) if self._choose is not None else None
+        return chosen or (self._script.popleft() if self._script else self.default)
 
     async def _watched(self, answer: Coroutine[Any, Any, None], receive: Receive) -> None:
         """Run `answer` until it ends or the client disconnects; count the disconnects."""
@@ -350,19 +420,31 @@ class FakeOpenAI:
         base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": request["model"]}
         base["system_fingerprint"] = "fp_fake"
         if not stream:
-            body = orjson.dumps(_completion(base, reply))
-            if behavior.body_stall:
-                half = len(body) // 2
-                await send({"type": "http.response.start", "status": 200, "headers": encode(headers, len(body))})
-                await send({"type": "http.response.body", "body": body[:half], "more_body": True})
-                await pause(behavior.body_stall)
-                await send({"type": "http.response.body", "body": body[half:]})
-                return
-            await respond(send, 200, headers, body)
+            await _whole(send, headers, orjson.dumps(_completion(base, reply)), behavior)
             return
         options = request.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
         await _stream(send, headers, _chunks({**base, "object": "chat.completion.chunk"}, reply, usage), behavior)
+
+    async def _embed(
+        self, n: int, request: dict[str, Any], behavior: Behavior, headers: dict[str, str], send: Send
+    ) -> None:
+        started = await self._start(request, behavior, headers, send)
+        if started is not None:
+            body = embeddings.answer(request, usage=not behavior.omit_usage)
+            await _whole(send, started, orjson.dumps(body), behavior)
+
+
+async def _whole(send: Send, headers: Mapping[str, str], body: bytes, behavior: Behavior) -> None:
+    """A whole 200 body; with ``body_stall``, its two halves apart."""
+    if not behavior.body_stall:
+        await respond(send, 200, headers, body)
+        return
+    half = len(body) // 2
+    await send({"type": "http.response.start", "status": 200, "headers": encode(headers, len(body))})
+    await send({"type": "http.response.body", "body": body[:half], "more_body": True})
+    await pause(behavior.body_stall)
+    await send({"type": "http.response.body", "body": body[half:]})
 
 
 async def _stream(send: Send, headers: Mapping[str, str], chunks: Iterable[Any], behavior: Behavior) -> None:

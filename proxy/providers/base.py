@@ -4,6 +4,11 @@ An adapter receives a ``Call`` whose body is already an OpenAI chat request rewr
 (model, params), speaks its provider's wire format, and hands back OpenAI shapes: a ``Completion`` or a
 ``ChunkStream`` of OpenAI chunks. Failures are raised as ``UpstreamError``s before the first chunk
 when possible, so the dispatcher can fall back.
+
+An adapter whose upstream serves OpenAI's Responses API itself says so (``native_responses``) and
+implements ``respond`` / ``respond_stream``: the body is then a Responses request and the answers are
+Responses shapes (a ``response`` object, a stream of typed events). For every other adapter,
+``proxy.responses`` translates such calls to chat and back.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole ``chat.completion`` in OpenAI shape."""
+    """A whole answer in OpenAI shape: a ``chat.completion`` (or, from ``respond``, a ``response``), or an
+    embeddings ``list``."""
 
     body: dict[str, Any]
     usage: Usage | None
@@ -54,7 +60,8 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One OpenAI ``chat.completion.chunk``: ``payload`` is relayed byte for byte, ``data`` is inspected."""
+    """One OpenAI ``chat.completion.chunk`` (or Responses stream event): ``payload`` is relayed byte for
+    byte, ``data`` is inspected."""
 
     payload: bytes
     data: dict[str, Any]
@@ -179,6 +186,8 @@ class Provider(ABC):
     # Whether the provider is reached at an http(s) ``base_url``, and whether its targets name a handler.
     needs_base_url: ClassVar[bool] = True
     runs_handlers: ClassVar[bool] = False
+    # What its targets may serve (registry kinds): only these reach ``complete``/``stream`` or ``embed``.
+    kinds: ClassVar[frozenset[str]] = frozenset({"chat"})
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -212,3 +221,24 @@ class Provider(ABC):
     @abstractmethod
     async def stream(self, call: Call) -> ChunkStream:
         """Open a streaming call; return once the upstream has accepted it (status 200)."""
+
+    @property
+    def native_responses(self) -> bool:
+        """Whether the upstream serves the Responses API itself (``respond``); else calls are translated."""
+        return False
+
+    async def respond(self, call: Call) -> Completion:
+        """Run a non-streaming Responses API call natively: ``call.body`` is a Responses request."""
+        raise NotImplementedError(f"provider {self.name} does not serve the Responses API natively")
+
+    async def respond_stream(self, call: Call) -> ChunkStream:
+        """Open a streaming Responses API call natively; the stream yields its typed events."""
+        raise NotImplementedError(f"provider {self.name} does not serve the Responses API natively")
+
+    async def embed(self, call: Call) -> Completion:
+        """Run an embeddings call (``POST /v1/embeddings``'s body): the ``list`` in OpenAI shape.
+
+        Only adapters whose ``kinds`` has ``embedding`` are given one: the registry refuses an embedding
+        tier's target on any other provider type.
+        """
+        raise NotImplementedError(f"{type(self).__name__} serves no embeddings")

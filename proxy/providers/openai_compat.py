@@ -2,7 +2,13 @@
 
 Only three things change on the way out: the provider's key replaces the client's, the max-tokens field
 gets the spelling the provider wants (OpenAI's reasoning models reject ``max_tokens``), and responses are
-checked to be what the wire format promises.
+checked to be what the wire format promises. Embeddings go to ``{base_url}/embeddings`` as they came
+(model replaced), and come back as they are (``encoding_format`` and ``dimensions`` are the upstream's to
+honour).
+
+Responses API calls go to the upstream's own ``/responses`` (``proxy.providers.openai_responses``),
+unless ``options.responses: chat`` says the server has none (then ``proxy.responses`` translates them
+to chat completions, as for any other adapter).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from proxy.providers.base import (
     stream_event,
     upstream_status,
 )
+from proxy.providers.openai_responses import ResponsesStream, response_answer
 from proxy.redact import Redactor
 from proxy.upstream import UpstreamResponse
 from proxy.usage import Usage
@@ -43,11 +50,13 @@ _GENAI_NAMES = {
 
 
 class OpenAICompatible(Provider):
-    """``type: openai``. Options: ``max_tokens_field`` (default ``max_completion_tokens``)."""
+    """``type: openai``. Options: ``max_tokens_field`` (default ``max_completion_tokens``), ``responses``
+    (``native``, the default: the server has ``/responses``; ``chat``: translate Responses calls)."""
 
     default_price_id = "openai"
     genai_name = "openai"
-    option_keys = frozenset({"price_provider", "max_tokens_field"})
+    option_keys = frozenset({"price_provider", "max_tokens_field", "responses"})
+    kinds = frozenset({"chat", "embedding"})
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> None:
@@ -57,28 +66,41 @@ class OpenAICompatible(Provider):
             raise ConfigError(
                 f"{path}.max_tokens_field", f"expected max_completion_tokens or max_tokens, got {field!r}"
             )
+        responses = options.get("responses", "native")
+        if responses not in ("native", "chat"):
+            raise ConfigError(f"{path}.responses", f"expected native or chat, got {responses!r}")
 
     @property
     def genai_provider(self) -> str:
         # The wire format is OpenAI's, the provider may be another (``price_provider`` says which).
         return _GENAI_NAMES.get(self.config.price_id or "", self.genai_name)
 
-    async def complete(self, call: Call) -> Completion:
-        response = await self._send(call)
+    @property
+    def native_responses(self) -> bool:
+        return bool(self.config.options.get("responses", "native") == "native")
+
+    async def respond(self, call: Call) -> Completion:
+        response = await self._send(call, "/responses", call.body)
         raw = await response.read()
         if response.status != 200:
             raise error_from(response.status, raw, response.headers, self.name, self.redactor)
-        body = json_body(raw, self.name, "choices", list, "a chat completion")
-        return Completion(
-            body=body,
-            usage=Usage.from_openai(body.get("usage")),
-            request_id=request_id(response.headers.get("x-request-id"), self.redactor),
-            headers=passed_on(response.headers, self.redactor),
-            raw=raw,
-        )
+        return response_answer(raw, response.headers, self.name, self.redactor)
+
+    async def respond_stream(self, call: Call) -> ChunkStream:
+        response = await self._send(call, "/responses", call.body)
+        await self._check_stream(response)
+        return ResponsesStream(response, self.redactor)
+
+    async def complete(self, call: Call) -> Completion:
+        return await self._whole(call, "/chat/completions", self._wire_body(call.body), "choices", "a chat completion")
 
     async def stream(self, call: Call) -> ChunkStream:
-        response = await self._send(call)
+        response = await self._send(call, "/chat/completions", self._wire_body(call.body))
+        await self._check_stream(response)
+        return _OpenAIStream(response, self.redactor)
+
+    async def _check_stream(self, response: UpstreamResponse) -> None:
+        """Raise the upstream's error unless it answered 200 with an event stream."""
         if response.status != 200:
             raise error_from(response.status, await response.read(), response.headers, self.name, self.redactor)
         if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -86,18 +108,35 @@ class OpenAICompatible(Provider):
             error = error_from(502, raw, response.headers, self.name, self.redactor, expected="an event stream")
             error.upstream_status = response.status
             raise error
-        return _OpenAIStream(response, self.redactor)
 
-    async def _send(self, call: Call) -> UpstreamResponse:
+    async def embed(self, call: Call) -> Completion:
+        return await self._whole(call, "/embeddings", call.body, "data", "an embedding list")
+
+    async def _whole(self, call: Call, path: str, body: dict[str, Any], field: str, what: str) -> Completion:
+        """A non-streaming call to ``path``: the upstream's error, or its answer (a list in ``field``)."""
+        response = await self._send(call, path, body)
+        raw = await response.read()
+        if response.status != 200:
+            raise error_from(response.status, raw, response.headers, self.name, self.redactor)
+        answer = json_body(raw, self.name, field, list, what)
+        return Completion(
+            body=answer,
+            usage=Usage.from_openai(answer.get("usage")),
+            request_id=request_id(response.headers.get("x-request-id"), self.redactor),
+            headers=passed_on(response.headers, self.redactor),
+            raw=raw,
+        )
+
+    async def _send(self, call: Call, path: str, body: dict[str, Any]) -> UpstreamResponse:
         headers = dict(call.headers)
         headers["content-type"] = "application/json"
         headers["accept-encoding"] = "identity"  # compressed SSE would be buffered by the decoder
         if self.config.api_key:
             headers["authorization"] = f"Bearer {self.config.api_key}"
         return await self.http.post(
-            self.config.base_url + "/chat/completions",
+            self.config.base_url + path,
             headers,
-            orjson.dumps(self._wire_body(call.body)),
+            orjson.dumps(body),
             read_timeout=call.read_timeout,
             idle_timeout=call.idle_timeout,
             connect_timeout=call.connect_timeout,

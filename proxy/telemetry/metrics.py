@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from proxy.breaker import Breakers
 from proxy.ledger.records import SERVED_FROM_STORE, RequestRecord
 from proxy.ledger.writer import LedgerWriter
-from proxy.registry import Registry, Target
+from proxy.registry import EMBEDDING, Registry, Target
 from proxy.telemetry import names as n
 from proxy.telemetry.tracing import Upstream
 
@@ -40,11 +40,12 @@ class Metrics:
         ledger: LedgerWriter | None,
     ) -> None:
         self._tasks = frozenset(registry.tasks)
+        self._embedding_tasks = frozenset(registry.tasks_of(EMBEDDING))  # the rest are chat
         self._upstreams = upstreams
         self._breakers = breakers
         self._ledger = ledger
         self._targets = sorted({t.key for tier in registry.tiers.values() for t in tier.targets})
-        self._attributes: dict[tuple[str, str | None], dict[str, Any]] = {}  # per (target, error): reused
+        self._attributes: dict[tuple[str, str | None, str], dict[str, Any]] = {}  # per (target, error, operation)
         # tallies, read at collection: (task, tier, task_source, status) and (task, tier|cache)
         self._requests: dict[tuple[str, str, str, int], int] = {}
         self._cost: dict[tuple[str, str], float] = {}
@@ -110,7 +111,8 @@ class Metrics:
             self._cache[(task, record.cache)] = self._cache.get((task, record.cache), 0) + 1
         if record.fallback:
             self._fallbacks[(task, tier)] = self._fallbacks.get((task, tier), 0) + 1
-        server: dict[str, Any] = {n.OPERATION: n.CHAT, n.TASK: task, n.TIER: tier}
+        operation = n.EMBEDDINGS if task in self._embedding_tasks else n.CHAT
+        server: dict[str, Any] = {n.OPERATION: operation, n.TASK: task, n.TIER: tier}
         if record.error_type is not None:
             server[n.ERROR_TYPE] = record.error_type
         self._server.record(record.latency_ms / 1000.0, server)
@@ -118,7 +120,7 @@ class Metrics:
             self._ttft.record(record.ttft_ms / 1000.0, server)
         target, usage = record.target, record.usage
         if usage is not None and target is not None and record.cache not in SERVED_FROM_STORE:
-            base = self._of(target, None)
+            base = self._of(target, None, operation)
             self._tokens.record(usage.prompt_tokens, {**base, n.TOKEN_TYPE: "input"})
             self._tokens.record(usage.completion_tokens, {**base, n.TOKEN_TYPE: "output"})
         attempts = record.attempts
@@ -130,15 +132,15 @@ class Metrics:
                 seconds = attempt.latency_ms
                 if attempt is last and attempt.error_type is None:
                     seconds += max(relay, 0.0)
-                self._client.record(seconds / 1000.0, self._of(attempt.target, attempt.error_type))
+                self._client.record(seconds / 1000.0, self._of(attempt.target, attempt.error_type, operation))
 
-    def _of(self, target: Target, error: str | None) -> dict[str, Any]:
-        """The GenAI attributes of a call to ``target`` (built once per target and error)."""
-        key = (target.key, error)
+    def _of(self, target: Target, error: str | None, operation: str) -> dict[str, Any]:
+        """The GenAI attributes of a call to ``target`` (built once per target, error and operation)."""
+        key = (target.key, error, operation)
         attributes = self._attributes.get(key)
         if attributes is None:
             upstream = self._upstreams.get(target.provider) or Upstream(target.provider)
-            attributes = {n.OPERATION: n.CHAT, n.PROVIDER: upstream.genai, n.REQUEST_MODEL: target.model}
+            attributes = {n.OPERATION: operation, n.PROVIDER: upstream.genai, n.REQUEST_MODEL: target.model}
             if upstream.address is not None:
                 attributes[n.SERVER_ADDRESS] = upstream.address
             if upstream.port is not None:

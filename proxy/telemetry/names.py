@@ -28,6 +28,7 @@ HTTP_STATUS = "http.response.status_code"
 HTTP_ROUTE = "http.route"
 
 CHAT = "chat"  # gen_ai.operation.name for POST /v1/chat/completions
+EMBEDDINGS = "embeddings"  # ... for POST /v1/embeddings
 
 # --- tiergate's own attributes
 TASK = "tiergate.task"

@@ -84,7 +84,7 @@ class RequestSpan:
 
     __slots__ = (
         "_tracing", "_span", "_context", "_recording", "_open", "_served", "_served_end", "_attempts", "_stream",
-        "_response_id", "_response_model", "_finish_reasons", "_pieces", "_output",
+        "_response_id", "_response_model", "_finish_reasons", "_pieces", "_output", "_operation",
     )  # fmt: skip
 
     def __init__(self, tracing: Tracing, span: Span) -> None:
@@ -102,21 +102,24 @@ class RequestSpan:
         self._finish_reasons: list[str] = []
         self._pieces: list[str] | None = None  # streamed text, only when capturing content
         self._output: str | None = None  # gen_ai.output.messages, only when capturing content
+        self._operation = n.CHAT  # gen_ai.operation.name of the request and of its attempts
 
     # --- the edge -------------------------------------------------------------------------------
 
-    def parsed(self, body: Mapping[str, Any]) -> None:
-        """The client's request: its model names the span; its parameters and (opted in) messages."""
+    def parsed(self, body: Mapping[str, Any], operation: str = n.CHAT, route: str = CHAT_ROUTE) -> None:
+        """The client's request: its model names the span; its parameters and (opted in) messages.
+        ``operation`` and ``route`` are the endpoint's (``embeddings``, ``/v1/embeddings``) when not chat's."""
         if not self._recording:
             return
         try:
             model = str(body.get("model"))
-            self._span.update_name(f"{n.CHAT} {model}")
-            attributes: dict[str, Any] = {n.REQUEST_MODEL: model}
+            self._operation = operation
+            self._span.update_name(f"{operation} {model}")
+            attributes: dict[str, Any] = {n.REQUEST_MODEL: model, n.OPERATION: operation, n.HTTP_ROUTE: route}
             _params(body, attributes)
             self._stream = bool(body.get("stream"))
             redactor = self._tracing.capture
-            if redactor is not None:
+            if redactor is not None and "messages" in body:  # an embeddings call has none to capture
                 attributes[n.INPUT_MESSAGES] = content.input_messages(body.get("messages"), redactor)
                 if self._stream:
                     self._pieces = []
@@ -184,7 +187,7 @@ class RequestSpan:
             target = hop.target
             upstream = self._tracing.upstreams.get(target.provider) or Upstream(target.provider)
             attributes: dict[str, Any] = {
-                n.OPERATION: n.CHAT,
+                n.OPERATION: self._operation,
                 n.PROVIDER: upstream.genai,
                 n.REQUEST_MODEL: target.model,
                 n.TARGET: target.key,
@@ -197,7 +200,7 @@ class RequestSpan:
                 attributes[n.SERVER_PORT] = upstream.port
             _params(call.body, attributes)
             span = self._tracing.tracer.start_span(
-                f"{n.CHAT} {target.model}", context=self._context, kind=SpanKind.CLIENT, attributes=attributes
+                f"{self._operation} {target.model}", context=self._context, kind=SpanKind.CLIENT, attributes=attributes
             )
             self._open = span
             carrier = {}
@@ -302,7 +305,8 @@ class RequestSpan:
 
 
 def _params(body: Mapping[str, Any], attributes: dict[str, Any]) -> None:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # chat's two spellings, or the Responses API's (an attempt's body is sent as its target takes it)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens")))
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         attributes[n.REQUEST_MAX_TOKENS] = max_tokens
     for field, name in (("temperature", n.REQUEST_TEMPERATURE), ("top_p", n.REQUEST_TOP_P)):

@@ -8,7 +8,8 @@ reply, a message or its ``event:`` stream, into OpenAI shapes:
   ``tool_choice``, ``parallel_tool_calls``, ``stop``, ``max_tokens``, ``response_format``,
   ``reasoning_effort``, ``user`` and the sampling params are mapped. A json_schema ``response_format``
   becomes ``output_config.format``; json_object (the Messages API has no schema-less JSON mode) becomes
-  an instruction appended to ``system`` (``request.JSON_OBJECT_INSTRUCTION``).
+  an instruction appended to ``system``, and an answer that is not a JSON object a failed, retryable
+  attempt (``json_object``: 502 ``invalid_json_output`` when no try does better).
   The Messages API rejects fields it does not know, so everything else is dropped (logged at debug),
   except a few Messages-only fields a registry target may set as params (``request._NATIVE``).
   ``n > 1``, audio and file ids are a 400.
@@ -20,7 +21,8 @@ reply, a message or its ``event:`` stream, into OpenAI shapes:
 Options: ``anthropic_version`` (default 2023-06-01), ``anthropic_beta``, ``default_max_tokens`` (4096).
 
 Modules: ``request`` (OpenAI body -> Messages body), ``response`` (message -> ``chat.completion``, usage,
-stop reasons), ``stream`` (``event:`` stream -> chunks), ``errors`` (error bodies -> ``UpstreamStatus``).
+stop reasons), ``stream`` (``event:`` stream -> chunks), ``errors`` (error bodies -> ``UpstreamStatus``),
+``json_object`` (the instruction and the check of ``response_format: json_object``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import orjson
 
 from proxy.errors import ConfigError
 from proxy.headers import passed_on, request_id
+from proxy.providers.anthropic import json_object
 from proxy.providers.anthropic.errors import error_from
 from proxy.providers.anthropic.request import messages_request
 from proxy.providers.anthropic.response import completion_body
@@ -84,6 +87,8 @@ class Anthropic(Provider):
             raise error_from(response.status, raw, response.headers, self.name, self.redactor)
         message = json_body(raw, self.name, "content", list, "a message")
         body, usage = completion_body(message)
+        if json_object.asked(call.body):
+            json_object.check_completion(body)
         return Completion(
             body=body,
             usage=usage,
@@ -100,7 +105,8 @@ class Anthropic(Provider):
             error = error_from(502, raw, response.headers, self.name, self.redactor, expected="an event stream")
             error.upstream_status = response.status
             raise error
-        return _AnthropicStream(response, self.redactor)
+        check = json_object.StreamCheck() if json_object.asked(call.body) else None
+        return _AnthropicStream(response, self.redactor, check)
 
     async def _send(self, call: Call, *, stream: bool) -> UpstreamResponse:
         body = messages_request(call.body, version=self.version, default_max_tokens=self.default_max_tokens)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import InvalidRequest
+from proxy.providers.anthropic import json_object
 
 log = logging.getLogger("tiergate.providers.anthropic")
 
@@ -26,8 +27,8 @@ _MAPPED = frozenset(
 )  # fmt: skip
 _EFFORTS = frozenset({"low", "medium", "high", "xhigh", "max"})
 # The Messages API has a JSON mode only with a schema; ``response_format: json_object`` asks for any
-# JSON object, so it becomes this instruction, after any hoisted system text.
-JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+# JSON object, so it becomes an instruction after any hoisted system text (and a check of the answer).
+JSON_OBJECT_INSTRUCTION = json_object.INSTRUCTION
 
 
 def messages_request(body: Mapping[str, Any], *, version: str, default_max_tokens: int) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def messages_request(body: Mapping[str, Any], *, version: str, default_max_token
         )
     system, turns = _turns(body.get("messages") or [])
     response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+    if json_object.asked(body):
         system = f"{system}\n\n{JSON_OBJECT_INSTRUCTION}" if system else JSON_OBJECT_INSTRUCTION
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or default_max_tokens
     out: dict[str, Any] = {"model": body["model"], "max_tokens": max_tokens, "messages": turns}

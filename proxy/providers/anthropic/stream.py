@@ -11,6 +11,7 @@ import orjson
 from proxy.errors import UpstreamProtocolError, UpstreamUnreachable
 from proxy.headers import passed_on, request_id
 from proxy.providers.anthropic.errors import ERROR_STATUS, status_error
+from proxy.providers.anthropic.json_object import StreamCheck
 from proxy.providers.anthropic.response import finish_reason, usage_from
 from proxy.providers.base import Chunk, ChunkStream, stream_event
 from proxy.redact import Redactor
@@ -18,9 +19,10 @@ from proxy.upstream import UpstreamResponse
 
 
 class _AnthropicStream(ChunkStream):
-    def __init__(self, response: UpstreamResponse, redactor: Redactor) -> None:
+    def __init__(self, response: UpstreamResponse, redactor: Redactor, check: StreamCheck | None = None) -> None:
         self._response = response
         self._redactor = redactor
+        self._check = check  # response_format json_object: the answer must be a JSON object
         self.request_id = request_id(response.headers.get("request-id"), redactor)
         self.headers = passed_on(response.headers, redactor)
 
@@ -29,6 +31,8 @@ class _AnthropicStream(ChunkStream):
         async for event, data in self._response.events():
             parsed = stream_event(data)
             for chunk in translator.feed(str(parsed.get("type") or event), parsed):
+                if self._check is not None:
+                    self._check.see(chunk)  # raises before a stray answer's finish chunk goes out
                 yield Chunk(orjson.dumps(chunk), chunk)
             if translator.finished:
                 return
