@@ -101,8 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="calls, tokens, cost and savings from the ledger; --what-if re-prices it")
     audit.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
     audit.add_argument("--since", help="only requests since 24h, 90m, 7d ago, a date (2026-11-01) or a timestamp")
+    audit.add_argument("--until", help="only requests before 24h, 90m, 7d ago, a date (its midnight) or a timestamp")
     audit.add_argument(
-        "--by", help="group by task (default), tier, model, provider, day or registry (its content hash)"
+        "--by", help="group by task (default), tier, model, provider, day, registry (its content hash) or client"
+    )
+    audit.add_argument("--task", action="append", default=[], help="only this task's calls (repeatable)")
+    audit.add_argument(
+        "--model", action="append", default=[], help="only this model's calls: gpt-5.5 or openai::gpt-5.5 (repeatable)"
     )
     audit.add_argument("--format", default="table", help="table (default), csv or json")
     audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
@@ -333,7 +338,15 @@ def _audit(args: argparse.Namespace) -> int:
         return _audit_classifier(args, db)
     candidate = rules.load(args.what_if) if args.what_if else None
     text = report(
-        db, since=args.since, by=args.by, fmt=args.format, candidate=candidate, include_eval=args.include_eval
+        db,
+        since=args.since,
+        by=args.by,
+        fmt=args.format,
+        candidate=candidate,
+        include_eval=args.include_eval,
+        until=args.until,
+        tasks=args.task,
+        models=args.model,
     )
     print(text, end="")
     return 0
