@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a sample workload against an embedded fake upstream (no keys needed)")
     demo.add_argument("--config", default="rules.yaml", help="registry file to demo (default rules.yaml)")
+    demo.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help="calls of the generated workload whose bill the demo ends with (default 600; 0: none)",
+    )
     demo.set_defaults(run=_demo)
 
     audit = sub.add_parser("audit", help="calls, tokens, cost and savings from the ledger; --what-if re-prices it")
@@ -314,9 +320,12 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.demo import bill, run_demo
 
-    return asyncio.run(run_demo(args.config, out=sys.stdout))
+    calls = bill.DEFAULT_CALLS if args.calls is None else args.calls
+    if calls < 0:
+        raise ValueError(f"--calls: expected 0 or more, got {calls}")
+    return asyncio.run(run_demo(args.config, out=sys.stdout, calls=calls))
 
 
 def _audit(args: argparse.Namespace) -> int:
