@@ -15,6 +15,10 @@ Definitions (the README's "The workload audit" repeats them):
   without usage (an error before any token) has nothing to price and counts as $0.
 - savings: what the tiering saved: baseline cost minus what the call cost to generate on its tier (its
   cost, or for an answer served from the cache the cost it avoided), over the rows priced on both sides.
+- savings share: savings / baseline cost. Cached tokens: the input tokens the provider read from its
+  prompt cache (inside input tokens).
+- per month: a cost over the period (first call to last, at least a day) / its days × ``MONTH_DAYS``.
+- ``--task``/``--model`` keep the runs of those tasks and models; the period's bounds stay the scope's.
 - cached: calls answered from a stored answer (``cache`` is hit, stale or coalesced); cache saved: the
   cost those answers avoided (the price of the generation each stood in for). Savings and cache saved
   add up to baseline cost minus cost.
