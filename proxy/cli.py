@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a sample workload against an embedded fake upstream (no keys needed)")
     demo.add_argument("--config", default="rules.yaml", help="registry file to demo (default rules.yaml)")
+    demo.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help="calls of the generated workload whose bill the demo ends with (default 600; 0: none)",
+    )
     demo.set_defaults(run=_demo)
 
     fake = sub.add_parser(
@@ -111,8 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="calls, tokens, cost and savings from the ledger; --what-if re-prices it")
     audit.add_argument("--db", help="ledger SQLite file (TIERGATE_DB, default tiergate.db)")
     audit.add_argument("--since", help="only requests since 24h, 90m, 7d ago, a date (2026-11-01) or a timestamp")
+    audit.add_argument("--until", help="only requests before 24h, 90m, 7d ago, a date (its midnight) or a timestamp")
     audit.add_argument(
-        "--by", help="group by task (default), tier, model, provider, day or registry (its content hash)"
+        "--by", help="group by task (default), tier, model, provider, day, registry (its content hash) or client"
+    )
+    audit.add_argument("--task", action="append", default=[], help="only this task's calls (repeatable)")
+    audit.add_argument(
+        "--model", action="append", default=[], help="only this model's calls: gpt-5.5 or openai::gpt-5.5 (repeatable)"
     )
     audit.add_argument("--format", default="table", help="table (default), csv or json")
     audit.add_argument("--what-if", metavar="CANDIDATE_YAML", help="price the same traffic under another registry")
@@ -328,9 +339,12 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run_demo
+    from proxy.demo import bill, run_demo
 
-    return asyncio.run(run_demo(args.config, out=sys.stdout))
+    calls = bill.DEFAULT_CALLS if args.calls is None else args.calls
+    if calls < 0:
+        raise ValueError(f"--calls: expected 0 or more, got {calls}")
+    return asyncio.run(run_demo(args.config, out=sys.stdout, calls=calls))
 
 
 def _fake_upstream(args: argparse.Namespace) -> int:
@@ -367,7 +381,15 @@ def _audit(args: argparse.Namespace) -> int:
         return _audit_classifier(args, db)
     candidate = rules.load(args.what_if) if args.what_if else None
     text = report(
-        db, since=args.since, by=args.by, fmt=args.format, candidate=candidate, include_eval=args.include_eval
+        db,
+        since=args.since,
+        by=args.by,
+        fmt=args.format,
+        candidate=candidate,
+        include_eval=args.include_eval,
+        until=args.until,
+        tasks=args.task,
+        models=args.model,
     )
     print(text, end="")
     return 0

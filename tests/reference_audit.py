@@ -30,19 +30,23 @@ from proxy.usage import Usage
 Row = Mapping[str, Any]
 
 
-def load(path: str, since: str | None = None, *, include_eval: bool = False) -> list[dict[str, Any]]:
-    """The ``requests`` rows at or after ``since`` (a ledger ts), oldest first.
+def load(
+    path: str, since: str | None = None, *, include_eval: bool = False, until: str | None = None
+) -> list[dict[str, Any]]:
+    """The ``requests`` rows at or after ``since`` and before ``until`` (ledger ts), oldest first.
 
     Eval traffic (``tiergate eval``'s calls, ``eval_run`` set) is left out unless ``include_eval``: the
     audit is about production. (A ledger older than schema v4 has no eval traffic.)
     """
     if not Path(path).is_file():
         raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
-    sql = "SELECT * FROM requests" + (" WHERE ts >= ?" if since else "") + " ORDER BY ts"
+    terms = (["ts >= ?"] if since else []) + (["ts < ?"] if until else [])
+    where = f" WHERE {' AND '.join(terms)}" if terms else ""
+    sql = "SELECT * FROM requests" + where + " ORDER BY ts"
     try:
         conn = open_readonly(path)
         try:
-            rows = [dict(row) for row in conn.execute(sql, (since,) if since else ())]
+            rows = [dict(row) for row in conn.execute(sql, [b for b in (since, until) if b])]
             return rows if include_eval else [row for row in rows if not is_eval(row)]
         finally:
             conn.close()
@@ -77,6 +81,8 @@ def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None
     n = len(rows)
     cost = _money([_cost(r, "cost_usd") for r in rows])
     pairs = [(_cost(r, "baseline_cost_usd"), _generation_cost(r)) for r in rows]
+    baseline = _money([b for b, _ in pairs])
+    savings = _money([None if b is None or c is None else b - c for b, c in pairs])
     stored = [r for r in rows if r.get("cache") in SERVED_FROM_STORE]
     latencies = [float(r["latency_ms"]) for r in rows if r["latency_ms"] is not None]
     return Group(
@@ -88,8 +94,8 @@ def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None
         cost_usd=cost,
         unpriced=sum(1 for r in rows if _cost(r, "cost_usd") is None),
         cost_share=_ratio(cost, cost if all_cost is None else all_cost),
-        baseline_cost_usd=_money([b for b, _ in pairs]),
-        savings_usd=_money([None if b is None or c is None else b - c for b, c in pairs]),
+        baseline_cost_usd=baseline,
+        savings_usd=savings,
         cached=len(stored),
         cache_saved_usd=_money([r.get("cost_avoided_usd") for r in stored]) if stored else 0.0,
         p50_ms=percentile(latencies, 50),
@@ -98,6 +104,8 @@ def _group(key: str, rows: Sequence[Row], all_calls: int, all_cost: float | None
         disconnect_rate=_ratio(sum(1 for r in rows if r["status"] == 499), n),
         fallback_rate=_ratio(sum(1 for r in rows if r["fallback"]), n),
         estimated_share=_ratio(sum(1 for r in rows if r["usage_source"] == "estimated"), n),
+        cached_tokens=sum(r["cached_tokens"] or 0 for r in rows),
+        savings_share=_ratio(savings, baseline),
     )
 
 

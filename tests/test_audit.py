@@ -218,6 +218,61 @@ def test_since_filters_rows(db: str) -> None:
             audit.parse_since(bad, now)
 
 
+def test_until_is_an_exclusive_upper_bound(db: str) -> None:
+    first_day = audit.summarize(db, "task", Scope(until=audit.parse_since("2026-11-02", flag="--until")))
+    assert (first_day.total.calls, first_day.total.cost_usd) == (4, approx(0.107035))  # s1 t1 t2 a1
+    assert first_day.last_ts == "2026-11-01T12:00:00.000Z"
+    # s2 09:00, s3 11:00, s4 12:00; t3 08:00 before, a2 13:00 at the bound (left out)
+    window = Scope(audit.parse_since("2026-11-02T09:00:00"), until=audit.parse_since("2026-11-02T13:00:00"))
+    s = audit.summarize(db, "task", window)
+    assert ([g.key for g in s.groups], s.total.calls, s.total.cost_usd) == (["summary"], 3, approx(0.0068))
+    # the kept sums (ledger_runs, written by the first summarize) cut the same way: ask twice
+    again = audit.summarize(db, "task", window)
+    assert (again.total.calls, again.total.cost_usd) == (3, s.total.cost_usd)
+    with pytest.raises(audit.AuditError, match=r"^--until: expected 24h"):
+        audit.parse_since("soon", flag="--until")
+
+
+def test_task_and_model_filters(db: str) -> None:
+    two = audit.summarize(db, "task", tasks=["agent", "summary"])
+    assert (sorted(g.key for g in two.groups), two.total.calls) == (["agent", "summary"], 7)
+    assert two.total.cost_usd == approx(0.188 + 0.0098)
+    nano = audit.summarize(db, "task", models=["openai::gpt-5.4-nano"])  # t1, t3 (t2 is the fine-tune)
+    assert (nano.total.calls, nano.total.cost_usd) == (2, approx(0.000115))
+    assert audit.summarize(db, "model", models=["gpt-5.4-mini"]).total.calls == 4  # a bare model name
+    assert audit.summarize(db, "task", tasks=["summary"], models=["gpt-5.5"]).total.calls == 0
+
+
+def test_savings_share_cached_tokens_and_the_month(db: str) -> None:
+    s = audit.summarize(db, "task")
+    g = _by_key(s)
+    assert g["summary"].savings_share == approx(0.0882 / 0.098)
+    assert g["agent"].savings_share == approx(0.0)
+    assert s.total.savings_share == approx(0.092685 / 0.2934)
+    assert (g["agent"].cached_tokens, g["summary"].cached_tokens, s.total.cached_tokens) == (4000, 1000, 5000)
+    # 10:00 on Nov 1 to 14:00 on Nov 2: 28 hours
+    assert s.period_days == approx(28 / 24)
+    assert s.per_month(s.total.cost_usd) == approx(0.197915 / (28 / 24) * 30)
+    one = audit.summarize(db, "task", Scope(audit.parse_since("2026-11-02T13:00:00")))  # one hour: a day
+    assert one.period_days == 1.0 and one.per_month(one.total.cost_usd) == approx(0.084 * 30)
+
+
+def test_by_client(tmp_path: Path) -> None:
+    rows = [_row(r) for r in ROWS]
+    for row in rows:
+        row["client"] = {"s1": "app-a", "s2": "app-a", "a1": "app-b"}.get(row["id"])
+    path = tmp_path / "clients.db"
+    _write_ledger(path, rows)
+    s = audit.summarize(str(path), "client")
+    g = _by_key(s)
+    assert [k.key for k in s.groups] == ["app-b", "-", "app-a"]  # by cost
+    assert (g["app-a"].calls, g["app-a"].cost_usd, g["app-a"].savings_usd) == (2, approx(0.009), approx(0.081))
+    assert (g["app-b"].calls, g["app-b"].cost_usd) == (1, approx(0.104))
+    assert g["-"].calls == 7
+    table = report.render(s, "table")
+    assert table.startswith("Workload by client: 10 calls") and "app-a" in table
+
+
 # --- what-if ------------------------------------------------------------------------------------
 
 
@@ -288,11 +343,18 @@ def test_table_is_rounded_and_aligned(db: str) -> None:
     table = report.render(audit.summarize(db, "task"), "table")
     lines = table.splitlines()
     assert lines[0] == "Workload by task: 10 calls, 2026-11-01 10:00:00 to 2026-11-02 14:00:00 UTC"
-    assert max(len(line) for line in lines) <= 100
+    assert max(len(line) for line in lines) <= 120
     first = next(line for line in lines if line.startswith("1 "))
-    assert first.split() == ["1", "agent", "3", "16,000", "1,600", "$0.1880", "95.0%", "0", "$0.1880", "$0.0000"]
+    assert first.split() == [
+        "1", "agent", "3", "16,000", "4,000", "1,600", "$0.1880", "95.0%", "0", "$0.1880", "$0.0000", "0.0%"
+    ]  # fmt: skip
+    # small costs keep 3 significant digits: 0.000035 + 0.00008 (t2 is unpriced)
+    third = next(line for line in lines if line.startswith("3 "))
+    assert third.split()[6:12] == ["$0.000115", "0.1%", "1", "$0.00740", "$0.00448", "60.6%"]
     total = [line for line in lines if line.strip().startswith("TOTAL")]
-    assert total[0].split() == ["TOTAL", "10", "20,000", "3,235", "$0.1979", "100.0%", "1", "$0.2934", "$0.0927"]
+    assert total[0].split() == [
+        "TOTAL", "10", "20,000", "5,000", "3,235", "$0.1979", "100.0%", "1", "$0.2934", "$0.0927", "31.6%"
+    ]  # fmt: skip
     assert total[1].split() == ["TOTAL", "10", "100.0%", "200.0", "2,000.0", "20.0%", "10.0%", "10.0%", "20.0%"]
     assert "unpriced: 1 of 10 calls had tokens but no known price;" in table
     # numbers are right-aligned, so every line of a grid (header, rules, rows, total) ends in the same column
@@ -339,6 +401,25 @@ def test_cli_table_csv_json(db: str, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["audit", "--db", db, "--by", "model", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["rows"][-1]["model"] == "anthropic::claude-haiku-ft" and doc["rows"][-1]["cost_usd"] is None
+    assert doc["period_days"] == 28 / 24 and doc["per_month"]["days"] == 30
+    assert doc["per_month"]["cost_usd"] == doc["total"]["cost_usd"] / (28 / 24) * 30  # exact, not rounded
+    assert doc["total"]["savings_share"] == doc["total"]["savings_usd"] / doc["total"]["baseline_cost_usd"]
+    assert doc["total"]["cached_tokens"] == 5000
+
+
+def test_cli_until_task_model_client(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--db", db, "--until", "2026-11-02", "--format", "csv"]) == 0
+    parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert parsed[-1]["calls"] == "4" and float(parsed[-1]["cost_usd"]) == approx(0.107035)
+    assert main(["audit", "--db", db, "--task", "summary", "--task", "agent", "--by", "tier"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("Workload by tier: 7 calls")
+    assert "per 30 days at this rate (1.2 days, first call to last):" in table
+    assert "%saved" in table and "cached in" in table
+    assert main(["audit", "--db", db, "--model", "gpt-5.4-nano", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["calls"] == 2
+    assert main(["audit", "--db", db, "--by", "client"]) == 0
+    assert capsys.readouterr().out.startswith("Workload by client: 10 calls")
 
 
 def test_cli_what_if(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -348,10 +429,10 @@ def test_cli_what_if(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     table = capsys.readouterr().out
     summary = next(line for line in table.splitlines() if line.startswith("summary"))
     assert summary.split() == [
-        "summary", "4", "$0.0098", "$0.0024", "-$0.0074", "-75.0%", "mid", "gpt-5.4-mini", "->", "small", "gpt-5.4-nano"
+        "summary", "4", "$0.00980", "$0.00245", "-$0.00735", "-75.0%", "mid", "gpt-5.4-mini", "->", "small", "gpt-5.4-nano"
     ]  # fmt: skip
     assert "approximate tokens (another provider type's tokenizer, or estimated):\n  summary (1 of 4), " in table
-    assert max(len(line) for line in table.splitlines()[1:]) <= 100  # the title names the path
+    assert max(len(line) for line in table.splitlines()[1:]) <= 110  # the title names the path
 
     assert main(["audit", "--db", db, "--what-if", str(path), "--format", "csv"]) == 0
     parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -364,7 +445,10 @@ def test_cli_what_if(db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["--db", "{tmp}/nope.db"], "tiergate: no ledger at {tmp}/nope.db (tiergate serve writes one; "),
         (["--since", "soon"], "tiergate: --since: expected 24h, 90m, 7d, a date (2026-11-01)"),
         (["--format", "xml"], "tiergate: --format: expected one of table, csv, json, got 'xml'"),
-        (["--by", "week"], "tiergate: --by: expected one of task, tier, model, provider, day, registry, got 'week'"),
+        (
+            ["--by", "week"],
+            "tiergate: --by: expected one of task, tier, model, provider, day, registry, client, got 'week'",
+        ),
         (["--what-if", "{tmp}/nope.yaml"], "tiergate: cannot read {tmp}/nope.yaml"),
         (["--what-if", str(RULES), "--by", "tier"], "tiergate: --what-if compares per task; drop --by"),
     ],
@@ -410,11 +494,11 @@ async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
         "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"
     } and ranked[0] == "agent"  # fmt: skip
     total = next(line for line in lines if line.strip().startswith("TOTAL")).split()
-    assert total[:2] == ["TOTAL", str(calls)] and total[4].startswith("$")
+    assert total[:2] == ["TOTAL", str(calls)] and total[5].startswith("$")
     # the precompute act: three of the narrative's reads and the repeated summary came from the store
     cost_header = next(line for line in lines if line.startswith("#  task"))
     assert "cached" in cost_header and "cache saved" in cost_header
-    assert total[9] == "4" and total[10].startswith("$")
+    assert total[11] == "4" and total[12].startswith("$")
     assert "unpriced" in audit_part and "no known price" not in audit_part  # every shipped model is priced
     # the evals on the simulated models: summary may move to small, narrative may not; the audit says so
     assert "-> PASS (pass rate 91.7% >= threshold 90.0%, 1 regression <= 1)" in before

@@ -121,6 +121,22 @@ def test_the_hand_made_ledger_too(loaded: Loader, hand_made: str, by: str) -> No
         same(audit.summarize(hand_made, by, scope), _reference_summary(loaded, hand_made, by, scope), by)
 
 
+UNTILS = [("2026-10-29T00:00:00.000Z", None), ("2026-10-30T07:00:00.000Z", "2026-10-28T13:37:00.000Z"),
+          ("2026-10-28T20:00:00.000Z", "2026-10-28T13:37:00.000Z"), ("2026-10-29T13:37:00.000Z", "2026-10-29T00:00:00.000Z")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("until", "since"), UNTILS)
+@pytest.mark.parametrize("by", ["task", "day", "client"])
+def test_until_matches_the_python_audit(generated: str, by: str, until: str, since: str | None) -> None:
+    # until at a midnight, cutting a later day than since, cutting since's own day, at since's midnight
+    audit.summarize(generated, by)  # the kept sums are written: the cut days must be read as rows
+    scope = Scope(since, until=until)
+    rows = reference.load(generated, since, include_eval=True, until=until)
+    kept = [r for r in rows if r["eval_run"] is None]
+    theirs = replace(reference.summarize(kept, by), eval_left_out=len(rows) - len(kept))
+    same(audit.summarize(generated, by, scope), theirs, by)
+
+
 def test_the_tables_are_the_same(loaded: Loader, generated: str) -> None:
     # (CSV and JSON carry the exact sums, which differ in their last digits: compared above.)
     for by in audit.GROUPINGS:

@@ -11,7 +11,8 @@ narrative is precomputed, served from the store, made stale by new data and rege
 background, and a repeated summary is answered by the exact cache (``proxy.demo.precompute``). Then the
 evals, the workload audit of the demo's own ledger (``tiergate audit --by task``), read once tiergate
 has shut down and its ledger writer drained, and the classifier's shadow agreement (``audit
---classifier``).
+--classifier``). Last, the bill (``proxy.demo.bill``): ``calls`` generated calls shaped like a real app's
+(``proxy.demo.generator``) on a ledger of their own, and their audit by tier and by task.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from proxy import rules
 from proxy.app import create_app
 from proxy.classify import agreement
 from proxy.classify import report as classify_report
-from proxy.demo import precompute
+from proxy.demo import bill, precompute
 from proxy.demo.learn import MIN_CONFIDENCE, learn
 from proxy.demo.workload import WORKLOAD, call, outage, print_rows
 from proxy.evals import candidates, golden
@@ -45,8 +46,9 @@ from proxy.settings import Settings
 __all__ = ["WORKLOAD", "run_demo"]
 
 
-async def run_demo(config: str, out: TextIO, evals: str = "evals") -> int:
-    """Run the sample workload, print one line per call, then the audit; 0 when every call succeeded."""
+async def run_demo(config: str, out: TextIO, evals: str = "evals", calls: int = bill.DEFAULT_CALLS) -> int:
+    """Run the sample workload, print one line per call, then the audit, then the bill of ``calls``
+    generated calls (0: none); 0 when every generated call succeeded."""
     from openai import AsyncOpenAI  # the demo's client is the official SDK, as in a real app
 
     evals_dir = Path(evals)
@@ -84,7 +86,8 @@ async def run_demo(config: str, out: TextIO, evals: str = "evals") -> int:
                 print(f"\n$ tiergate audit --recommend\n{render_recommendations(found, 'table')}", end="", file=out)
             shadow = classify_report.agreement(agreement.summarize(settings.db), "table")
             print(f"\n$ tiergate audit --classifier\n{shadow}", end="", file=out)
-    return 0
+            failed = await bill.run_bill(config, calls, str(Path(tmp) / "bill.db"), out) if calls else 0
+    return 1 if failed else 0
 
 
 # (task, candidate tier): one re-tiering its golden set supports, one it does not

@@ -15,6 +15,7 @@ and no keys, and its replies are deterministic so tests can compute expected val
 - prompt_tokens = sum over messages of ``len(text) // 4 + 4`` (see `count_prompt_tokens`);
   completion_tokens = whitespace-separated words of each reply (1 for a tool call), summed over choices;
 - `max_completion_tokens`/`max_tokens` below that truncates the words, finish_reason "length";
+- cached_tokens: `Behavior.cached_tokens`, at most prompt_tokens (0 by default);
 - ``POST /v1/embeddings``: deterministic vectors from the input text (`proxy.fakes.embeddings`).
 
 A `Behavior` (scripted FIFO with `push`, else the default) sets status, headers, delays and
@@ -73,6 +74,7 @@ class Behavior:
     omit_usage: bool = False  # no usage in the body, no usage chunk
     text: str | None = None  # the reply text, instead of the computed one
     body_stall: Delay = 0.0  # non-streaming: silence between the two halves of the body
+    cached_tokens: int = 0  # prompt tokens reported as read from the prompt cache (at most the prompt's)
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def _plan(request: Mapping[str, Any], behavior: Behavior) -> _Reply:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": min(behavior.cached_tokens, prompt)},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
     return _Reply(choices, None if behavior.omit_usage else usage)

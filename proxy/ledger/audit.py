@@ -15,6 +15,10 @@ Definitions (the README's "The workload audit" repeats them):
   without usage (an error before any token) has nothing to price and counts as $0.
 - savings: what the tiering saved: baseline cost minus what the call cost to generate on its tier (its
   cost, or for an answer served from the cache the cost it avoided), over the rows priced on both sides.
+- savings share: savings / baseline cost. Cached tokens: the input tokens the provider read from its
+  prompt cache (inside input tokens).
+- per month: a cost over the period (first call to last, at least a day) / its days × ``MONTH_DAYS``.
+- ``--task``/``--model`` keep the runs of those tasks and models; the period's bounds stay the scope's.
 - cached: calls answered from a stored answer (``cache`` is hit, stale or coalesced); cache saved: the
   cost those answers avoided (the price of the generation each stood in for). Savings and cache saved
   add up to baseline cost minus cost.
@@ -31,7 +35,7 @@ grows with the number of runs and with the rows read around each percentile, not
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,14 +48,17 @@ from proxy.ledger.tally import Group, Pairs, Tally, needs_pairs
 __all__ = ["GROUPINGS", "AuditError", "EvalVerdict", "Group", "Scope", "Summary", "last_evals", "parse_since"]
 
 REGISTRY_PREFIX = 12  # hex digits of a registry's content hash an audit line shows (what /readyz starts with)
-GROUPINGS = ("task", "tier", "model", "provider", "day", "registry")
+GROUPINGS = ("task", "tier", "model", "provider", "day", "registry", "client")
+MONTH_DAYS = 30  # the projection's month
+_DAY_MS = 86_400_000
 _TOTAL = "\0TOTAL"  # the TOTAL's key among the groups: no task, tier, model or day is named that
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(value: str | None, now: datetime | None = None) -> str | None:
-    """``24h`` / ``90m`` / ``7d`` / ``2w`` before ``now``, a date or an ISO timestamp -> a ledger ``ts`` bound."""
+def parse_since(value: str | None, now: datetime | None = None, flag: str = "--since") -> str | None:
+    """``24h`` / ``90m`` / ``7d`` / ``2w`` before ``now``, a date or an ISO timestamp -> a ledger ``ts`` bound
+    (``--until`` takes the same: a date is its midnight, so ``--until 2026-11-02`` ends with Nov 1)."""
     if value is None:
         return None
     relative = _RELATIVE.match(value.strip())
@@ -63,7 +70,7 @@ def parse_since(value: str | None, now: datetime | None = None) -> str | None:
         return _ledger_ts(start if start.tzinfo else start.replace(tzinfo=UTC))
     except (ValueError, OverflowError):
         raise AuditError(
-            f"--since: expected 24h, 90m, 7d, a date (2026-11-01) or an ISO timestamp, got {value!r}"
+            f"{flag}: expected 24h, 90m, 7d, a date (2026-11-01) or an ISO timestamp, got {value!r}"
         ) from None
 
 
@@ -82,23 +89,60 @@ class Summary:
     eval_left_out: int = 0  # eval calls in the period, left out (``include_eval`` counts them instead)
     rolled_up: int = 0  # calls counted from the daily rollup: in every column but the percentiles
 
+    @property
+    def period_days(self) -> float:
+        """The period's length in days, first call to last; a period under a day counts as one day."""
+        if self.first_ts is None or self.last_ts is None:
+            return 1.0
+        span = datetime.fromisoformat(self.last_ts) - datetime.fromisoformat(self.first_ts)
+        return max(span / timedelta(days=1), 1.0)
 
-def summarize(db: str, by: str, scope: Scope | None = None, *, refresh: bool = True) -> Summary:
+    def per_month(self, usd: float | None) -> float | None:
+        """``usd`` over the period as a month (``MONTH_DAYS``) at the same daily rate."""
+        return None if usd is None else usd / self.period_days * MONTH_DAYS
+
+
+def summarize(
+    db: str,
+    by: str,
+    scope: Scope | None = None,
+    *,
+    refresh: bool = True,
+    tasks: Sequence[str] = (),
+    models: Sequence[str] = (),
+) -> Summary:
     """The audit of the ledger at ``db`` grouped by ``by`` (one of ``GROUPINGS``), plus a TOTAL line; all of
     its production traffic unless ``scope`` says otherwise. ``refresh``: sum the rows not yet in
-    ``ledger_runs`` first, when the file can be written (else they are read as rows)."""
+    ``ledger_runs`` first, when the file can be written (else they are read as rows). ``tasks``,
+    ``models``: only the calls of these tasks, of these models (``gpt-5.5`` or ``openai::gpt-5.5``); a
+    filter on runs, which each have one task and one model."""
     scope = scope or Scope()
     if by not in GROUPINGS:
         raise AuditError(f"--by: expected one of {', '.join(GROUPINGS)}, got {by!r}")
     with snapshot(db, refresh=refresh) as snap:
         conn = snap.conn
-        found = runs.scan(snap, scope, sample=True)
-        days = rollup.read(conn, scope)
+        wanted = _wanted(tasks, models)
+        found = [
+            run for run in runs.scan(snap, scope, sample=True, tokens=True) if wanted(run.task, run.provider, run.model)
+        ]
+        days = [d for d in rollup.read(conn, scope) if wanted(d.task, d.provider, d.model)]
         kept = [run for run in found if scope.include_eval or not run.is_eval]
         left_out = sum(run.calls for run in found if run.is_eval) + sum(d.calls for d in days if d.eval)
         days = [d for d in days if scope.include_eval or not d.eval]
         first, last = runs.bounds(conn, scope)
         return _summary(snap, scope, by, kept, days, first, last, 0 if scope.include_eval else left_out)
+
+
+def _wanted(tasks: Sequence[str], models: Sequence[str]) -> Callable[[str | None, str | None, str | None], bool]:
+    """Whether a run (or rolled-up day) of that task, provider and model passes the ``--task``/``--model`` filters."""
+    task_set, model_set = set(tasks), set(models)
+
+    def wanted(task: str | None, provider: str | None, model: str | None) -> bool:
+        if task_set and task not in task_set:
+            return False
+        return not model_set or model in model_set or f"{provider}::{model}" in model_set
+
+    return wanted
 
 
 def _summary(
@@ -121,7 +165,7 @@ def _summary(
         members.setdefault(key, []).append(run)
         total.add_run(run, pairs)
     for day in days:
-        key = key_of(by, day.day, day.task, day.tier, day.provider, day.model)
+        key = key_of(by, day.day, day.task, day.tier, day.provider, day.model)  # no registry, no client: -
         tallies.setdefault(key, Tally()).add_day(day)
         total.add_day(day)
     latencies = ranks.percentiles(snap, scope, {**members, _TOTAL: kept})
@@ -142,7 +186,7 @@ def _summary(
 
 def group_key(run: Run, by: str) -> str:
     """The value a run is grouped under; ``-`` when it has none (a request that failed before routing)."""
-    return key_of(by, run.day, run.task, run.tier, run.provider, run.model, run.registry)
+    return key_of(by, run.day, run.task, run.tier, run.provider, run.model, run.registry, run.client)
 
 
 def key_of(
@@ -153,16 +197,17 @@ def key_of(
     provider: str | None,
     model: str | None,
     registry: str | None = None,
+    client: str | None = None,
 ) -> str:
-    """The line a call of that day, task, tier, provider, model and registry is counted in, grouping ``by``
-    (a rolled-up day has no registry: ``-``)."""
+    """The line a call of that day, task, tier, provider, model, registry and client is counted in,
+    grouping ``by`` (a rolled-up day has no registry and no client: ``-``)."""
     if by == "day":
         return day  # ts is UTC, so this is the UTC day
     if by == "registry":
         return registry[:REGISTRY_PREFIX] if registry else "-"
     if by == "model":
         return f"{provider}::{model}" if model else "-"
-    return str({"task": task, "tier": tier, "provider": provider}[by] or "-")
+    return str({"task": task, "tier": tier, "provider": provider, "client": client}[by] or "-")
 
 
 def _pairs(snap: Snapshot, scope: Scope, kept: Sequence[Run]) -> Pairs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 from proxy.ledger.audit import (
     GROUPINGS,
+    MONTH_DAYS,
     AuditError,
     EvalVerdict,
     Group,
@@ -76,7 +78,16 @@ def _records(result: Summary | WhatIf) -> tuple[list[dict[str, Any]], str]:
 def _about(result: Summary | WhatIf) -> dict[str, Any]:
     if isinstance(result, WhatIf):
         return {"candidate": result.source, "rolled_up_calls_left_out": result.rolled_up}
-    return {"by": result.by, "from": result.first_ts, "to": result.last_ts, "rolled_up_calls": result.rolled_up}
+    total = result.total
+    month = {
+        name: result.per_month(value)
+        for name, value in (("cost_usd", total.cost_usd), ("baseline_cost_usd", total.baseline_cost_usd),
+                            ("savings_usd", total.savings_usd))
+    }  # fmt: skip
+    return {
+        "by": result.by, "from": result.first_ts, "to": result.last_ts, "rolled_up_calls": result.rolled_up,
+        "period_days": result.period_days, "per_month": {"days": MONTH_DAYS, **month},
+    }  # fmt: skip
 
 
 def _csv(records: list[dict[str, Any]], first: str) -> str:
@@ -92,7 +103,20 @@ def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -
         return "No requests in the ledger for this period.\n"
     title = f"Workload by {s.by}: {s.total.calls:,} calls, {_when(s.first_ts)} to {_when(s.last_ts)} UTC"
     ranked = list(enumerate(s.groups, 1))
-    header = ["#", s.by, "calls", "input", "output", "cost", "%cost", "unpriced", "baseline", "savings"]
+    header = [
+        "#",
+        s.by,
+        "calls",
+        "input",
+        "cached in",
+        "output",
+        "cost",
+        "%cost",
+        "unpriced",
+        "baseline",
+        "savings",
+        "%saved",
+    ]
     cached = s.total.cached > 0  # the cache's columns, once it has answered anything
     if cached:
         header += ["cached", "cache saved"]
@@ -113,7 +137,13 @@ def _summary_table(s: Summary, evals: Mapping[str, EvalVerdict] | None = None) -
         [[str(i), *_traffic_cells(g)] for i, g in ranked],
         ["", *_traffic_cells(s.total)],
     )
-    notes = []
+    days = s.period_days
+    span = f"{days:,.1f} days, first call to last" if days > 1 else "under a day, counted as one"
+    notes = [
+        f"per {MONTH_DAYS} days at this rate ({span}):",
+        f"  cost {_usd(s.per_month(s.total.cost_usd))}, baseline {_usd(s.per_month(s.total.baseline_cost_usd))}, "
+        f"savings {_usd(s.per_month(s.total.savings_usd))} ({_pct(s.total.savings_share)} of the baseline)",
+    ]
     if s.total.unpriced:
         notes.append(f"unpriced: {s.total.unpriced} of {s.total.calls:,} calls had tokens but no known price;")
         notes.append("cost and savings leave them out (price their model under `prices:` in rules.yaml).")
@@ -135,8 +165,8 @@ def _eval_cell(verdict: EvalVerdict | None) -> str:
 
 def _cost_cells(g: Group) -> list[str]:
     return [
-        g.key, f"{g.calls:,}", f"{g.input_tokens:,}", f"{g.output_tokens:,}", _usd(g.cost_usd), _pct(g.cost_share),
-        f"{g.unpriced:,}", _usd(g.baseline_cost_usd), _usd(g.savings_usd),
+        g.key, f"{g.calls:,}", f"{g.input_tokens:,}", f"{g.cached_tokens:,}", f"{g.output_tokens:,}", _usd(g.cost_usd),
+        _pct(g.cost_share), f"{g.unpriced:,}", _usd(g.baseline_cost_usd), _usd(g.savings_usd), _pct(g.savings_share),
     ]  # fmt: skip
 
 
@@ -209,7 +239,13 @@ def _lines(*lines: str) -> str:
 
 
 def _usd(value: float | None) -> str:
-    return "-" if value is None else f"{'-' if value < 0 else ''}${abs(value):,.4f}"
+    """Dollars to 4 decimals, or to 3 significant digits when that takes more (up to 8: $0.0000350, not
+    $0.0000), so a line of small calls still shows what it cost."""
+    if value is None:
+        return "-"
+    size = abs(value)
+    digits = 4 if size == 0 else min(max(4, 2 - math.floor(math.log10(size))), 8)
+    return f"{'-' if value < 0 else ''}${size:,.{digits}f}"
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -236,18 +272,24 @@ def report(
     candidate: Registry | None = None,
     now: datetime | None = None,
     include_eval: bool = False,
+    until: str | None = None,
+    tasks: Sequence[str] = (),
+    models: Sequence[str] = (),
 ) -> str:
     """``tiergate audit``: read the ledger at ``db`` and render its summary, or the what-if under ``candidate``.
 
-    Eval traffic is left out (and counted under the table) unless ``include_eval``.
+    Eval traffic is left out (and counted under the table) unless ``include_eval``. ``since``/``until``
+    bound the period (``until`` exclusive); ``tasks``/``models`` keep only those calls (not with the what-if).
     """
     if fmt not in FORMATS:
         raise AuditError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if candidate is not None and by not in (None, "task"):
         raise AuditError("--what-if compares per task; drop --by")
-    scope = Scope(parse_since(since, now), include_eval)
+    scope = Scope(parse_since(since, now), include_eval, parse_since(until, now, "--until"))
+    if candidate is not None and (tasks or models):
+        raise AuditError("--what-if re-prices every task: drop --task and --model")
     if candidate is not None:
         result: Summary | WhatIf = what_if(db, candidate, Pricer(candidate.prices, price_ids(candidate)), scope)
         return render(result, fmt, result.eval_left_out)
-    summary = summarize(db, by or "task", scope)
+    summary = summarize(db, by or "task", scope, tasks=tasks, models=models)
     return render(summary, fmt, summary.eval_left_out, last_evals(db))

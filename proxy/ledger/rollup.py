@@ -60,10 +60,16 @@ def read(conn: sqlite3.Connection, scope: Scope) -> list[Day]:
         return []
     sql = f"SELECT {', '.join(_COLUMNS)} FROM daily"
     params: list[str] = []
+    terms = []
     if scope.since is not None:
         at_midnight = scope.since[10:] == "T00:00:00.000Z"
-        sql += " WHERE day >= ?" if at_midnight else " WHERE day > ?"
+        terms.append("day >= ?" if at_midnight else "day > ?")
         params.append(scope.since[:10])
+    if scope.until is not None:  # the day ``until`` falls in is not whole before it
+        terms.append("day < ?")
+        params.append(scope.until[:10])
+    if terms:
+        sql += " WHERE " + " AND ".join(terms)
     cursor = conn.cursor()
     cursor.row_factory = None
     return [_day(row) for row in cursor.execute(sql, params)]

@@ -45,15 +45,27 @@ CHUNK = 250_000  # rows a stretch of a pass holds, about
 _KEY = ("kind", f"ts / {DAY_MS}", "eval_run")
 # What a run takes from its kind, in ``Run``'s order.
 _KIND_COLUMNS = ("task", "tier", "provider", "model", "usage_source", "cache", "status", "fallback", "error_type")
-_KIND_EXTRA = ("task_source", "task_predicted", "registry")
+_KIND_EXTRA = ("task_source", "task_predicted", "registry", "client")
 
 
 @dataclass(frozen=True)
 class Scope:
-    """Which rows: at or after ``since`` (a ledger ts), eval traffic included or not."""
+    """Which rows: at or after ``since`` and before ``until`` (ledger ts), eval traffic included or not."""
 
     since: str | None = None
     include_eval: bool = False
+    until: str | None = None  # exclusive
+
+    def terms(self) -> tuple[list[str], list[str]]:
+        """The ts bounds as SQL terms on ``ledger_requests`` (ranges of the ts index) and their parameters."""
+        terms, params = [], []
+        if self.since is not None:
+            terms.append(f"{TS} >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            terms.append(f"{TS} < ?")
+            params.append(self.until)
+        return terms, params
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,7 @@ class Run:
     task_source: str = "header"
     task_predicted: str | None = None
     registry: str | None = None  # the content hash of the registry its rows were routed on
+    client: str | None = None  # the caller's ``client`` (its API key's name or header), when it said
     kind: int = 0  # its ledger_kinds row
     eval_id: int | None = None  # its eval run's ledger_names row
     key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
@@ -138,17 +151,22 @@ def scan(
     select = f"SELECT {', '.join(_KEY)}, {', '.join(aggregates)} FROM ledger_requests WHERE {{where}} GROUP BY 1, 2, 3"
     first_day = None if scope.since is None else _day_number(scope.since[:10])
     cut = scope.since is not None and not scope.since.endswith("T00:00:00.000Z")
+    last_day = None if scope.until is None else _day_number(scope.until[:10])  # ledger_runs: days before it
+    cut_until = scope.until is not None and not scope.until.endswith("T00:00:00.000Z")
     # The raw parts: (condition, parameters) each.
     parts: list[tuple[str, list[Any]]] = []
     (last,) = conn.execute("SELECT max(rid) FROM ledger_requests").fetchone()
-    since = [] if scope.since is None else [scope.since]
-    after = "" if scope.since is None else f" AND {TS} >= ?"
+    terms, params = scope.terms()
+    after = "".join(f" AND {t}" for t in terms)
     for lo in range(done, int(last or 0), CHUNK):
-        parts.append((f"rid > ? AND rid <= ?{after}", [lo, lo + CHUNK, *since]))
-    if cut and first_day is not None and done:
-        # the first day, from ``since`` on: its summed run counts rows before ``since`` too
-        end = iso((first_day + 1) * 86_400)
-        parts.append((f"{TS} >= ? AND {TS} < ? AND rid <= ?", [scope.since, end, done]))
+        parts.append((f"rid > ? AND rid <= ?{after}", [lo, lo + CHUNK, *params]))
+    # The days a bound cuts: their summed runs count rows outside the scope too, so they are read as rows.
+    partial = {d for d, c in ((first_day, cut), (last_day, cut_until)) if c and d is not None}
+    for day in sorted(partial) if done else ():
+        low_ts = max(filter(None, (iso(day * 86_400), scope.since)))
+        high_ts = min(filter(None, (iso((day + 1) * 86_400), scope.until)))
+        if low_ts < high_ts:
+            parts.append((f"{TS} >= ? AND {TS} < ? AND rid <= ?", [low_ts, high_ts, done]))
 
     def stretch(conn: sqlite3.Connection, part: tuple[str, list[Any]]) -> list[tuple[Any, ...]]:
         cursor = conn.cursor()
@@ -161,20 +179,21 @@ def scan(
         columns = [c if c != "sample" or sample else "NULL" for c in SUMMED]
         if not confidence:
             columns = ["0" if c in ("confidence", "confident") else c for c in columns]
-        where = "" if low is None else f" WHERE day >= {int(low)}"
+        bounds = ([] if low is None else [f"day >= {int(low)}"]) + ([] if last_day is None else [f"day < {last_day}"])
+        where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
         cursor = conn.cursor()
         cursor.row_factory = None
         found.append(
             list(cursor.execute(f"SELECT kind, day, nullif(eval_run, 0), {', '.join(columns)} FROM ledger_runs{where}"))
         )
-    partial: dict[tuple[Any, ...], list[Any]] = {}
+    summed: dict[tuple[Any, ...], list[Any]] = {}
     n = len(SUMS) + 2  # then cached, written, largest, odd, sample
     for part in found:
         for kind, day, eval_id, *sums in part:
             key = (day, eval_id, kind)
-            have = partial.get(key)
+            have = summed.get(key)
             if have is None:
-                partial[key] = sums
+                summed[key] = sums
                 continue
             for i in range(n + 2):
                 have[i] += sums[i]
@@ -184,7 +203,7 @@ def scan(
                 have[n + 4] = f"{have[n + 4]},{sums[n + 4]}" if have[n + 4] else sums[n + 4]
     kinds, names = _kinds(conn), _names(conn)
     found_runs = []
-    for (day, eval_id, kind), values in partial.items():
+    for (day, eval_id, kind), values in summed.items():
         described, extra = kinds[kind]
         found_runs.append(
             Run(
@@ -238,7 +257,9 @@ def stretches(conn: sqlite3.Connection, scope: Scope, size: int = CHUNK) -> list
         row = conn.execute("SELECT ts FROM ledger_requests WHERE rid >= ? ORDER BY rid LIMIT 1", (rid,)).fetchone()
         if row is not None:
             cuts.add(iso(int(row[0]) / 1000.0))
-    ordered = sorted(c for c in cuts if scope.since is None or c > scope.since)
+    ordered = sorted(
+        c for c in cuts if (scope.since is None or c > scope.since) and (scope.until is None or c < scope.until)
+    )
     return list(zip([None, *ordered], [*ordered, None], strict=True))
 
 
@@ -250,9 +271,10 @@ def in_stretch(bounds: Stretch, scope: Scope) -> tuple[str, list[Any]]:
     if low is not None:
         terms.append(f"{TS} >= ?")
         params.append(low)
-    if bounds[1] is not None:
+    high = min(filter(None, (bounds[1], scope.until)), default=None)
+    if high is not None:
         terms.append(f"{TS} < ?")
-        params.append(bounds[1])
+        params.append(high)
     return " AND ".join(terms), params
 
 
@@ -358,9 +380,9 @@ def _rows(
 
 def bounds(conn: sqlite3.Connection, scope: Scope) -> tuple[str | None, str | None]:
     """The first and last ``ts`` in ``scope`` (seeks on the ts index)."""
-    terms = ([] if scope.since is None else [f"{TS} >= ?"]) + ([] if scope.include_eval else ["eval_run IS NULL"])
+    terms, params = scope.terms()
+    terms += [] if scope.include_eval else ["eval_run IS NULL"]
     where = f" WHERE {' AND '.join(terms)}" if terms else ""
-    params = [] if scope.since is None else [scope.since]
     found = []
     for order in ("", " DESC"):
         sql = f"SELECT {TS} FROM ledger_requests{where} ORDER BY {TS}{order} LIMIT 1"

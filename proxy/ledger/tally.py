@@ -22,7 +22,7 @@ Pairs = Callable[[Run], tuple[int, float, float]]
 
 @dataclass(frozen=True)
 class Group:
-    """One line of the audit: the calls that share a task (or tier, model, provider, day)."""
+    """One line of the audit: the calls that share a task (or tier, model, provider, day, registry, client)."""
 
     key: str
     calls: int
@@ -43,6 +43,8 @@ class Group:
     fallback_rate: float | None
     estimated_share: float | None
     latency_estimated: bool = False  # p50/p95 from a sample of the line's latencies (``proxy.ledger.ranks``)
+    cached_tokens: int = 0  # input tokens the provider read from its prompt cache (part of input_tokens)
+    savings_share: float | None = None  # savings / baseline cost
 
 
 def needs_pairs(run: Run) -> bool:
@@ -63,6 +65,7 @@ class Tally:
     rolled_up: int = 0  # calls counted from the daily rollup (no latencies)
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0
     cost: list[float] = field(default_factory=list)
     cost_known: int = 0
     unpriced: int = 0
@@ -83,6 +86,7 @@ class Tally:
         self.calls += n
         self.input_tokens += run.prompt_tokens
         self.output_tokens += run.completion_tokens
+        self.cached_tokens += run.cached_tokens
         # Without usage a row has nothing to price: $0, known. With usage, known when priced.
         cost, cost_known = (run.cost_usd, run.priced) if run.has_usage else (0.0, n)
         base, base_known = (run.baseline_cost_usd, run.baselined) if run.has_usage else (0.0, n)
@@ -146,6 +150,7 @@ class Tally:
         """This tally as a line; ``all_calls`` and ``all_cost`` are the TOTAL's (its own, for the TOTAL)."""
         n = self.calls
         cost = _money(self.cost, self.cost_known, n)
+        baseline, savings = _money(self.baseline, self.baseline_known, n), _money(self.savings, self.savings_known, n)
         return Group(
             key=key,
             calls=n,
@@ -155,8 +160,8 @@ class Tally:
             cost_usd=cost,
             unpriced=self.unpriced,
             cost_share=_ratio(cost, cost if all_cost is None else all_cost),
-            baseline_cost_usd=_money(self.baseline, self.baseline_known, n),
-            savings_usd=_money(self.savings, self.savings_known, n),
+            baseline_cost_usd=baseline,
+            savings_usd=savings,
             cached=self.cached,
             cache_saved_usd=_money(self.saved, self.saved_known, self.cached) if self.cached else 0.0,
             p50_ms=p50,
@@ -166,6 +171,8 @@ class Tally:
             fallback_rate=_ratio(self.fallbacks, n),
             estimated_share=_ratio(self.estimated, n),
             latency_estimated=latency_estimated,
+            cached_tokens=self.cached_tokens,
+            savings_share=_ratio(savings, baseline),
         )
 
 

@@ -283,6 +283,9 @@ class Traffic:
         if self._scope.since is not None:
             terms.append("ts >= ?")
             params.append(self._scope.since)
+        if self._scope.until is not None:
+            terms.append("ts < ?")
+            params.append(self._scope.until)
         if not self._scope.include_eval:
             terms.append("eval_run IS NULL")
         # Oldest first along the (task, ts) index, stopping at the first match.
