@@ -33,10 +33,21 @@ def partial_stream() -> None:
     Ticket.model_validate(parts[-1].model_dump())
 
 
+def responses_structured() -> None:
+    client = instructor.from_openai(
+        OpenAI(base_url=BASE, api_key=KEY, max_retries=0), mode=instructor.Mode.RESPONSES_TOOLS
+    )
+    ticket = client.responses.create(
+        model="auto", input=ASK, response_model=Ticket, max_retries=0, extra_headers=headers("extraction")
+    )
+    expect(isinstance(ticket, Ticket), f"answer {ticket!r}")
+
+
 run(
     "instructor",
     [
         ("chat-structured", both_modes),
         ("chat-stream", partial_stream),  # create_partial: a streamed response_model
+        ("resp-structured", responses_structured),  # Mode.RESPONSES_TOOLS: response_model on the Responses API
     ],
 )

@@ -8,9 +8,9 @@ from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 TOOL = {"type": "function", "function": {"name": "get_weather", "description": "weather", "parameters": WEATHER_SCHEMA}}
 
 
-def model(task: str, *, responses: bool = False) -> ChatOpenAI:
+def model(task: str, *, responses: bool = False, name: str = "auto") -> ChatOpenAI:
     return ChatOpenAI(
-        model="auto",
+        model=name,
         base_url=BASE,
         api_key=KEY,
         max_retries=0,
@@ -51,6 +51,14 @@ def embeddings() -> None:
     expect(len(embedder.embed_query("a queue")) == 1536, "query vector not 1536")
 
 
+def responses_anthropic() -> None:
+    agent = model("agent", responses=True, name="claude-opus-5-5")
+    fake_text(agent.invoke(ASK).text(), "Fake Claude reply from claude-opus-5-5")
+    chunks = [c.text() for c in agent.stream(ASK)]
+    expect(len([c for c in chunks if c]) > 1, f"{len(chunks)} chunks")
+    fake_text("".join(chunks), "Fake Claude reply from claude-opus-5-5")
+
+
 run(
     "langchain-openai",
     [
@@ -63,5 +71,6 @@ run(
         ("resp-tools", lambda: tools(True)),
         ("resp-structured", lambda: structured(True)),
         ("embeddings", embeddings),
+        ("resp-anthropic", responses_anthropic),
     ],
 )

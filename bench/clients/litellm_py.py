@@ -71,6 +71,16 @@ def embeddings() -> None:
     expect(len(vectors.data) == 2 and len(vectors.data[0]["embedding"]) == 1536, "not 2 vectors of 1536")
 
 
+def responses_anthropic() -> None:
+    at = {**AT, "model": "openai/claude-opus-5-5"}
+    response = litellm.responses(input=ASK, extra_headers=headers("agent"), **at)
+    fake_text(response.output[0].content[0].text, "Fake Claude reply from claude-opus-5-5")
+    stream = litellm.responses(input=ASK, stream=True, extra_headers=headers("agent"), **at)
+    deltas = [e.delta for e in stream if getattr(e, "type", "") == "response.output_text.delta"]
+    expect(len(deltas) > 1, f"{len(deltas)} deltas")
+    fake_text("".join(deltas), "Fake Claude reply from claude-opus-5-5")
+
+
 run(
     "litellm",
     [
@@ -83,5 +93,6 @@ run(
         ("resp-tools", responses_tools),
         ("resp-structured", responses_structured),
         ("embeddings", embeddings),
+        ("resp-anthropic", responses_anthropic),
     ],
 )

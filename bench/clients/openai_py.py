@@ -90,6 +90,17 @@ def responses_anthropic() -> None:
     )
     expect(response.headers.get("x-tiergate-model") == "claude-opus-5-5", "not served by claude-opus-5-5")
     fake_text(response.parse().output_text, "Fake Claude reply from claude-opus-5-5")
+    with client.responses.stream(model="claude-opus-5-5", input=ASK, extra_headers=headers("agent")) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    expect(len(deltas) > 1, f"{len(deltas)} streamed deltas")
+    expect(final.output_text == "".join(deltas), "final text differs from the deltas")
+    fake_text(final.output_text, "Fake Claude reply from claude-opus-5-5")
+    tools = client.responses.create(
+        model="claude-opus-5-5", input=ASK, tools=[RESPONSES_TOOL], extra_headers=headers("agent")
+    )
+    calls = [item for item in tools.output if item.type == "function_call"]
+    expect(len(calls) == 1 and calls[0].name == "get_weather", f"translated tool output {tools.output!r}")
 
 
 run(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from common import ASK, BASE, KEY, Ticket, expect, fake_text, headers, run
 from openai import AsyncOpenAI
-from pydantic_ai import Agent
+from pydantic_ai import Agent, Embedder
+from pydantic_ai.embeddings.openai import OpenAIEmbeddingModel
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -13,9 +16,9 @@ def provider(task: str) -> OpenAIProvider:
     return OpenAIProvider(openai_client=AsyncOpenAI(base_url=BASE, api_key=KEY, default_headers=headers(task)))
 
 
-def model(task: str, responses: bool) -> OpenAIChatModel | OpenAIResponsesModel:
+def model(task: str, responses: bool, name: str = "auto") -> OpenAIChatModel | OpenAIResponsesModel:
     kind = OpenAIResponsesModel if responses else OpenAIChatModel
-    return kind("auto", provider=provider(task))
+    return kind(name, provider=provider(task))
 
 
 def plain(responses: bool) -> None:
@@ -25,9 +28,7 @@ def plain(responses: bool) -> None:
 def stream(responses: bool) -> None:
     async def go() -> list[str]:
         async with Agent(model("summary", responses)).run_stream(ASK) as result:
-            return [delta async for delta in result.stream_text(delta=True)]
-
-    import asyncio
+            return [delta async for delta in result.stream_text(delta=True, debounce_by=None)]
 
     deltas = asyncio.run(go())
     expect(len(deltas) > 1, f"{len(deltas)} deltas")
@@ -54,6 +55,17 @@ def structured(responses: bool) -> None:
     expect(isinstance(output, Ticket), f"output {output!r}")
 
 
+def embeddings() -> None:
+    embedder = Embedder(OpenAIEmbeddingModel("auto", provider=provider("retrieval")))
+    result = asyncio.run(embedder.embed_documents(["moving cron jobs", "a queue"]))
+    expect(len(result.embeddings) == 2 and len(result.embeddings[0]) == 1536, "not 2 vectors of 1536")
+
+
+def responses_anthropic() -> None:
+    output = Agent(model("agent", True, "claude-opus-5-5")).run_sync(ASK).output
+    fake_text(output, "Fake Claude reply from claude-opus-5-5")
+
+
 run(
     "pydantic-ai",
     [
@@ -65,5 +77,7 @@ run(
         ("resp-stream", lambda: stream(True)),
         ("resp-tools", lambda: tools(True)),
         ("resp-structured", lambda: structured(True)),
+        ("embeddings", embeddings),
+        ("resp-anthropic", responses_anthropic),
     ],
 )

@@ -222,6 +222,21 @@ def run_client(client: str, program: str, url: str) -> list[dict[str, str]]:
     return cells
 
 
+def served(log: str) -> list[str]:
+    """What tiergate's access log says it served: calls per path, status, task and target."""
+    counts: dict[tuple[str, ...], int] = {}
+    for line in log.splitlines():
+        if "tiergate.access:" not in line:
+            continue
+        words = line.split("tiergate.access:", 1)[1].split()
+        fields = dict(w.split("=", 1) for w in words if "=" in w)
+        key = (words[1], words[2], fields.get("task", "-"), fields.get("model", "-"))
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        f"  {n:3d} x {path} {status} task={task} model={model}" for (path, status, task, model), n in counts.items()
+    ]
+
+
 def matrix(
     chosen: list[str], results: dict[str, dict[str, dict[str, str]]], skipped: dict[str, str]
 ) -> tuple[str, int]:
@@ -276,12 +291,15 @@ def main() -> int:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
-            failed_logs = any(c["status"] == "FAIL" for r in results.values() for c in r.values())
-            if failed_logs:
-                say((Path(tmp) / "serve.log").read_text()[-3000:])
+            log = (Path(tmp) / "serve.log").read_text()
+            if any(c["status"] == "FAIL" for r in results.values() for c in r.values()):
+                say(log[-3000:])
     table, failures = matrix(chosen, results, skipped)
     print(f"tiergate client matrix, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(table)
+    print()
+    print("tiergate served (its access log):")
+    print("\n".join(sorted(served(log), key=lambda line: line.split(" x ", 1)[1])))
     print()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     return 1 if failures else 0
