@@ -67,8 +67,16 @@ def install() -> dict[str, str]:
     if not PY.exists():
         say(f"creating {VENV}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    # The Python clients in one pip run, so that one resolver sees all their pins (one at a time, a later
+    # install may move a shared dependency such as openai under an earlier one); one by one only if that fails.
+    pip = [str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    wanted = [p for packages, _, _ in CLIENTS.values() for p in packages if ":" not in p]
+    say("installing: " + " ".join(wanted))
+    together = subprocess.run(pip + wanted, capture_output=True, text=True).returncode == 0
     for client, (packages, _, _) in CLIENTS.items():
         for package in packages:
+            if together and ":" not in package:
+                continue
             if package.startswith("bin:"):
                 if shutil.which(package[4:]) is None:
                     skipped[client] = f"{package[4:]} not on PATH"
@@ -80,7 +88,7 @@ def install() -> dict[str, str]:
                 command = ["npm", "install", "--prefix", str(HERE), "--no-save", "--no-package-lock"]
                 command += ["--no-audit", "--no-fund", package[4:]]
             else:
-                command = [str(PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", package]
+                command = pip + [package]
             say("installing: " + " ".join(command[-1:]))
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
