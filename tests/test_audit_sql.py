@@ -411,4 +411,4 @@ def test_the_audit_is_the_same_from_kept_sums_from_rows_and_from_both(generated:
                     same(audit.summarize(other, by, scope, refresh=False), want, f"{other} {by} {since}")
     for other, through in ((raw, 0), (half, rows // 2)):
         with snapshot(other, refresh=False) as snap:
-            assert runs.materialized_through(snap.conn) == through
+            assert materialize.through(snap.conn) == through

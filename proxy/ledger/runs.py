@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from proxy.ledger import materialize
 from proxy.ledger.records import SERVED_FROM_STORE, iso
 from proxy.ledger.snapshot import Snapshot
 from proxy.ledger.sums import (
@@ -145,7 +146,7 @@ def scan(
     here, in stretches on every connection of the snapshot, and added to them.
     """
     conn = snap.conn
-    done = materialized_through(conn)
+    done = materialize.through(conn)
     aggregates = [*SUMS, *(CONFIDENCE_SUMS if confidence else ["0"] * 2),
                   *(TOKEN_SUMS if tokens else ["0"] * len(TOKEN_SUMS)), SAMPLE if sample else "NULL"]  # fmt: skip
     select = f"SELECT {', '.join(_KEY)}, {', '.join(aggregates)} FROM ledger_requests WHERE {{where}} GROUP BY 1, 2, 3"
@@ -218,12 +219,6 @@ def scan(
         )
     found_runs.sort(key=lambda run: (run.day, run.kind, run.eval_id is not None, run.eval_id or 0))
     return found_runs
-
-
-def materialized_through(conn: sqlite3.Connection) -> int:
-    """``ledger_meta.runs_through`` (``proxy.ledger.materialize``): every row id up to it is in ``ledger_runs``."""
-    row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'runs_through'").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _day(day: int) -> str:

@@ -109,11 +109,14 @@ def _migrated(path: str, refresh: bool) -> None:
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         has_requests = conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'requests'").fetchone() is not None
+        # Rows past ``runs_through`` wait to be summed into ``ledger_runs``: a serving tiergate sums them
+        # every 30 s, so a few; a file nothing has served lately, maybe many.
+        behind = has_requests and version >= VERSION and refresh and _behind(conn)
     finally:
         conn.close()
     if not has_requests:
         raise sqlite3.OperationalError("no such table: requests")
-    if version < VERSION or (refresh and _behind(path)):
+    if version < VERSION or behind:
         if not os.access(path, os.W_OK):
             return  # read as it is: migrated by whoever can write it (a file older than v8 will not read)
         conn = open_ledger(path)
@@ -123,15 +126,9 @@ def _migrated(path: str, refresh: bool) -> None:
             conn.close()
 
 
-def _behind(path: str) -> bool:
-    """Whether rows past ``runs_through`` are waiting to be summed into ``ledger_runs``: a serving
-    tiergate sums them every 30 s, so a few; a file nothing has served lately, maybe many."""
-    conn = open_readonly(path)
-    try:
-        (last,) = conn.execute("SELECT max(rid) FROM ledger_requests").fetchone()
-        return int(last or 0) > materialize.through(conn)
-    finally:
-        conn.close()
+def _behind(conn: sqlite3.Connection) -> bool:
+    (last,) = conn.execute("SELECT max(rid) FROM ledger_requests").fetchone()
+    return int(last or 0) > materialize.through(conn)
 
 
 def _open(path: str, opened: list[sqlite3.Connection]) -> sqlite3.Connection:
