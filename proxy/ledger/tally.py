@@ -47,14 +47,22 @@ class Group:
     savings_share: float | None = None  # savings / baseline cost
 
 
+def _priced(run: Run) -> tuple[float, int, float, int, float, int]:
+    """(cost, rows it is known of, baseline, rows known, generation cost, rows known) of ``run``. Without
+    usage a row has nothing to price: $0, known; with usage, known when priced. A stored answer's
+    generation cost is the cost it avoided."""
+    n = run.calls
+    cost, cost_known = (run.cost_usd, run.priced) if run.has_usage else (0.0, n)
+    base, base_known = (run.baseline_cost_usd, run.baselined) if run.has_usage else (0.0, n)
+    made, made_known = (run.cost_avoided_usd, run.avoided) if run.from_store else (cost, cost_known)
+    return cost, cost_known, base, base_known, made, made_known
+
+
 def needs_pairs(run: Run) -> bool:
     """Whether ``add_run`` will ask ``pairs`` about ``run``: some, not all, of its rows have a baseline
     cost, or a generation cost (rare: the kind of a row fixes whether it is priced)."""
-    n = run.calls
-    if not run.has_usage:
-        return False
-    made_known = run.avoided if run.from_store else run.priced
-    return not (run.baselined == n and made_known == n) and bool(run.baselined and made_known)
+    _, _, _, base_known, _, made_known = _priced(run)
+    return not (base_known == made_known == run.calls) and bool(base_known and made_known)
 
 
 @dataclass
@@ -87,20 +95,16 @@ class Tally:
         self.input_tokens += run.prompt_tokens
         self.output_tokens += run.completion_tokens
         self.cached_tokens += run.cached_tokens
-        # Without usage a row has nothing to price: $0, known. With usage, known when priced.
-        cost, cost_known = (run.cost_usd, run.priced) if run.has_usage else (0.0, n)
-        base, base_known = (run.baseline_cost_usd, run.baselined) if run.has_usage else (0.0, n)
+        cost, cost_known, base, base_known, made, made_known = _priced(run)
         self.cost.append(cost)
         self.cost_known += cost_known
         self.unpriced += n - cost_known
         self.baseline.append(base)
         self.baseline_known += base_known
-        # What the answer cost to generate on its tier: a stored answer's is the cost it avoided.
-        made, made_known = (run.cost_avoided_usd, run.avoided) if run.from_store else (cost, cost_known)
         if base_known == n and made_known == n:
             self.savings.append(base - made)
             self.savings_known += n
-        elif base_known and made_known:
+        elif needs_pairs(run):
             both, base_sum, made_sum = pairs(run)
             self.savings.append(base_sum - made_sum)
             self.savings_known += both

@@ -120,8 +120,10 @@ class _Block:
 
 @dataclass(frozen=True)
 class _Closer:
-    """What ``runs.closer`` read: the cut-offs its blocks are cut at, the blocks and the odd rows per run."""
+    """The runs whose sums cannot price them (``wanted``), and what ``runs.closer`` read of them: the
+    cut-offs its blocks are cut at, the blocks and the odd rows per run."""
 
+    wanted: frozenset[runs.Key]
     cuts: tuple[int, ...]
     blocks: Mapping[runs.Key, list[tuple[Any, ...]]]
     odd: Mapping[runs.Key, list[tuple[Any, ...]]]
@@ -198,12 +200,12 @@ class Traffic:
                     wanted.add(run.key)
                     starts.update(run_starts)
         if not wanted:
-            return _Closer((), {}, {})
+            return _Closer(frozenset(), (), {}, {})
         # One set of cut-offs for every run (all their starts): a finer cut than a run's own still
         # prices each block in one tier on both sides.
         cuts = tuple(sorted(starts))
         blocks, odd = runs.closer(self._snap, self._scope, wanted, cuts)
-        return _Closer(cuts, blocks, odd)
+        return _Closer(frozenset(wanted), cuts, blocks, odd)
 
     def _price(self, task: str, candidate: Registry, pricer: Pricer, closer: _Closer) -> _Sums:
         spec = candidate.tasks.get(task)
@@ -212,12 +214,12 @@ class Traffic:
         for run in self.tasks[task]:
             if not run.has_usage or run.from_store:
                 sums.add(run.calls, 0.0, 0.0)
-        for run, served, starts in self._runs(task, candidate, pricer):
+        for run, served, _ in self._runs(task, candidate, pricer):
             if target is not None:
                 logged = candidate.providers.get(str(run.provider))  # unknown provider: unknown tokenizer too
                 other = logged is None or logged.type != candidate.providers[target.provider].type
                 sums.approximate += run.calls if other or run.usage_source == "estimated" else 0
-            for block in self._blocks(run, starts, pricer, served, closer):
+            for block in self._blocks(run, closer):
                 now_cost = pricer.cost_of_calls(served, block.tokens, block.calls, block.tier_of)
                 now = now_cost.usd if now_cost is not None else block.logged
                 if target is None:
@@ -245,9 +247,10 @@ class Traffic:
         # A mix of logged and missing costs only matters when the sheet cannot price the served model.
         return simple and not (whole.logged_mixed and pricer.cost_of_calls(served, whole.tokens, 1, 0) is None)
 
-    def _blocks(self, run: Run, starts: list[int], pricer: Pricer, served: Target, closer: _Closer) -> list[_Block]:
-        """``run``'s calls in blocks that are each priced exactly from their sums (see the module doc)."""
-        if self._simple(run, starts, pricer, served):
+    def _blocks(self, run: Run, closer: _Closer) -> list[_Block]:
+        """``run``'s calls in blocks that are each priced exactly from their sums (see the module doc):
+        one, unless ``_closer`` found it is not ``_simple``."""
+        if run.key not in closer.wanted:
             return [self._whole(run)]
         cuts = closer.cuts
         blocks = []
