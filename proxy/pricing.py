@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
@@ -67,38 +68,30 @@ class Pricer:
         if fast is _UNSEEN:
             fast = self._fast[key] = self._compile(target)
         if fast is not None and usage.prompt_tokens <= fast.upto:
-            cached, written = usage.cached_tokens, usage.cache_write_tokens
-            usd = (
-                fast.const
-                + fast.uncached * (usage.prompt_tokens - cached - written)
-                + fast.read * cached
-                + fast.write * written
-                + fast.out * usage.completion_tokens
-            )
-            return Cost(usd, fast.source)
+            return Cost(_affine(fast.rates, usage, 1), fast.source)
         return self.cost_of_calls(target, usage, 1, usage.prompt_tokens)
 
     def _compile(self, target: Target) -> _Fast | None:
         """``target``'s first-tier rates as floats, for ``cost``; None when it has none (unknown model)."""
         override = self._override(target)
         if override is not None:
-            return _Fast(
-                "override", 0.0, override.input / _PER_MILLION,
+            return _Fast("override", (
+                0.0, override.input / _PER_MILLION,
                 (override.input if override.cached_input is None else override.cached_input) / _PER_MILLION,
                 (override.input if override.cache_write is None else override.cache_write) / _PER_MILLION,
-                override.output / _PER_MILLION, float("inf"),
-            )  # fmt: skip
+                override.output / _PER_MILLION,
+            ), float("inf"))  # fmt: skip
         if self._price_ids.get(target.provider) == LOCAL:
-            return _Fast(LOCAL, 0.0, 0.0, 0.0, 0.0, 0.0, float("inf"))
+            return _Fast(LOCAL, (0.0, 0.0, 0.0, 0.0, 0.0), float("inf"))
         rates = self._rates_of(target)
         if rates is None:
             return None
         try:
-            const, uncached, read, write, out = (float(r) for r in rates.first())
+            const, uncached, read, write, out = (float(r) for r in rates.tier(0))
         except (LookupError, ValueError):
             return None
         upto = float(rates.thresholds[0]) if rates.thresholds else float("inf")
-        return _Fast(GENAI_PRICES, const, uncached, read, write, out, upto)
+        return _Fast(GENAI_PRICES, (const, uncached, read, write, out), upto)
 
     def tier_starts(self, target: Target) -> tuple[int, ...]:
         """The prompt sizes past which ``target``'s per-token prices change (genai-prices' long-context
@@ -151,15 +144,26 @@ class _Fast:
     """One model's first price tier as float rates (USD per token), up to ``upto`` prompt tokens."""
 
     source: str
-    const: float
-    uncached: float
-    read: float
-    write: float
-    out: float
+    rates: tuple[float, float, float, float, float]  # as ``_Rates``': per request, uncached, read, write, out
     upto: float
 
 
-_UNSEEN = _Fast("", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # a marker: not compiled yet
+_UNSEEN = _Fast("", (0.0, 0.0, 0.0, 0.0, 0.0), 0.0)  # a marker: not compiled yet
+N = TypeVar("N", float, Decimal)
+
+
+def _affine(rates: tuple[N, N, N, N, N], usage: Usage, calls: int) -> N:
+    """``calls`` calls adding up to ``usage`` at ``rates`` (per request, uncached input, cache read, cache
+    write, output; USD per token): within one price tier a price is affine in the counts."""
+    const, uncached, read, write, out = rates
+    prompt, cached, written = usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens
+    return (
+        const * calls
+        + uncached * (prompt - cached - written)
+        + read * cached
+        + write * written
+        + out * usage.completion_tokens
+    )
 
 
 def _calc(model: str, price_id: str | None, usage: Usage) -> Decimal:
@@ -200,24 +204,13 @@ class _Rates:
     def cost(self, usage: Usage, calls: int, tier_of: int) -> Decimal:
         """``calls`` calls adding up to ``usage``, each in the tier of a ``tier_of``-token prompt."""
         bucket = sum(1 for start in self.thresholds if tier_of > start)  # genai-prices: tier when input > start
+        return _affine(self.tier(bucket), usage, calls)
+
+    def tier(self, bucket: int) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
+        """A tier's rates (0: the first): (per request, uncached input, cache read, cache write, output)."""
         rates = self._buckets.get(bucket)
         if rates is None:
             rates = self._buckets[bucket] = self._fit(bucket)
-        const, uncached, read, write, out = rates
-        prompt, cached, written = usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens
-        return (
-            const * calls
-            + uncached * (prompt - cached - written)
-            + read * cached
-            + write * written
-            + out * usage.completion_tokens
-        )
-
-    def first(self) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
-        """The first tier's rates: (per request, uncached input, cache read, cache write, output)."""
-        rates = self._buckets.get(0)
-        if rates is None:
-            rates = self._buckets[0] = self._fit(0)
         return rates
 
     def _fit(self, bucket: int) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
