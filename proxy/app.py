@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy import collector, logs, pricing, rules
+from proxy import logs, pricing, rules, runtime
 from proxy.access import AccessLog
 from proxy.auth import ClientKeys
 from proxy.breaker import Breakers
@@ -175,8 +175,8 @@ def create_app(
                 resources.push_async_callback(_cancelled, watcher)
                 resources.enter_context(_on_sighup(live.reload))
             limits = ConnectionLimits(settings.head_timeout_s, max_connections)
-            if settings.tune_gc:
-                collector.settle()  # last: what start-up built is frozen, not walked by every collection
+            if settings.tune_runtime:
+                runtime.settle()  # last: what start-up built is frozen, not walked by every collection
             log.info("tiergate ready: %d tasks, %d tiers (%s)", len(loaded.tasks), len(loaded.tiers), loaded.source)
             yield {LIVE_KEY: live, "gateway": live.current, LIMITS_KEY: limits}
 

@@ -241,7 +241,7 @@ def _serve(args: argparse.Namespace) -> int:
         head_timeout_s=args.head_timeout_s,
         max_connections=args.max_connections,
         allow_unauthenticated=args.allow_unauthenticated,
-        tune_gc=True,
+        tune_runtime=True,
     )
     check_transport(settings.transport)
     _refuse_open_relay(settings)

@@ -49,9 +49,9 @@ class Settings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     # The key GET /metrics wants (TIERGATE_METRICS_KEY); empty: the client keys, when there are any.
     metrics_key: str = field(default="", repr=False)
-    # Freeze start-up objects and collect young ones less often (proxy.collector): what ``tiergate serve``
-    # does in its own processes; an app run inside another program leaves that program's collector alone.
-    tune_gc: bool = False
+    # Tune the interpreter for serving (proxy.runtime: the garbage collector, the GIL's switch interval):
+    # what ``tiergate serve`` does in its own processes; an app run inside another program leaves it alone.
+    tune_runtime: bool = False
 
     def __post_init__(self) -> None:
         # Checked here so a bad flag or variable is one line from the CLI, not a start-up traceback.
