@@ -58,7 +58,12 @@ class Pricer:
         self._fast: dict[tuple[str, str], _Fast | None] = {}
 
     def cost(self, target: Target, usage: Usage) -> Cost | None:
-        """The cost of ``usage`` on ``target``, or ``None`` when no price is known for its model.
+        """The cost of ``usage`` on ``target``, or ``None`` when no price is known for its model."""
+        found = self.usd(target, usage)
+        return None if found is None else Cost(*found)
+
+    def usd(self, target: Target, usage: Usage) -> tuple[float, str] | None:
+        """``cost`` as (dollars, price source), without a ``Cost`` per call: what a ledger row stores.
 
         Every ledger row is priced twice (served and baseline): a call within its model's first price
         tier is five multiplications on rates read once (~0.5 µs instead of ~4 µs through the general
@@ -68,8 +73,9 @@ class Pricer:
         if fast is _UNSEEN:
             fast = self._fast[key] = self._compile(target)
         if fast is not None and usage.prompt_tokens <= fast.upto:
-            return Cost(_affine(fast.rates, usage, 1), fast.source)
-        return self.cost_of_calls(target, usage, 1, usage.prompt_tokens)
+            return _affine(fast.rates, usage, 1), fast.source
+        cost = self.cost_of_calls(target, usage, 1, usage.prompt_tokens)
+        return None if cost is None else (cost.usd, cost.source)
 
     def _compile(self, target: Target) -> _Fast | None:
         """``target``'s first-tier rates as floats, for ``cost``; None when it has none (unknown model)."""

@@ -80,10 +80,12 @@ def stored_request_id(request_id: str | None, row_id: str) -> str | bytes | int 
     """The ``request_id`` column's stored form: tiergate's own ids are derived from the row id, not kept."""
     if request_id is None:
         return NO_REQUEST_ID
-    if request_id[4:] == row_id and request_id[:4] in ("req_", "gen_"):
-        return OWN_REQUEST_ID if request_id[0] == "r" else GENERATION_REQUEST_ID
-    if request_id.startswith("req_") and _HEX.fullmatch(request_id, 4):
-        return bytes.fromhex(request_id[4:])  # OpenAI's form, "req_" and 32 hex digits: 16 bytes, not 36
+    head = request_id[:4]
+    if head == "req_" or head == "gen_":
+        if request_id[4:] == row_id:
+            return OWN_REQUEST_ID if head == "req_" else GENERATION_REQUEST_ID
+        if head == "req_" and len(request_id) > 4 and _HEX.fullmatch(request_id, 4):
+            return bytes.fromhex(request_id[4:])  # OpenAI's form, "req_" and 32 hex digits: 16 bytes, not 36
     return request_id
 
 
@@ -139,54 +141,59 @@ class RequestRecord:
 
 
 def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-    """The stored row (``ROW_FIELDS``) and attempt rows for ``record``: pricing and estimation happen here."""
+    """The stored row (``ROW_FIELDS``) and attempt rows for ``record``: pricing and estimation happen here.
+
+    It runs once per request on the serving process's CPU, so it is written for speed: one pass over the
+    record, the usual case first, no intermediate objects."""
     usage, source = _settle_usage(record)
-    cost = baseline_cost = None
-    price_source = None
-    if usage is not None and record.target is not None:
+    target, baseline = record.target, record.baseline
+    cost = baseline_cost = price_source = avoided = None
+    if usage is not None and target is not None:
         try:
-            priced = pricer.cost(record.target, usage)
-            base = pricer.cost(record.baseline, usage) if record.baseline is not None else None
+            priced = pricer.usd(target, usage)
+            base = pricer.usd(baseline, usage) if baseline is not None else None
         except Exception:  # noqa: BLE001 - an unpriced row keeps everything else it knows
-            log.exception(
-                "could not price ledger row %s on %s; its cost is recorded as NULL", record.id, record.target.key
-            )
+            log.exception("could not price ledger row %s on %s; its cost is recorded as NULL", record.id, target.key)
             priced = base = None
         if priced is not None:
-            cost, price_source = priced.usd, priced.source
-        baseline_cost = base.usd if base is not None else None
-    avoided = None
-    if record.cache in SERVED_FROM_STORE:
-        # Nobody was billed: the stored answer stood in for a generation of that price.
-        avoided, cost = cost, 0.0 if cost is not None else None
-    target, baseline = record.target, record.baseline
+            cost, price_source = priced
+        if base is not None:
+            baseline_cost = base[0]
+        if record.cache in SERVED_FROM_STORE:
+            # Nobody was billed: the stored answer stood in for a generation of that price.
+            avoided, cost = cost, 0.0 if cost is not None else None
     kind = (
         record.task, record.task_source, record.tier, record.requested_model, target.model if target else None,
         target.provider if target else None, record.status, record.error_type, int(record.stream), source,
         record.baseline_tier, baseline.model if baseline else None, price_source, int(record.fallback),
         record.client, record.prompt_variant, record.task_predicted, record.cache, record.registry,
     )  # fmt: skip
-    ts = epoch_ms(record.ts)
-    tokens = (None,) * 5 if usage is None else (
-        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens,
-        usage.reasoning_tokens,
-    )  # fmt: skip
+    ts = int(record.ts * 1000.0)  # epoch_ms
     tries = record.attempts
-    only = tries[0] if len(tries) == 1 else None
-    attempts: list[tuple[Any, ...]]
-    ended: int | None
-    if only is not None and only.status == 200 and only.n == 1 and only.target == target and only.tier == record.tier:
-        attempts, ended, attempt_us = [], epoch_ms(only.ts) - ts, _us(only.latency_ms)
+    attempts: list[tuple[Any, ...]] = []
+    ended = attempt_us = None
+    if (
+        len(tries) == 1
+        and (only := tries[0]).status == 200
+        and only.n == 1
+        and only.tier == record.tier
+        and (only.target is target or only.target == target)
+    ):
+        ended, attempt_us = int(only.ts * 1000.0) - ts, _us(only.latency_ms)
     else:
         attempts = [
-            (a.n, epoch_ms(a.ts) - ts, (a.tier, a.target.provider, a.target.model, a.status, a.error_type),
+            (a.n, int(a.ts * 1000.0) - ts, (a.tier, a.target.provider, a.target.model, a.status, a.error_type),
              _us(a.latency_ms))
             for a in tries
         ]  # fmt: skip
-        ended = attempt_us = None
+    latency, ttft, upstream = record.latency_ms, record.ttft_ms, record.upstream_ms
     row = (
-        record.id, ts, kind, stored_request_id(record.request_id, record.id), *tokens, cost, baseline_cost,
-        _us(record.latency_ms), _us(record.ttft_ms), _us(record.upstream_ms), max(len(tries), 1 if target else 0),
+        record.id, ts, kind, stored_request_id(record.request_id, record.id),
+        *((None,) * 5 if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                                             usage.cache_write_tokens, usage.reasoning_tokens)),
+        cost, baseline_cost, None if latency is None else round(latency * 1000.0),
+        None if ttft is None else round(ttft * 1000.0),
+        None if upstream is None else round(upstream * 1000.0), max(len(tries), 1 if target else 0),
         record.end_user, record.eval_run, record.task_confidence, record.template, record.features, avoided,
         record.prompt_text, ended, attempt_us,
     )  # fmt: skip

@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any, TypeVar
 
 from proxy.ledger.codes import Codes
@@ -187,13 +188,18 @@ def _stored(conn: sqlite3.Connection, codes: Codes, batch: Sequence[Settled]) ->
     last = int(found[0]) if found else 0
     requests: list[Row] = []
     attempts: list[Row] = []
+    kinds, names, templates = codes.known()  # ids are >= 1: a miss (None) falls through to the method
     kind, name, template, hop = codes.kind, codes.name, codes.template, codes.hop
     for rid, (row, tries) in enumerate(batch, last + 1):
+        user, run, site = row[15], row[16], row[18]
         requests.append(
-            (rid, row[0], row[1], kind(row[2]), *row[3:15], name(row[15]), name(row[16]), row[17], template(row[18]),
-             *row[19:])
+            (rid, row[0], row[1], kinds.get(row[2]) or kind(row[2]), *row[3:15],
+             None if user is None else names.get(user) or name(user),
+             None if run is None else names.get(run) or name(run), row[17],
+             None if site is None else templates.get(site[0]) or template(site), *row[19:])
         )  # fmt: skip
-        attempts += [(rid, n, ended, hop(target), latency) for n, ended, target, latency in tries]
+        if tries:
+            attempts += [(rid, n, ended, hop(target), latency) for n, ended, target, latency in tries]
     return requests, attempts
 
 
@@ -214,5 +220,5 @@ def _insert_rows(conn: sqlite3.Connection, table: str, columns: Sequence[str], r
         while size > len(rows) - done:
             size //= 2
         chunk = rows[done : done + size]
-        conn.execute(head + ", ".join([one] * size), [value for row in chunk for value in row])
+        conn.execute(head + ", ".join([one] * size), list(chain.from_iterable(chunk)))
         done += size
