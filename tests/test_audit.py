@@ -200,7 +200,7 @@ def test_other_groupings_and_missing_values(db: str) -> None:
         audit.summarize(db, "week")
 
 
-def _calls(db: str, since: str | None) -> int:
+def _calls(db: str, since: int | None) -> int:
     return audit.summarize(db, "task", Scope(since)).total.calls
 
 
@@ -212,7 +212,7 @@ def test_since_filters_rows(db: str) -> None:
     assert (last.total.calls, last.first_ts, last.total.cost_usd) == (2, "2026-11-02T13:00:00.000Z", approx(0.084))
     assert _calls(db, audit.parse_since("28h", now)) == 10  # the bound 10:00:00.000 is included
     assert _calls(db, audit.parse_since("1d", now)) == 6
-    assert audit.parse_since("7d", now) == "2026-10-26T14:00:00.000Z"
+    assert audit.parse_since("7d", now) == 1_793_023_200_000  # 2026-10-26T14:00:00.000Z, in epoch ms
     for bad in ("yesterday", "2026-13-01", "99999999999d"):
         with pytest.raises(audit.AuditError, match=r"^--since: expected 24h, 90m, 7d, a date"):
             audit.parse_since(bad, now)
@@ -231,6 +231,51 @@ def test_until_is_an_exclusive_upper_bound(db: str) -> None:
     assert (again.total.calls, again.total.cost_usd) == (3, s.total.cost_usd)
     with pytest.raises(audit.AuditError, match=r"^--until: expected 24h"):
         audit.parse_since("soon", flag="--until")
+
+
+# Rows around the bounds below, to the millisecond; the day before is whole, for the kept sums.
+EDGE_TS = [
+    "2026-11-01T12:00:00.000Z", "2026-11-02T00:00:00.000Z", "2026-11-02T09:59:59.999Z", "2026-11-02T10:00:00.000Z",
+    "2026-11-02T10:00:00.001Z", "2026-11-02T10:00:00.500Z", "2026-11-02T10:00:00.999Z", "2026-11-02T10:00:01.000Z",
+    "2026-11-02T23:59:59.999Z", "2026-11-03T00:00:00.000Z",
+]  # fmt: skip
+EDGE_BOUNDS = [
+    None, "2026-11-02", "2026-11-02T10:00:00", "2026-11-02T10:00:00.001", "2026-11-02T10:00:00.0005",
+    "2026-11-02T10:00:00.999999", "2026-11-02T11:00:00.500+01:00", "2026-11-02T10:00:01Z", "2026-11-03",
+]  # fmt: skip
+
+
+def _as_text(bound: str | None) -> str | None:
+    """What the audit compared rows' ISO ts with, as text, before ts was indexed as ms (schema v9)."""
+    if bound is None:
+        return None
+    moment = datetime.fromisoformat(bound)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize("until", EDGE_BOUNDS)
+def test_since_and_until_cut_at_the_millisecond_as_the_iso_text_did(tmp_path: Path, until: str | None) -> None:
+    # A row exactly at --since is in, exactly at --until out; a sub-millisecond bound is its millisecond.
+    path = tmp_path / "edges.db"
+    rows = [_row(("s1", ts, *ROWS[0][2:])) for ts in EDGE_TS]
+    ledgers.write(path, [dict(row, id=f"r{i}") for i, row in enumerate(rows)])
+    for since in EDGE_BOUNDS:
+        low, high = _as_text(since), _as_text(until)
+        want = sum((low is None or ts >= low) and (high is None or ts < high) for ts in EDGE_TS)
+        scope = Scope(audit.parse_since(since), until=audit.parse_since(until, flag="--until"))
+        for refresh in (False, True):  # from the rows, then from the kept sums (ledger_runs) and cut days
+            got = audit.summarize(str(path), "task", scope, refresh=refresh)
+            assert got.total.calls == want, (since, until, refresh)
+            inside = [ts for ts in EDGE_TS if (low is None or ts >= low) and (high is None or ts < high)]
+            assert (got.first_ts, got.last_ts) == ((inside[0], inside[-1]) if inside else (None, None))
+
+
+def test_a_bound_is_epoch_ms_to_the_millisecond() -> None:
+    assert audit.parse_since("2026-11-02T10:00:00.001Z") == 1_793_613_600_001
+    assert audit.parse_since("2026-11-02T10:00:00.0009Z") == 1_793_613_600_000  # dropped, as the ISO text dropped it
+    assert audit.parse_since("2026-11-02T11:00:00.000+01:00") == 1_793_613_600_000
+    assert audit.parse_since("1969-12-31T23:59:59.9995") == -1  # before 1970 too: floored, not rounded to 0
 
 
 def test_task_and_model_filters(db: str) -> None:

@@ -25,6 +25,7 @@ from proxy.evals.report import CaseResult, EvalReport, SideResult
 from proxy.evals.store import EvalStore
 from proxy.ledger import audit, materialize, ranks, report, runs, whatif
 from proxy.ledger.audit import Scope
+from proxy.ledger.records import iso
 from proxy.ledger.snapshot import snapshot
 from proxy.pricing import Pricer, price_ids
 from proxy.registry import Registry
@@ -34,6 +35,16 @@ from tests.test_audit import ROWS, _row, _write_ledger
 
 START = 1_793_000_000.0  # 2026-10-27T06:13:20Z
 SINCES = [None, "2026-10-28T00:00:00.000Z", "2026-10-29T13:37:00.000Z"]
+
+
+def at(bound: str | None) -> int | None:
+    """A bound written as the views show ts, as the audit takes it: epoch ms (the reference reads the text)."""
+    return audit.parse_since(bound)
+
+
+def text(bound: int | None) -> str | None:
+    """A scope's bound as the reference compares it, with the views' ISO ts."""
+    return None if bound is None else iso(bound / 1000)
 
 
 def same(ours: Any, theirs: Any, path: str = "") -> None:
@@ -100,8 +111,8 @@ def loaded() -> Loader:
 
 
 def _reference_summary(loaded: Loader, db: str, by: str, scope: Scope) -> audit.Summary:
-    rows = loaded(db, scope.since, True)
-    kept = loaded(db, scope.since, scope.include_eval)
+    rows = loaded(db, text(scope.since), True)
+    kept = loaded(db, text(scope.since), scope.include_eval)
     s = reference.summarize(kept, by)
     return replace(s, eval_left_out=0 if scope.include_eval else len(rows) - len(kept))
 
@@ -110,14 +121,14 @@ def _reference_summary(loaded: Loader, db: str, by: str, scope: Scope) -> audit.
 @pytest.mark.parametrize("by", audit.GROUPINGS)
 def test_every_grouping_matches_the_python_audit(loaded: Loader, generated: str, by: str, since: str | None) -> None:
     for include_eval in (False, True):
-        scope = Scope(since, include_eval)
+        scope = Scope(at(since), include_eval)
         same(audit.summarize(generated, by, scope), _reference_summary(loaded, generated, by, scope), f"{by}")
 
 
 @pytest.mark.parametrize("by", audit.GROUPINGS)
 def test_the_hand_made_ledger_too(loaded: Loader, hand_made: str, by: str) -> None:
     for since in (None, "2026-11-02T00:00:00.000Z", "2026-11-02T12:30:00.000Z", "2030-01-01"):
-        scope = Scope(since)
+        scope = Scope(at(since))
         same(audit.summarize(hand_made, by, scope), _reference_summary(loaded, hand_made, by, scope), by)
 
 
@@ -130,7 +141,7 @@ UNTILS = [("2026-10-29T00:00:00.000Z", None), ("2026-10-30T07:00:00.000Z", "2026
 def test_until_matches_the_python_audit(generated: str, by: str, until: str, since: str | None) -> None:
     # until at a midnight, cutting a later day than since, cutting since's own day, at since's midnight
     audit.summarize(generated, by)  # the kept sums are written: the cut days must be read as rows
-    scope = Scope(since, until=until)
+    scope = Scope(at(since), until=at(until))
     rows = reference.load(generated, since, include_eval=True, until=until)
     kept = [r for r in rows if r["eval_run"] is None]
     theirs = replace(reference.summarize(kept, by), eval_left_out=len(rows) - len(kept))
@@ -160,9 +171,9 @@ CANDIDATES = {
 @pytest.mark.parametrize("name", CANDIDATES)
 def test_what_if_matches_the_python_audit(loaded: Loader, generated: str, name: str) -> None:
     candidate = rules.loads(CANDIDATES[name], environ={}, source=f"{name}.yaml")
-    for scope in (Scope(), Scope(SINCES[2], include_eval=True)):
+    for scope in (Scope(), Scope(at(SINCES[2]), include_eval=True)):
         ours = whatif.what_if(generated, candidate, Pricer(candidate.prices, price_ids(candidate)), scope)
-        rows = loaded(generated, scope.since, scope.include_eval)
+        rows = loaded(generated, text(scope.since), scope.include_eval)
         theirs = reference.what_if(rows, candidate, Pricer(candidate.prices, price_ids(candidate)))
         same(replace(ours, eval_left_out=0), theirs, name)
 
@@ -222,7 +233,7 @@ def test_recommend_matches_the_python_audit(tmp_path: Path) -> None:
 def test_the_classifier_report_matches_the_python_audit(generated: str, by: str) -> None:
     for since in SINCES:
         for include_eval in (False, True):
-            ours = agreement.summarize(generated, Scope(since, include_eval), by)
+            ours = agreement.summarize(generated, Scope(at(since), include_eval), by)
             theirs = reference.agreement_summarize(
                 reference.agreement_load(generated, since, include_eval=include_eval), by
             )
@@ -321,9 +332,11 @@ def test_rolled_up_days_are_said_and_bounded_by_since(rolled_up: str) -> None:
     assert "rolled up: 145 calls are counted from the daily rollup" in table
     assert "p50 and p95 cover only the 10 calls still in `requests`." in table
     assert report.render(s, "json").count('"rolled_up_calls": 145') == 1
-    assert audit.summarize(rolled_up, "task", Scope("2026-10-21T00:00:00.000Z")).rolled_up == 5  # from its midnight
-    assert audit.summarize(rolled_up, "task", Scope("2026-10-20T00:00:01.000Z")).rolled_up == 5  # a day counts whole
-    assert audit.summarize(rolled_up, "task", Scope("2026-11-01")).rolled_up == 0
+    assert audit.summarize(rolled_up, "task", Scope(at("2026-10-21T00:00:00.000Z"))).rolled_up == 5  # from its midnight
+    assert (
+        audit.summarize(rolled_up, "task", Scope(at("2026-10-20T00:00:01.000Z"))).rolled_up == 5
+    )  # a day counts whole
+    assert audit.summarize(rolled_up, "task", Scope(at("2026-11-01"))).rolled_up == 0
 
 
 def test_the_what_if_says_what_it_cannot_reprice(rolled_up: str) -> None:
@@ -405,7 +418,7 @@ def test_the_audit_is_the_same_from_kept_sums_from_rows_and_from_both(generated:
     for by in audit.GROUPINGS:
         for since in SINCES:
             for include_eval in (False, True):
-                scope = Scope(since, include_eval)
+                scope = Scope(at(since), include_eval)
                 want = audit.summarize(generated, by, scope)
                 for other in (raw, half):  # read as they are: not summed first
                     same(audit.summarize(other, by, scope, refresh=False), want, f"{other} {by} {since}")

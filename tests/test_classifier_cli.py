@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -492,3 +493,20 @@ def test_audit_classifier_on_a_ledger_without_a_model(ledger: Ledger, capsys: py
     assert f"none of the {ledger.tagged} header-tagged calls was scored" in out
     code, _, err = run(capsys, "audit", "--classifier", "--db", str(ledger.db), "--by", "model")
     assert (code, err) == (2, "tiergate: --by: with --classifier, expected day or week, got 'model'\n")
+
+
+def test_since_keeps_the_rows_from_that_millisecond_on(ledger: Ledger) -> None:
+    from proxy.classify.training import read_labelled
+    from proxy.ledger.audit import parse_since
+
+    every = read_labelled(str(ledger.db), 0, TASKS)
+    sql = "SELECT ts FROM requests WHERE task_source = 'header' AND features IS NOT NULL AND eval_run IS NULL"
+    conn = sqlite3.connect(ledger.db)
+    try:
+        stamps = sorted(ts for (ts,) in conn.execute(sql))
+    finally:
+        conn.close()
+    middle = stamps[len(stamps) // 2]
+    later = read_labelled(str(ledger.db), 0, TASKS, parse_since(middle))
+    assert every.rows == len(stamps) and (every.first_ts, every.last_ts) == (stamps[0], stamps[-1])
+    assert later.rows == sum(ts >= middle for ts in stamps) and later.first_ts == middle

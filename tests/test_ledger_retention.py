@@ -180,6 +180,30 @@ def test_pruning_keeps_the_audits_totals_and_rolls_up_whole_days_only(tmp_path: 
     _assert_same(_totals(db), before)
 
 
+def test_the_cut_off_is_a_millisecond_a_row_exactly_at_it_stays(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    cut = prune.cutoff(NOW, 4)
+    records = _records(4, days=1)
+    for record, ms in zip(records, (cut - DAY * 1000, cut - 1, cut, cut + 1), strict=True):
+        record.ts = ms / 1000
+        record.attempts = (
+            [AttemptRecord(1, record.ts, record.tier, record.target, 200, None, 1.0)] if record.target else []
+        )
+    asyncio.run(_write(db, records))
+    before = _totals(db)
+    conn = sqlite3.connect(db)
+    try:
+        due = prune.due(conn, cut)
+    finally:
+        conn.close()
+    assert (due.requests, due.first_day, due.last_day) == (2, "2025-12-27", "2025-12-27")
+    report = prune.prune(str(db), 4, now=NOW)
+    assert report.requests == 2
+    kept = [r["ts"] for r in reference_audit.load(str(db), include_eval=True)]
+    assert kept == ["2025-12-28T00:00:00.000Z", "2025-12-28T00:00:00.001Z"]
+    _assert_same(_totals(db), before)
+
+
 def test_a_daily_row_is_the_audit_of_its_group(tmp_path: Path) -> None:
     db = tmp_path / "ledger.db"
     asyncio.run(_write(db, _records(800, days=3, seed=5)))

@@ -1,8 +1,8 @@
-"""The ledger's layout (schema v8): the ``requests`` and ``attempts`` views show what the tables of v6 held.
+"""The ledger's layout (schema v9): the ``requests`` and ``attempts`` views show what the tables of v6 held.
 
-A v6 file (the previous version's schema, its rows as its writer wrote them) is migrated and read back
-through the views unchanged; rows written by today's writer read back as the v6 writer would have
-written them; plain-SQL inserts into the views still work.
+A v6 file (its rows as its writer wrote them) and a v8 file (ts indexed by its ISO text) are migrated and
+read back through the views unchanged; rows written by today's writer read back as the v6 writer would
+have written them; plain-SQL inserts into the views still work; ts is indexed as the integer it is.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.classify.features import RUN_SEPARATOR, decode, encode
+from proxy.ledger import runs
 from proxy.ledger.records import REQUEST_COLUMNS, AttemptRecord, RequestRecord, iso, new_id
 from proxy.ledger.schema import MIGRATIONS, open_ledger, statements
 from proxy.ledger.writer import LedgerWriter
@@ -106,7 +107,7 @@ def test_a_v6_ledger_is_migrated_and_reads_back_unchanged_through_the_views(tmp_
     attempts_before = _read(db, "SELECT * FROM attempts ORDER BY id")
     open_ledger(str(db)).close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone() == (8,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),) == (9,)
     assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # VACUUMed once: incremental from now on
     kinds = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema WHERE name IN ('requests', 'attempts')")}
     views = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'view'")}
@@ -234,3 +235,88 @@ def test_the_views_show_times_as_the_v6_writer_formatted_them(epoch: float) -> N
 def test_time_in_the_ledger_is_whole_milliseconds() -> None:
     now = time.time()
     assert iso(now)[:23] == iso(int(now * 1000) / 1000)[:23]
+
+
+PLAIN_INDEX = "CREATE INDEX ledger_requests_ts ON ledger_requests (ts)"
+V8_INDEX = (
+    "CREATE INDEX ledger_requests_ts ON ledger_requests (strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch'))"
+)
+
+
+def _v8_ledger(path: Path) -> None:
+    """A ledger as tiergate at schema v8 made it (ts indexed by its ISO text), the v6 rows inserted
+    through its views."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    for migration in MIGRATIONS[:8]:
+        for statement in statements(migration):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 8")
+    columns = ", ".join(REQUEST_COLUMNS)
+    for row in V6_REQUESTS:
+        values = tuple(row[c] for c in REQUEST_COLUMNS)
+        conn.execute(f"INSERT INTO requests ({columns}) VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})", values)
+    conn.executemany(f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS[1:])}) VALUES ({', '.join('?' * 9)})",
+                     [a[1:] for a in V6_ATTEMPTS])  # fmt: skip
+    conn.close()
+
+
+def _ts_index(path: Path) -> str:
+    rows = _read(path, "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger_requests'")
+    (found,) = [r["sql"] for r in rows if "ledger_requests_ts" in r["sql"]]
+    return str(found)
+
+
+def test_a_v8_ledger_is_migrated_to_v9_keeping_every_row_and_what_the_views_show(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    _v8_ledger(db)
+    assert _ts_index(db) == V8_INDEX
+    tables = ("ledger_requests", "ledger_attempts", "ledger_kinds", "ledger_names", "ledger_hops")
+    stored = {t: _read(db, f"SELECT * FROM {t} ORDER BY rowid") for t in tables}
+    before = _read(db, "SELECT * FROM requests ORDER BY id")
+    attempts_before = _read(db, "SELECT * FROM attempts ORDER BY id")
+    assert len(before) == len(V6_REQUESTS) and len(attempts_before) == len(V6_ATTEMPTS)
+    open_ledger(str(db)).close()
+    assert _read(db, "PRAGMA user_version") == [{"user_version": 9}]
+    assert _ts_index(db) == PLAIN_INDEX
+    assert {t: _read(db, f"SELECT * FROM {t} ORDER BY rowid") for t in tables} == stored
+    assert _read(db, "SELECT * FROM requests ORDER BY id") == before
+    assert _read(db, "SELECT * FROM attempts ORDER BY id") == attempts_before
+    assert [r["ts"] for r in before] == [r["ts"] for r in V6_REQUESTS]  # ISO text, as the v6 writer wrote it
+    open_ledger(str(db)).close()  # opened again: nothing more to do
+    assert _read(db, "PRAGMA user_version") == [{"user_version": 9}]
+
+
+def test_a_fresh_ledger_is_v9_with_the_plain_ts_index(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    open_ledger(str(db)).close()
+    assert _read(db, "PRAGMA user_version") == [{"user_version": 9}]
+    assert _ts_index(db) == PLAIN_INDEX
+    indexes = _read(db, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger_requests'")
+    assert sorted(r["name"] for r in indexes) == ["ledger_requests_eval_run", "ledger_requests_ts"]
+
+
+def _plan(conn: sqlite3.Connection, sql: str, params: list[Any]) -> str:
+    return " | ".join(str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+def test_the_audits_range_scans_use_the_ts_index(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    _v8_ledger(db)
+    conn = open_ledger(str(db))
+    try:
+        scope = runs.Scope(since=1_793_520_000_000, until=1_793_606_400_000)  # 2026-11-01, 2026-11-02
+        where, params = runs.in_stretch((None, 1_793_563_200_000), scope)  # a stretch of runs.stretches
+        stretch = f"SELECT kind, ts / 86400000, eval_run, latency_us FROM ledger_requests WHERE {where}"
+        assert "USING INDEX ledger_requests_ts (ts>? AND ts<?)" in _plan(conn, stretch, params)
+        terms, bounds = scope.terms()
+        first = f"SELECT ts FROM ledger_requests WHERE {' AND '.join(terms)} AND eval_run IS NULL ORDER BY ts LIMIT 1"
+        assert _plan(conn, first, bounds) == "SEARCH ledger_requests USING INDEX ledger_requests_ts (ts>? AND ts<?)"
+        prune = "SELECT rid FROM ledger_requests WHERE ts < ? ORDER BY ts LIMIT ?"  # prune.step
+        assert "USING COVERING INDEX ledger_requests_ts (ts<?)" in _plan(conn, prune, [1, 10])
+        found = runs.bounds(conn, scope), runs.bounds(conn, runs.Scope(scope.since, True, scope.until))
+    finally:
+        conn.close()
+    # shown as the views show ts; the row at 08:00:01 is eval traffic
+    assert found == (("2026-11-01T08:00:00.125Z",) * 2, ("2026-11-01T08:00:00.125Z", "2026-11-01T08:00:01.000Z"))

@@ -103,16 +103,19 @@ class _FirstMiss:
     def __init__(self, conn: sqlite3.Connection, scope: Scope) -> None:
         self._conn, self._scope = conn, scope
 
-    def __call__(self, task: str, guess: str) -> str:
-        sql = "SELECT ts FROM requests WHERE task = ? AND task_source = 'header' AND task_predicted = ?"
-        params = [task, guess]
+    def __call__(self, task: str, guess: str) -> int:
+        sql = (
+            "SELECT r.ts FROM ledger_requests AS r JOIN ledger_kinds AS k ON k.id = r.kind"
+            " WHERE k.task = ? AND k.task_source = 'header' AND k.task_predicted = ?"
+        )
+        params: list[str | int] = [task, guess]
         if self._scope.since is not None:
-            sql += " AND ts >= ?"
+            sql += " AND r.ts >= ?"
             params.append(self._scope.since)
         if not self._scope.include_eval:
-            sql += " AND eval_run IS NULL"
-        # Oldest first along the (task, ts) index, stopping at the first match.
-        return str(self._conn.execute(sql + " ORDER BY ts LIMIT 1", params).fetchone()[0])
+            sql += " AND r.eval_run IS NULL"
+        # Oldest first along the ts index, stopping at the first match.
+        return int(self._conn.execute(sql + " ORDER BY r.ts LIMIT 1", params).fetchone()[0])
 
 
 def _cells(snap: Snapshot, scope: Scope) -> list[_Cell]:
@@ -130,7 +133,7 @@ def _cells(snap: Snapshot, scope: Scope) -> list[_Cell]:
 
 
 def _agreement(
-    cells: list[_Cell], by: str, first: str | None, last: str | None, first_miss: Callable[[str, str], str]
+    cells: list[_Cell], by: str, first: str | None, last: str | None, first_miss: Callable[[str, str], int]
 ) -> Agreement:
     tagged = [c for c in cells if c.source == "header"]
     scored = [c for c in tagged if c.predicted is not None]
@@ -158,7 +161,7 @@ def _agreement(
     )
 
 
-def _task(task: str, cells: Sequence[_Cell], first_miss: Callable[[str, str], str]) -> TaskAgreement:
+def _task(task: str, cells: Sequence[_Cell], first_miss: Callable[[str, str], int]) -> TaskAgreement:
     scored = sum(c.calls for c in cells)
     agreed = sum(c.calls for c in cells if c.predicted == c.task)
     misses: Counter[str] = Counter()

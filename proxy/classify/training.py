@@ -30,11 +30,18 @@ from proxy.classify.features import decode, marker_ids
 from proxy.classify.model import Example, ModelError, train
 from proxy.ledger.audit import AuditError
 from proxy.ledger.schema import open_readonly
+from proxy.ledger.sums import ISO_TS
 from proxy.registry import CHAT, Registry
 
+# The ``requests`` view's ts and features, read from its tables: a bound and an order on ``r.ts`` (epoch
+# ms) are ranges of the ts index, which the view's ISO ts is not (schema v9).
 _LABELLED = (
-    "SELECT ts, task, features FROM requests"
-    " WHERE task_source = 'header' AND features IS NOT NULL AND eval_run IS NULL{since} ORDER BY ts"
+    f"SELECT {ISO_TS}, k.task, CASE WHEN r.template IS NULL THEN r.features"
+    " ELSE CAST(t.features || x'8000' || ifnull(r.features, x'') AS BLOB) END"
+    " FROM ledger_requests AS r JOIN ledger_kinds AS k ON k.id = r.kind"
+    " LEFT JOIN ledger_templates AS t ON t.id = r.template"
+    " WHERE k.task_source = 'header' AND (r.features IS NOT NULL OR r.template IS NOT NULL)"
+    " AND r.eval_run IS NULL{since} ORDER BY r.ts"
 )
 
 
@@ -54,11 +61,12 @@ class Labelled:
     last_ts: str | None
 
 
-def read_labelled(db: str, seed: int, tasks: Sequence[str], since: str | None = None) -> Labelled:
-    """The header-tagged rows of ``db`` at or after ``since`` (a ledger ts) whose features ``seed`` reads."""
+def read_labelled(db: str, seed: int, tasks: Sequence[str], since: int | None = None) -> Labelled:
+    """The header-tagged rows of ``db`` at or after ``since`` (a ledger ts, epoch ms) whose features ``seed``
+    reads."""
     if not Path(db).is_file():
         raise AuditError(f"no ledger at {db} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
-    sql = _LABELLED.format(since=" AND ts >= ?" if since else "")
+    sql = _LABELLED.format(since=" AND r.ts >= ?" if since is not None else "")
     markers, known = marker_ids(seed), set(tasks)
     examples: list[Example] = []
     left_out: Counter[str] = Counter()
@@ -67,7 +75,7 @@ def read_labelled(db: str, seed: int, tasks: Sequence[str], since: str | None = 
     try:
         conn = open_readonly(db)
         try:
-            for ts, task, blob in conn.execute(sql, (since,) if since else ()):
+            for ts, task, blob in conn.execute(sql, () if since is None else (since,)):
                 rows += 1
                 first, last = first or ts, ts
                 if task not in known:
@@ -81,8 +89,12 @@ def read_labelled(db: str, seed: int, tasks: Sequence[str], since: str | None = 
         finally:
             conn.close()
     except sqlite3.OperationalError as exc:
-        if "no such column" in str(exc):
-            raise AuditError(f"the ledger {db} predates classification (schema v5): it holds no features") from None
+        if "no such column" in str(exc) or "no such table" in str(exc):
+            # Read as it is (no migration): a ledger before v8's tables is brought forward by any
+            # ``tiergate audit`` or ``tiergate serve`` on it.
+            raise AuditError(
+                f"the ledger {db} predates schema v8: run `tiergate audit --db {db}` once to migrate it"
+            ) from None
         raise AuditError(f"cannot read the ledger {db}: {exc}") from None
     except sqlite3.Error as exc:
         raise AuditError(f"cannot read the ledger {db}: {exc}") from None
@@ -115,7 +127,7 @@ def train_from_ledger(
     seed: int,
     out: str,
     *,
-    since: str | None = None,
+    since: int | None = None,
     since_text: str | None = None,
     min_examples: int = 20,
     folds: int = 5,

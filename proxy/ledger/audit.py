@@ -25,7 +25,7 @@ Definitions (the README's "The workload audit" repeats them):
 - p50 / p95: nearest rank over the non-NULL ``latency_ms``: the value at rank ceil(p/100 * n).
 - shares and rates are fractions (0.25) in CSV and JSON, percentages in the table.
 
-How: one scan of the ``requests_audit`` index sums the ledger into runs (``proxy.ledger.runs``); each line
+How: the ledger is summed into runs (``proxy.ledger.runs``: its kept sums, and one scan of the rest); each line
 is a sum of runs (``proxy.ledger.tally``), plus the days the retention rolled up into ``daily``
 (``proxy.ledger.rollup``; they have no latencies, so percentiles then cover the rows still in
 ``requests``); percentiles are exact nearest ranks read from the index (``proxy.ledger.ranks``). Cost
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from proxy.ledger import ranks, rollup, runs
+from proxy.ledger.records import moment_ms
 from proxy.ledger.rollup import Day
 from proxy.ledger.runs import Run, Scope
 from proxy.ledger.snapshot import AuditError, Snapshot, snapshot
@@ -56,27 +57,23 @@ _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_since(value: str | None, now: datetime | None = None, flag: str = "--since") -> str | None:
-    """``24h`` / ``90m`` / ``7d`` / ``2w`` before ``now``, a date or an ISO timestamp -> a ledger ``ts`` bound
-    (``--until`` takes the same: a date is its midnight, so ``--until 2026-11-02`` ends with Nov 1)."""
+def parse_since(value: str | None, now: datetime | None = None, flag: str = "--since") -> int | None:
+    """``24h`` / ``90m`` / ``7d`` / ``2w`` before ``now``, a date or an ISO timestamp -> a bound on the ledger's
+    ``ts`` in epoch ms (``records.moment_ms``; ``--until`` takes the same: a date is its midnight, so
+    ``--until 2026-11-02`` ends with Nov 1)."""
     if value is None:
         return None
     relative = _RELATIVE.match(value.strip())
     try:
         if relative:
             delta = timedelta(**{_UNITS[relative[2]]: int(relative[1])})
-            return _ledger_ts((now or datetime.now(UTC)) - delta)
+            return moment_ms((now or datetime.now(UTC)) - delta)
         start = datetime.fromisoformat(value.strip())
-        return _ledger_ts(start if start.tzinfo else start.replace(tzinfo=UTC))
+        return moment_ms(start if start.tzinfo else start.replace(tzinfo=UTC))
     except (ValueError, OverflowError):
         raise AuditError(
             f"{flag}: expected 24h, 90m, 7d, a date (2026-11-01) or an ISO timestamp, got {value!r}"
         ) from None
-
-
-def _ledger_ts(moment: datetime) -> str:
-    # The ledger's own format (records.iso), so the bound compares as text and is a range of the index.
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

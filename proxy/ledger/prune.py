@@ -27,13 +27,12 @@ from datetime import UTC, datetime
 
 from proxy.ledger import materialize
 from proxy.ledger.daily import ROLL_UP
-from proxy.ledger.records import iso
+from proxy.ledger.records import iso, utc_day
 from proxy.ledger.schema import open_ledger
 
 DAY_MS = 86_400_000
 BATCH = 1000  # rows per step: a few ms of write lock
 VACUUM_PAGES = 256  # pages per incremental vacuum step (1 MiB at 4 KiB pages)
-_TS = "strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch')"  # ledger_requests_ts's expression: its index
 
 
 def cutoff(now: float, days: int) -> int:
@@ -48,8 +47,8 @@ def step(conn: sqlite3.Connection, before_ms: int, limit: int = BATCH) -> tuple[
     try:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS prune_rids (rid INTEGER PRIMARY KEY)")
         conn.execute("DELETE FROM temp.prune_rids")
-        sql = f"INSERT INTO temp.prune_rids SELECT rid FROM ledger_requests WHERE {_TS} < ? ORDER BY {_TS} LIMIT ?"
-        requests = conn.execute(sql, (iso(before_ms / 1000), limit)).rowcount
+        sql = "INSERT INTO temp.prune_rids SELECT rid FROM ledger_requests WHERE ts < ? ORDER BY ts LIMIT ?"
+        requests = conn.execute(sql, (before_ms, limit)).rowcount
         attempts = 0
         if requests:
             conn.execute(ROLL_UP)
@@ -75,17 +74,18 @@ class Due:
 
 
 def due(conn: sqlite3.Connection, before_ms: int) -> Due:
-    bound = iso(before_ms / 1000)
     requests, first, last = conn.execute(
-        f"SELECT count(*), min({_TS}), max({_TS}) FROM ledger_requests WHERE {_TS} < ?", (bound,)
+        "SELECT count(*), min(ts), max(ts) FROM ledger_requests WHERE ts < ?", (before_ms,)
     ).fetchone()
     # explicit attempt rows, plus the one kept in its request's row
     (attempts,) = conn.execute(
-        f"SELECT (SELECT count(*) FROM ledger_attempts WHERE request IN (SELECT rid FROM ledger_requests WHERE {_TS} < ?))"
-        f" + (SELECT count(*) FROM ledger_requests WHERE {_TS} < ? AND attempt_ended IS NOT NULL)",
-        (bound, bound),
+        "SELECT (SELECT count(*) FROM ledger_attempts WHERE request IN (SELECT rid FROM ledger_requests WHERE ts < ?))"
+        " + (SELECT count(*) FROM ledger_requests WHERE ts < ? AND attempt_ended IS NOT NULL)",
+        (before_ms, before_ms),
     ).fetchone()
-    return Due(int(requests), int(attempts), first and first[:10], last and last[:10])
+    return Due(
+        int(requests), int(attempts), None if first is None else utc_day(first), None if last is None else utc_day(last)
+    )
 
 
 # --- dictionary rows no row uses ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proxy.pricing import Pricer
@@ -71,9 +71,25 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def utc_day(ms: int) -> str:
+    """The UTC day (2026-11-01) epoch ms ``ms`` falls in: ``iso``'s first ten characters, ``daily.day``."""
+    return datetime.fromtimestamp(ms // 86_400_000 * 86_400, UTC).date().isoformat()
+
+
 def epoch_ms(epoch: float) -> int:
     """Epoch seconds as the ledger stores them: whole milliseconds (``iso`` shows the same millisecond)."""
     return int(epoch * 1000.0)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def moment_ms(moment: datetime) -> int:
+    """An aware moment as a bound on the ledger's ``ts``: epoch ms, the sub-millisecond part dropped as ``iso``
+    drops it, so a row is at or after the bound exactly when its ISO text is at or after the bound's. In
+    integers (a float's seconds * 1000 can land a hair under the millisecond it means)."""
+    return (moment - _EPOCH) // _MS
 
 
 def stored_request_id(request_id: str | None, row_id: str) -> str | bytes | int | None:

@@ -13,7 +13,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.ledger.records import utc_day
 from proxy.ledger.runs import Scope
+from proxy.ledger.sums import DAY_MS
 
 _COLUMNS = (
     "day", "task", "tier", "provider", "model", "eval", "calls", "errors", "disconnects", "fallbacks", "estimated",
@@ -62,12 +64,12 @@ def read(conn: sqlite3.Connection, scope: Scope) -> list[Day]:
     params: list[str] = []
     terms = []
     if scope.since is not None:
-        at_midnight = scope.since[10:] == "T00:00:00.000Z"
+        at_midnight = scope.since % DAY_MS == 0
         terms.append("day >= ?" if at_midnight else "day > ?")
-        params.append(scope.since[:10])
+        params.append(utc_day(scope.since))
     if scope.until is not None:  # the day ``until`` falls in is not whole before it
         terms.append("day < ?")
-        params.append(scope.until[:10])
+        params.append(utc_day(scope.until))
     if terms:
         sql += " WHERE " + " AND ".join(terms)
     cursor = conn.cursor()

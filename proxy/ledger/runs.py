@@ -6,7 +6,8 @@ cache state, status, fallback, error type, registry, ...), so every fact an audi
 error, a disconnect, an unpriced call...) is the same for every row of a run, and every audit line (by
 task, tier, model, provider, day or registry) is a sum of whole runs.
 
-The scan reads ``ledger_requests`` in stretches of about ``CHUNK`` rows, each a range of the ts index,
+The scan reads ``ledger_requests`` in stretches of about ``CHUNK`` rows, each a range of rids or of the ts
+index (``ledger_requests_ts``, on ``ts`` in epoch ms: bounds are ms too, never the ISO text the views show),
 grouped by (kind, day, eval run) and summed there; the stretches run on every connection of the snapshot
 and their partial runs are added up here. One ``GROUP BY`` over ten million rows makes SQLite sort them
 all (19 s on this machine, spilling to temporary files); thirty of a third of a million sort in memory
@@ -28,18 +29,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proxy.ledger import materialize
-from proxy.ledger.records import SERVED_FROM_STORE, iso
+from proxy.ledger.records import SERVED_FROM_STORE
 from proxy.ledger.snapshot import Snapshot
 from proxy.ledger.sums import (
     CONFIDENCE_SUMS,
     DAY_MS,
+    ISO_TS,
     LATENCY,
     ODD,
     SAMPLE,
     SUMMED,
     SUMS,
     TOKEN_SUMS,
-    TS,
 )
 
 CHUNK = 250_000  # rows a stretch of a pass holds, about
@@ -51,20 +52,21 @@ _KIND_EXTRA = ("task_source", "task_predicted", "registry", "client")
 
 @dataclass(frozen=True)
 class Scope:
-    """Which rows: at or after ``since`` and before ``until`` (ledger ts), eval traffic included or not."""
+    """Which rows: at or after ``since`` and before ``until`` (ledger ts, epoch ms: ``audit.parse_since``),
+    eval traffic included or not."""
 
-    since: str | None = None
+    since: int | None = None
     include_eval: bool = False
-    until: str | None = None  # exclusive
+    until: int | None = None  # exclusive
 
-    def terms(self) -> tuple[list[str], list[str]]:
+    def terms(self) -> tuple[list[str], list[int]]:
         """The ts bounds as SQL terms on ``ledger_requests`` (ranges of the ts index) and their parameters."""
         terms, params = [], []
         if self.since is not None:
-            terms.append(f"{TS} >= ?")
+            terms.append("ts >= ?")
             params.append(self.since)
         if self.until is not None:
-            terms.append(f"{TS} < ?")
+            terms.append("ts < ?")
             params.append(self.until)
         return terms, params
 
@@ -131,7 +133,7 @@ class Run:
         return self.status != 499 and (self.status >= 400 or self.error_type is not None)
 
 
-Stretch = tuple[str | None, str | None]  # ts from (None: the first), up to and without (None: on)
+Stretch = tuple[int | None, int | None]  # ts (ms) from (None: the first), up to and without (None: on)
 
 
 def scan(
@@ -150,10 +152,10 @@ def scan(
     aggregates = [*SUMS, *(CONFIDENCE_SUMS if confidence else ["0"] * 2),
                   *(TOKEN_SUMS if tokens else ["0"] * len(TOKEN_SUMS)), SAMPLE if sample else "NULL"]  # fmt: skip
     select = f"SELECT {', '.join(_KEY)}, {', '.join(aggregates)} FROM ledger_requests WHERE {{where}} GROUP BY 1, 2, 3"
-    first_day = None if scope.since is None else _day_number(scope.since[:10])
-    cut = scope.since is not None and not scope.since.endswith("T00:00:00.000Z")
-    last_day = None if scope.until is None else _day_number(scope.until[:10])  # ledger_runs: days before it
-    cut_until = scope.until is not None and not scope.until.endswith("T00:00:00.000Z")
+    first_day = None if scope.since is None else scope.since // DAY_MS
+    cut = scope.since is not None and scope.since % DAY_MS != 0
+    last_day = None if scope.until is None else scope.until // DAY_MS  # ledger_runs: days before it
+    cut_until = scope.until is not None and scope.until % DAY_MS != 0
     # The raw parts: (condition, parameters) each.
     parts: list[tuple[str, list[Any]]] = []
     (last,) = conn.execute("SELECT max(rid) FROM ledger_requests").fetchone()
@@ -164,10 +166,10 @@ def scan(
     # The days a bound cuts: their summed runs count rows outside the scope too, so they are read as rows.
     partial = {d for d, c in ((first_day, cut), (last_day, cut_until)) if c and d is not None}
     for day in sorted(partial) if done else ():
-        low_ts = max(filter(None, (iso(day * 86_400), scope.since)))
-        high_ts = min(filter(None, (iso((day + 1) * 86_400), scope.until)))
+        low_ts = day * DAY_MS if scope.since is None else max(day * DAY_MS, scope.since)
+        high_ts = (day + 1) * DAY_MS if scope.until is None else min((day + 1) * DAY_MS, scope.until)
         if low_ts < high_ts:
-            parts.append((f"{TS} >= ? AND {TS} < ? AND rid <= ?", [low_ts, high_ts, done]))
+            parts.append(("ts >= ? AND ts < ? AND rid <= ?", [low_ts, high_ts, done]))
 
     def stretch(conn: sqlite3.Connection, part: tuple[str, list[Any]]) -> list[tuple[Any, ...]]:
         cursor = conn.cursor()
@@ -247,11 +249,11 @@ def stretches(conn: sqlite3.Connection, scope: Scope, size: int = CHUNK) -> list
     first_rid, last_rid = conn.execute("SELECT min(rid), max(rid) FROM ledger_requests").fetchone()
     if first_rid is None:
         return []
-    cuts: set[str] = set()
+    cuts: set[int] = set()
     for rid in range(first_rid + size, last_rid + 1, size):
         row = conn.execute("SELECT ts FROM ledger_requests WHERE rid >= ? ORDER BY rid LIMIT 1", (rid,)).fetchone()
         if row is not None:
-            cuts.add(iso(int(row[0]) / 1000.0))
+            cuts.add(int(row[0]))
     ordered = sorted(
         c for c in cuts if (scope.since is None or c > scope.since) and (scope.until is None or c < scope.until)
     )
@@ -262,15 +264,25 @@ def in_stretch(bounds: Stretch, scope: Scope) -> tuple[str, list[Any]]:
     """The SQL condition (and parameters) on ``ledger_requests`` for the rows of ``scope`` in ``bounds``: a
     range of the ts index."""
     terms, params = ["1"], []
-    low = max(filter(None, (bounds[0], scope.since)), default=None)
+    low = _later(bounds[0], scope.since)
     if low is not None:
-        terms.append(f"{TS} >= ?")
+        terms.append("ts >= ?")
         params.append(low)
-    high = min(filter(None, (bounds[1], scope.until)), default=None)
+    high = _earlier(bounds[1], scope.until)
     if high is not None:
-        terms.append(f"{TS} < ?")
+        terms.append("ts < ?")
         params.append(high)
     return " AND ".join(terms), params
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    """The later of two lower bounds, None being none (0 is 1970's first ms, a bound like any other)."""
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _earlier(a: int | None, b: int | None) -> int | None:
+    """The earlier of two upper bounds, None being none."""
+    return b if a is None else a if b is None else min(a, b)
 
 
 Key = tuple[str, "int | None", int]  # a run's: (day, eval run id, kind)
@@ -374,13 +386,13 @@ def _rows(
 
 
 def bounds(conn: sqlite3.Connection, scope: Scope) -> tuple[str | None, str | None]:
-    """The first and last ``ts`` in ``scope`` (seeks on the ts index)."""
+    """The first and last ``ts`` in ``scope``, as the views show it (seeks on the ts index)."""
     terms, params = scope.terms()
     terms += [] if scope.include_eval else ["eval_run IS NULL"]
     where = f" WHERE {' AND '.join(terms)}" if terms else ""
     found = []
     for order in ("", " DESC"):
-        sql = f"SELECT {TS} FROM ledger_requests{where} ORDER BY {TS}{order} LIMIT 1"
+        sql = f"SELECT {ISO_TS} FROM ledger_requests{where} ORDER BY ts{order} LIMIT 1"
         row = conn.execute(sql, params).fetchone()
         found.append(None if row is None else str(row[0]))
     return found[0], found[1]

@@ -502,6 +502,13 @@ MIGRATIONS: tuple[str, ...] = (
         FROM (SELECT rid, ts FROM ledger_requests WHERE id = NEW.request ORDER BY rid DESC LIMIT 1) AS r;
     END;
     """,
+    # v9: the ts index on the integer itself (issue 15). v8's indexed the ISO text the views show, so every
+    # insert ran strftime and stored a 24-character key; whole ms order the rows as that text does, so the
+    # readers bound and order by ``ts`` in ms instead (the views still show ISO text).
+    """
+    DROP INDEX ledger_requests_ts;
+    CREATE INDEX ledger_requests_ts ON ledger_requests (ts);
+    """,
 )
 
 VERSION = len(MIGRATIONS)

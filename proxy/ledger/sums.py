@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 DAY_MS = 86_400_000
-TS = "strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch')"  # ledger_requests_ts's expression: its index
+# ``ts`` (epoch ms) as the views show it. Only ever selected for people to read: filters and orders use
+# ``ts`` itself, the key of its index (``ledger_requests_ts``), which orders the rows as this text does.
+ISO_TS = "strftime('%Y-%m-%dT%H:%M:%fZ', ts / 1000.0, 'unixepoch')"
 LATENCY = "latency_us"  # a run's latencies in whole µs; the view's latency_ms is this / 1000.0
 SUMS = (
     "count(*)", f"count({LATENCY})", "coalesce(sum(prompt_tokens), 0)",

@@ -280,20 +280,17 @@ class Traffic:
         tied = [value for value, n in counts.items() if n == most]
         return tied[0] if len(tied) == 1 else min(tied, key=lambda v: self._first_seen(task, columns, v))
 
-    def _first_seen(self, task: str, columns: tuple[str, ...], value: tuple[str, ...]) -> str:
-        terms = ["task = ?", *(f"{column} = ?" for column in columns)]
-        params: list[str] = [task, *value]
-        if self._scope.since is not None:
-            terms.append("ts >= ?")
-            params.append(self._scope.since)
-        if self._scope.until is not None:
-            terms.append("ts < ?")
-            params.append(self._scope.until)
+    def _first_seen(self, task: str, columns: tuple[str, ...], value: tuple[str, ...]) -> int:
+        bounds, params = self._scope.terms()
+        terms = ["k.task = ?", *(f"k.{column} = ?" for column in columns), *(f"r.{term}" for term in bounds)]
         if not self._scope.include_eval:
-            terms.append("eval_run IS NULL")
-        # Oldest first along the (task, ts) index, stopping at the first match.
-        sql = f"SELECT ts FROM requests WHERE {' AND '.join(terms)} ORDER BY ts LIMIT 1"
-        return str(self._snap.conn.execute(sql, params).fetchone()[0])
+            terms.append("r.eval_run IS NULL")
+        # Oldest first along the ts index, stopping at the first match.
+        sql = (
+            "SELECT r.ts FROM ledger_requests AS r JOIN ledger_kinds AS k ON k.id = r.kind"
+            f" WHERE {' AND '.join(terms)} ORDER BY r.ts LIMIT 1"
+        )
+        return int(self._snap.conn.execute(sql, [task, *value, *params]).fetchone()[0])
 
 
 def _task_change(
