@@ -1,6 +1,7 @@
 """Measure gateway candidates side by side on this machine, in one run.
 
     python bench/run.py [--quick] [--repeats N] [--only NAMES] [--skip-litellm]
+    python bench/run.py --paired A,B [--slices 16] [--slice-s 2]   # bench/paired.py: a 3% difference
 
 A fake OpenAI upstream (bench/upstream.py) and the load generator (bench/load.py)
 are pinned to core 1, each candidate proxy to core 0. For each candidate the cells
@@ -848,7 +849,8 @@ def _median(values: Sequence[float | None]) -> float | None:
     return float(statistics.median(present)) if present else None
 
 
-def _cpu_per_request(report: dict[str, Any]) -> float | None:
+def cpu_per_request(report: dict[str, Any]) -> float | None:
+    """The proxy's CPU ms per measured request of one load.py report, or None without a proxy."""
     proxy = report["roles"].get("proxy")
     if proxy is None or not report["requests"]:
         return None
@@ -868,7 +870,7 @@ def summarise(reports: Sequence[dict[str, Any]]) -> Row:
         p90_ms=_median([r["p90_ms"] for r in reports]),
         p99_ms=_median([r["p99_ms"] for r in reports]),
         errors=sum(r["errors"] for r in reports),
-        cpu_ms_per_req=_median([_cpu_per_request(r) for r in reports]),
+        cpu_ms_per_req=_median([cpu_per_request(r) for r in reports]),
         ttfb_p50_ms=_median([r["ttfb_p50_ms"] for r in reports]),
         rss_mb=_median([_rss_mb(r) for r in reports]),
         other_pct=max(other_share(r) for r in reports) * 100.0,
@@ -1065,7 +1067,8 @@ def workers_targets(table: Table) -> list[Target]:
     return [Target(label, f"{two / one:.2f}×", "≥ 1.7×", "pass" if two / one >= 1.7 else "FAIL")]
 
 
-def _target_rows(targets: Sequence[Target]) -> list[str]:
+def target_rows(targets: Sequence[Target]) -> list[str]:
+    """Markdown rows of a | target | measured | goal | verdict | table."""
     return [f"| {t.label} | {t.value} | {t.goal} | {t.verdict} |" for t in targets]
 
 
@@ -1074,11 +1077,11 @@ def targets_section(table: Table) -> list[str]:
     header = ["| target | measured | goal | verdict |", "|---|---|---|---|"]
     lines = ["## targets", "", *header]
     for subject in ("tiergate", "tiergate-noledger"):
-        lines += _target_rows(peer_targets(table, subject) + direct_targets(table, subject))
-    lines += _target_rows(untagged_targets(table))
-    lines += _target_rows(cache_targets(table))
-    lines += _target_rows(observability_targets(table))
-    lines += _target_rows(workers_targets(table))
+        lines += target_rows(peer_targets(table, subject) + direct_targets(table, subject))
+    lines += target_rows(untagged_targets(table))
+    lines += target_rows(cache_targets(table))
+    lines += target_rows(observability_targets(table))
+    lines += target_rows(workers_targets(table))
     lines += [
         "",
         (
@@ -1089,7 +1092,7 @@ def targets_section(table: Table) -> list[str]:
         *header,
     ]
     for subject in (name for name in table["ns-c1"] if name.startswith("pt-")):
-        lines += _target_rows(direct_targets(table, subject))
+        lines += target_rows(direct_targets(table, subject))
     return lines + [""]
 
 
@@ -1156,22 +1159,33 @@ def litellm_version() -> str | None:
     return done.stdout.strip() or None
 
 
-def machine_section(settings: Settings, started: dt.datetime, elapsed_s: float, used_litellm: bool) -> list[str]:
-    """The markdown header: machine, command, settings, versions."""
-    pinned = "yes (taskset)" if pin(PROXY_CORE) else "no (taskset missing or < 2 CPUs)"
+def machine_facts(settings: Settings, started: dt.datetime, elapsed_s: float) -> list[str]:
+    """The report's first list items, whatever the mode: date, machine, versions, source, command."""
     versions = package_versions(
         ["starlette", "uvicorn", "uvloop", "httptools", "httpx", "httpcore", "httpx-aiohttp", "aiohttp", "tiergate"]
     )
-    lines = [
-        "# tiergate gateway benchmark",
-        "",
+    return [
         f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')} (run took {elapsed_s / 60:.1f} min)",
         f"- machine: nproc {os.cpu_count()}, CPU {cpu_model()}, kernel {platform.release()}",
         f"- Python {platform.python_version()}; {versions}",
         f"- tiergate source: {settings.tiergate_source}",
-        f"- pinning: {pinned}; proxy on core {PROXY_CORE}, upstream + load generator on core {LOAD_CORE}, "
-        "except for the candidates marked 'share both cores' (none pinned while they run)",
         f"- command: `{settings.command}`",
+    ]
+
+
+def pinning() -> str:
+    """Whether the processes are pinned to their cores, for the report."""
+    return "yes (taskset)" if pin(PROXY_CORE) else "no (taskset missing or < 2 CPUs)"
+
+
+def machine_section(settings: Settings, started: dt.datetime, elapsed_s: float, used_litellm: bool) -> list[str]:
+    """The markdown header: machine, command, settings, versions."""
+    lines = [
+        "# tiergate gateway benchmark",
+        "",
+        *machine_facts(settings, started, elapsed_s),
+        f"- pinning: {pinning()}; proxy on core {PROXY_CORE}, upstream + load generator on core {LOAD_CORE}, "
+        "except for the candidates marked 'share both cores' (none pinned while they run)",
         (
             f"- each cell: {settings.warmup_s:g} s warm-up, then min({settings.max_requests} requests, {settings.duration_s:g} s); "
             f"{settings.repeats} repeat(s), medians shown (errors summed over repeats)"
@@ -1237,7 +1251,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="max seconds of each measured cell (default 5, --quick 2.5)")
     parser.add_argument("--requests", type=int, help="max requests of each measured cell (default 20000)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 1, --quick 0.5)")
-    parser.add_argument("--output", default=str(BENCH_DIR / "results.md"), help="markdown report path")
+    parser.add_argument(
+        "--output", help="markdown report path (default bench/results.md, with --paired bench/results-paired.md)"
+    )
+    parser.add_argument(
+        "--paired", metavar="A,B", help="paired mode (bench/paired.py): two candidates, ABBA slices of c=64 load"
+    )
+    parser.add_argument("--slices", type=int, default=16, help="paired mode: measured slices (even; default 16)")
+    parser.add_argument("--slice-s", type=float, default=2.0, help="paired mode: seconds of each slice (default 2)")
     return parser.parse_args(argv)
 
 
@@ -1265,7 +1286,7 @@ def settings_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Setting
         tiergate_src=tiergate_src,
         tiergate_source=tiergate_source,
         raw_dir=raw_dir,
-        output=Path(args.output),
+        output=Path(args.output or BENCH_DIR / ("results-paired.md" if args.paired else "results.md")),
         command=" ".join(["python bench/run.py", *argv]),
     )
 
@@ -1287,9 +1308,17 @@ def upstream_service(settings: Settings) -> Iterator[tuple[Service, int]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the whole benchmark; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    settings = settings_from_args(_parse_args(argv), argv)
+    args = _parse_args(argv)
+    if args.paired:
+        # bench/paired.py builds on this module, so it is imported once this one is complete
+        import paired
+
+        pair = paired.candidates(args.paired, args.slices)  # a mistake exits before the raw directory is made
+    settings = settings_from_args(args, argv)
     for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job may start with it ignored
         signal.signal(signum, _raise_interrupt)
+    if args.paired:
+        return paired.main(settings, pair, args.slices, args.slice_s)
     candidates = [c for c in CANDIDATES if c.name in settings.only]
     started = dt.datetime.now(dt.UTC)
     clock = time.monotonic()
@@ -1310,4 +1339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # bench/paired.py imports this module as `run`: let that be this very module, not a second copy of it
+    sys.modules.setdefault("run", sys.modules[__name__])
     raise SystemExit(main())
