@@ -73,14 +73,21 @@ V6_ATTEMPTS = [
 ]
 
 
-def _v6_ledger(path: Path) -> None:
-    """A ledger as tiergate at schema v6 wrote it: its migrations, its rows."""
+def _at_version(path: Path, version: int, *first: str) -> sqlite3.Connection:
+    """A new file at ``path`` with the schema's first ``version`` migrations applied (after ``first``)."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    for migration in MIGRATIONS[:6]:
+    for statement in (*first, "PRAGMA journal_mode = WAL"):
+        conn.execute(statement)
+    for migration in MIGRATIONS[:version]:
         for statement in statements(migration):
             conn.execute(statement)
-    conn.execute("PRAGMA user_version = 6")
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
+def _v6_ledger(path: Path) -> None:
+    """A ledger as tiergate at schema v6 wrote it: its migrations, its rows."""
+    conn = _at_version(path, 6)
     columns = ", ".join(V6_COLUMNS)
     marks = ", ".join("?" * len(V6_COLUMNS))
     conn.executemany(
@@ -246,13 +253,7 @@ V8_INDEX = (
 def _v8_ledger(path: Path) -> None:
     """A ledger as tiergate at schema v8 made it (ts indexed by its ISO text), the v6 rows inserted
     through its views."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("PRAGMA journal_mode = WAL")
-    for migration in MIGRATIONS[:8]:
-        for statement in statements(migration):
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version = 8")
+    conn = _at_version(path, 8, "PRAGMA auto_vacuum = INCREMENTAL")
     columns = ", ".join(REQUEST_COLUMNS)
     for row in V6_REQUESTS:
         values = tuple(row[c] for c in REQUEST_COLUMNS)
