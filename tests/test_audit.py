@@ -534,10 +534,12 @@ async def test_demo_ends_with_the_audit_of_its_own_workload() -> None:
     calls = len(WORKLOAD) + precompute.LEDGER_ROWS
     assert lines[0].startswith(f"Workload by task: {calls} calls, ")
     ranked = [line.split()[1] for line in lines if line[:1].isdigit() and "eval calls left out" not in line]
-    # the demo's 8 tasks in both tables; the untagged call ran as agent, the most expensive task
-    assert len(ranked) == 16 and set(ranked) == {
-        "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent"
-    } and ranked[0] == "agent"  # fmt: skip
+    # the demo's 9 tasks (8 chat, one embedding) in both tables; the untagged call ran as agent, the most
+    # expensive task, and the embedding of a document is the cheapest
+    assert len(ranked) == 18 and set(ranked) == {
+        "title_generation", "classification", "extraction", "relevance", "summary", "ad_copy", "narrative", "agent",
+        "retrieval",
+    } and ranked[0] == "agent" and ranked[8] == "retrieval"  # fmt: skip
     total = next(line for line in lines if line.strip().startswith("TOTAL")).split()
     assert total[:2] == ["TOTAL", str(calls)] and total[5].startswith("$")
     # the precompute act: three of the narrative's reads and the repeated summary came from the store

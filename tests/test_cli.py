@@ -53,6 +53,15 @@ async def test_demo_runs_the_workload_through_the_sdk() -> None:
     native, translated = (line.split() for line in lines if line.endswith(" responses"))
     assert (native[0], native[3], native[5]) == ("extraction", "openai::gpt-5.4-nano", "1")
     assert (translated[0], translated[3], translated[5]) == ("summary", "anthropic::claude-sonnet-5-5", "3")
+    # an embeddings call, on the embedding tier's model: input tokens only
+    embedded = next(line.split() for line in lines if line.endswith(" embeddings"))
+    assert (embedded[0], embedded[2], embedded[3], embedded[7]) == (
+        "retrieval",
+        "embedding",
+        "openai::text-embedding-3-small",
+        "0",
+    )
+    assert int(embedded[6]) > 0
 
 
 def test_serve_reads_tiergate_env_and_flags(tmp_path: Path) -> None:

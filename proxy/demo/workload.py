@@ -17,7 +17,8 @@ OUTAGE = "[during an OpenAI outage]"
 @dataclass(frozen=True)
 class Call:
     """One call of the workload: its X-Task-Type (None: untagged), its messages, and what else it sends;
-    ``api`` "responses" sends it as a Responses API call (``client.responses.create``)."""
+    ``api`` "responses" sends it as a Responses API call (``client.responses.create``), "embeddings" as an
+    embeddings call (``client.embeddings.create``: its prompt is the input)."""
 
     task: str | None
     prompt: str
@@ -53,6 +54,8 @@ WORKLOAD: tuple[Call, ...] = (
     # the Responses API, routed the same way: natively to OpenAI, translated for Anthropic in an outage
     Call("extraction", "Extract name and city as JSON: Grace Hopper lives in Arlington", api="responses"),
     Call("summary", f"{OUTAGE} Summarise: the migration finished after two retries", api="responses"),
+    # an embedding of a document for search: a `kind: embedding` tier, priced per input token
+    Call("retrieval", "tiergate routes each LLM call to the cheapest tier its task allows", api="embeddings"),
 )  # fmt: skip
 
 
@@ -86,6 +89,11 @@ async def call(client: object, call: Call) -> Row:
         messages.insert(0, {"role": "system", "content": call.system})
     extra: dict[str, Any] = dict(call.extra)
     started = time.perf_counter()
+    if call.api == "embeddings":
+        embedded = await client.embeddings.with_raw_response.create(
+            model="auto", input=call.prompt, extra_headers=headers
+        )
+        return _row(call, embedded.headers, (embedded.parse().usage.prompt_tokens, 0), started)
     if call.api == "responses":
         answer = await client.responses.with_raw_response.create(
             model="auto", input=call.prompt, instructions=call.system, extra_headers=headers, **extra
