@@ -376,7 +376,7 @@ def _audit(args: argparse.Namespace) -> int:
         if args.what_if or args.by:
             raise ValueError("--recommend prices each supported re-tiering itself: drop --what-if and --by")
         registry = rules.load(args.config or env.config)
-        print(render(recommend(db, registry, since=args.since), args.format), end="")
+        print(render(recommend(db, registry, since=args.since, until=args.until), args.format), end="")
         return 0
     if args.classifier:
         return _audit_classifier(args, db)
@@ -434,7 +434,7 @@ def _audit_classifier(args: argparse.Namespace, db: str) -> int:
     if args.what_if or args.recommend:
         raise ValueError("--classifier reports the classifier alone: drop --what-if and --recommend")
     classify_report.check_format(args.format)
-    scope = Scope(parse_since(args.since), args.include_eval)
+    scope = Scope(parse_since(args.since), args.include_eval, parse_since(args.until, flag="--until"))
     print(classify_report.agreement(agreement.summarize(db, scope, args.by or "day"), args.format), end="")
     return 0
 

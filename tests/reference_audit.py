@@ -249,19 +249,22 @@ def _most_common(values: Any) -> str | None:
 PERIODS = ("day", "week")
 
 
-def agreement_load(path: str, since: str | None = None, *, include_eval: bool = False) -> list[dict[str, Any]]:
-    """The rows the classifier report reads, at or after ``since`` (a ledger ts), oldest first."""
+def agreement_load(
+    path: str, since: str | None = None, *, include_eval: bool = False, until: str | None = None
+) -> list[dict[str, Any]]:
+    """The rows the classifier report reads, at or after ``since`` and before ``until`` (ledger ts), oldest first."""
     if not Path(path).is_file():
         raise AuditError(f"no ledger at {path} (tiergate serve writes one; pass --db or set TIERGATE_DB)")
+    bounds = [(term, value) for term, value in (("ts >= ?", since), ("ts < ?", until)) if value]
     sql = (
         "SELECT ts, task, task_source, task_confidence, task_predicted, eval_run FROM requests"
-        + (" WHERE ts >= ?" if since else "")
+        + (" WHERE " + " AND ".join(term for term, _ in bounds) if bounds else "")
         + " ORDER BY ts"
     )
     try:
         conn = open_readonly(path)
         try:
-            rows = [dict(row) for row in conn.execute(sql, (since,) if since else ())]
+            rows = [dict(row) for row in conn.execute(sql, [value for _, value in bounds])]
         finally:
             conn.close()
     except sqlite3.OperationalError as exc:

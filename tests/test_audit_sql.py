@@ -197,8 +197,8 @@ def _record_eval(db: str, task: str, tier: str, passed: int, ts: str) -> None:
         store.close()
 
 
-def _reference_recommend(db: str, registry: Registry) -> list[tuple[str, str, int, float]]:
-    rows = [r for r in reference.load(db) if r["eval_run"] is None]
+def _reference_recommend(db: str, registry: Registry, until: str | None = None) -> list[tuple[str, str, int, float]]:
+    rows = [r for r in reference.load(db, until=until) if r["eval_run"] is None]
     found = []
     with sqlite3.connect(db) as conn:
         latest = conn.execute(
@@ -227,6 +227,15 @@ def test_recommend_matches_the_python_audit(tmp_path: Path) -> None:
     theirs = _reference_recommend(db, registry)
     assert [r[:3] for r in ours] == [r[:3] for r in theirs] == [("summary", "small", theirs[0][2])]
     assert ours[0][3] == pytest.approx(theirs[0][3], rel=1e-9)
+    # --until: the traffic before it (the median row's time: about half the rows)
+    with sqlite3.connect(db) as conn:
+        (until,) = conn.execute(
+            "SELECT ts FROM requests ORDER BY ts LIMIT 1 OFFSET (SELECT count(*) / 2 FROM requests)"
+        ).fetchone()
+    bounded = [(r.task, r.tier, r.calls, r.saving_usd) for r in recommend(db, registry, until=until)]
+    expected = _reference_recommend(db, registry, until)
+    assert [r[:3] for r in bounded] == [r[:3] for r in expected] and 0 < bounded[0][2] < ours[0][2]
+    assert bounded[0][3] == pytest.approx(expected[0][3], rel=1e-9)
 
 
 @pytest.mark.parametrize("by", agreement.PERIODS)
@@ -238,6 +247,10 @@ def test_the_classifier_report_matches_the_python_audit(generated: str, by: str)
                 reference.agreement_load(generated, since, include_eval=include_eval), by
             )
             same(ours, theirs, by)
+    for until, since in UNTILS:
+        ours = agreement.summarize(generated, Scope(at(since), until=at(until)), by)
+        theirs = reference.agreement_summarize(reference.agreement_load(generated, since, until=until), by)
+        same(ours, theirs, by)
 
 
 # --- percentiles ---------------------------------------------------------------------------------

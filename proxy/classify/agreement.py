@@ -109,9 +109,10 @@ class _FirstMiss:
             " WHERE k.task = ? AND k.task_source = 'header' AND k.task_predicted = ?"
         )
         params: list[str | int] = [task, guess]
-        if self._scope.since is not None:
-            sql += " AND r.ts >= ?"
-            params.append(self._scope.since)
+        bounds, values = self._scope.terms()  # on ts, which only ledger_requests has
+        for term in bounds:
+            sql += f" AND r.{term}"
+        params += values
         if not self._scope.include_eval:
             sql += " AND r.eval_run IS NULL"
         # Oldest first along the ts index, stopping at the first match.

@@ -35,11 +35,15 @@ class Recommendation:
     saving_ratio: float | None
 
 
-def recommend(db: str, registry: Registry, *, since: str | None = None) -> list[Recommendation]:
-    """Every supported re-tiering of ``registry``'s tasks that would have cost less on the logged traffic."""
+def recommend(
+    db: str, registry: Registry, *, since: str | None = None, until: str | None = None
+) -> list[Recommendation]:
+    """Every supported re-tiering of ``registry``'s tasks that would have cost less on the logged traffic
+    (at or after ``since``, before ``until``: ``tiergate audit``'s bounds)."""
     found = []
+    scope = Scope(parse_since(since), until=parse_since(until, flag="--until"))
     with snapshot(db) as snap:
-        traffic = Traffic(snap, Scope(parse_since(since)))  # summed once, priced per candidate
+        traffic = Traffic(snap, scope)  # summed once, priced per candidate
         for task, tier, pass_rate, ts in _passed_elsewhere(snap.conn, registry):
             try:
                 if tier.startswith("model:"):
