@@ -184,7 +184,7 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         record.baseline_tier, baseline.model if baseline else None, price_source, int(record.fallback),
         record.client, record.prompt_variant, record.task_predicted, record.cache, record.registry,
     )  # fmt: skip
-    ts = int(record.ts * 1000.0)  # epoch_ms
+    ts = epoch_ms(record.ts)
     tries = record.attempts
     attempts: list[tuple[Any, ...]] = []
     ended = attempt_us = None
@@ -195,21 +195,19 @@ def finalize(record: RequestRecord, pricer: Pricer) -> tuple[tuple[Any, ...], li
         and only.tier == record.tier
         and (only.target is target or only.target == target)
     ):
-        ended, attempt_us = int(only.ts * 1000.0) - ts, _us(only.latency_ms)
+        ended, attempt_us = epoch_ms(only.ts) - ts, _us(only.latency_ms)
     else:
         attempts = [
-            (a.n, int(a.ts * 1000.0) - ts, (a.tier, a.target.provider, a.target.model, a.status, a.error_type),
+            (a.n, epoch_ms(a.ts) - ts, (a.tier, a.target.provider, a.target.model, a.status, a.error_type),
              _us(a.latency_ms))
             for a in tries
         ]  # fmt: skip
-    latency, ttft, upstream = record.latency_ms, record.ttft_ms, record.upstream_ms
     row = (
         record.id, ts, kind, stored_request_id(record.request_id, record.id),
         *((None,) * 5 if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
                                              usage.cache_write_tokens, usage.reasoning_tokens)),
-        cost, baseline_cost, None if latency is None else round(latency * 1000.0),
-        None if ttft is None else round(ttft * 1000.0),
-        None if upstream is None else round(upstream * 1000.0), max(len(tries), 1 if target else 0),
+        cost, baseline_cost, _us(record.latency_ms), _us(record.ttft_ms), _us(record.upstream_ms),
+        max(len(tries), 1 if target else 0),
         record.end_user, record.eval_run, record.task_confidence, record.template, record.features, avoided,
         record.prompt_text, ended, attempt_us,
     )  # fmt: skip
