@@ -17,7 +17,6 @@ has shut down and its ledger writer drained, and the classifier's shadow agreeme
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from proxy.classify import agreement
 from proxy.classify import report as classify_report
 from proxy.demo import bill, precompute
 from proxy.demo.learn import MIN_CONFIDENCE, learn
-from proxy.demo.workload import WORKLOAD, call, outage, print_rows
+from proxy.demo.workload import WORKLOAD, call, outage, print_rows, upstream_environ
 from proxy.evals import candidates, golden
 from proxy.evals.recommend import recommend
 from proxy.evals.recommend import render as render_recommendations
@@ -55,14 +54,7 @@ async def run_demo(config: str, out: TextIO, evals: str = "evals", calls: int = 
     oracle = Oracle.load(evals_dir, rules.load(config, environ={})) if evals_dir.is_dir() else None
     fake = FakeOpenAI(choose=chain(outage, precompute.slow_model, oracle.choose if oracle else None))
     async with serve(fake) as upstream_url, serve(FakeAnthropic()) as anthropic_url:
-        environ = {
-            **os.environ,
-            "OPENAI_BASE_URL": upstream_url + "/v1",
-            "OPENAI_API_KEY": "sk-demo-upstream",
-            "ANTHROPIC_BASE_URL": anthropic_url,
-            "ANTHROPIC_API_KEY": "sk-ant-demo-upstream",
-        }
-        registry = rules.load(config, environ=environ)
+        registry = rules.load(config, environ=upstream_environ(upstream_url, anthropic_url))
         with tempfile.TemporaryDirectory(prefix="tiergate-demo-") as tmp:
             settings = Settings(config=config, db=str(Path(tmp) / "demo.db"))
             model = await learn(registry, settings, Path(tmp), out)

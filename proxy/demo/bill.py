@@ -10,14 +10,13 @@ the baseline (every call priced on the frontier model). Every figure is read fro
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any, TextIO
 
 from proxy import rules
 from proxy.app import create_app
 from proxy.demo import generator
-from proxy.demo.workload import outage
+from proxy.demo.workload import outage, upstream_environ
 from proxy.fakes.anthropic import FakeAnthropic
 from proxy.fakes.openai import FakeOpenAI
 from proxy.fakes.oracle import chain
@@ -37,14 +36,7 @@ async def run_bill(config: str, calls: int, db: str, out: TextIO, seed: int = 0)
     workload = generator.calls(calls, seed)
     fake = FakeOpenAI(choose=chain(outage, generator.sized))
     async with serve(fake) as openai_url, serve(FakeAnthropic()) as anthropic_url:
-        environ = {
-            **os.environ,
-            "OPENAI_BASE_URL": openai_url + "/v1",
-            "OPENAI_API_KEY": "sk-demo-upstream",
-            "ANTHROPIC_BASE_URL": anthropic_url,
-            "ANTHROPIC_API_KEY": "sk-ant-demo-upstream",
-        }
-        registry = rules.load(config, environ=environ)
+        registry = rules.load(config, environ=upstream_environ(openai_url, anthropic_url))
         settings = Settings(config=config, db=db, reload=False)
         started = time.perf_counter()
         async with serve(create_app(settings, registry)) as proxy_url:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,17 @@ class Row:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+
+
+def upstream_environ(openai_url: str, anthropic_url: str) -> dict[str, str]:
+    """The environment rules.yaml is read with so its providers point at the demo's fake upstreams."""
+    return {
+        **os.environ,
+        "OPENAI_BASE_URL": openai_url + "/v1",
+        "OPENAI_API_KEY": "sk-demo-upstream",
+        "ANTHROPIC_BASE_URL": anthropic_url,
+        "ANTHROPIC_API_KEY": "sk-ant-demo-upstream",
+    }
 
 
 def outage(body: dict[str, Any]) -> Behavior | None:
