@@ -100,7 +100,7 @@ def stored_request_id(request_id: str | None, row_id: str) -> str | bytes | int 
     if head == "req_" or head == "gen_":
         if request_id[4:] == row_id:
             return OWN_REQUEST_ID if head == "req_" else GENERATION_REQUEST_ID
-        if head == "req_" and len(request_id) > 4 and _HEX.fullmatch(request_id, 4):
+        if head == "req_" and _HEX.fullmatch(request_id, 4):
             return bytes.fromhex(request_id[4:])  # OpenAI's form, "req_" and 32 hex digits: 16 bytes, not 36
     return request_id
 
